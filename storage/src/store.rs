@@ -1,0 +1,328 @@
+//! The data root: an object store plus the paths of the Hive layout.
+//!
+//! Reads and listings go through `object_store` for every backend. Writes that must survive a
+//! power loss ([`Store::put_durable`]) use the object store's atomic put on remote backends, and
+//! on the local backend a temporary file that is fsynced, renamed into place and followed by an
+//! fsync of its directory, because a rename alone does not make the new file's contents durable.
+
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use bytes::Bytes;
+use chrono::NaiveDate;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use crate::clickid;
+use crate::model::Table;
+use crate::{Error, Result};
+
+/// Where the click-ID MAC key lives; shared by every node that uses this data root.
+const CLICK_ID_KEY_PATH: &str = "meta/click_id.key";
+
+/// A data root.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    /// The directory behind the local backend; `None` for remote stores.
+    local_root: Option<PathBuf>,
+    /// The data root as the operator wrote it, for messages.
+    location: String,
+}
+
+impl Store {
+    /// Opens a data root: a directory (created when missing). Remote URLs are refused with a
+    /// clear message until their backend is built in.
+    pub fn open(location: &str) -> Result<Store> {
+        if location.contains("://") {
+            return Err(Error::DataRoot(
+                location.into(),
+                "only local directories are supported by this build".into(),
+            ));
+        }
+        let dir = PathBuf::from(location);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        let dir = dir.canonicalize().map_err(|e| Error::io("resolve", &dir, e))?;
+        let inner = LocalFileSystem::new_with_prefix(&dir)?;
+        Ok(Store {
+            inner: Arc::new(inner),
+            local_root: Some(dir),
+            location: location.into(),
+        })
+    }
+
+    /// A store over any object store (tests use `InMemory`).
+    pub fn from_object_store(inner: Arc<dyn ObjectStore>, location: &str) -> Store {
+        Store {
+            inner,
+            local_root: None,
+            location: location.into(),
+        }
+    }
+
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.inner.clone()
+    }
+
+    /// The local directory behind this store, if it is local.
+    pub fn local_root(&self) -> Option<&FsPath> {
+        self.local_root.as_deref()
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Writes `bytes` at `path` so that a reader sees the old object, or the new one whole, and
+    /// so that once this returns the object survives a crash or power loss.
+    pub async fn put_durable(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        match &self.local_root {
+            Some(root) => {
+                let target = root.join(path.as_ref());
+                tokio::task::spawn_blocking(move || write_file_durably(&target, &bytes))
+                    .await
+                    .expect("durable write task panicked")
+            }
+            None => {
+                self.inner.put(path, PutPayload::from(bytes)).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes `bytes` at `path` unless something is already there; returns whether it wrote.
+    pub async fn put_if_absent(&self, path: &Path, bytes: Bytes) -> Result<bool> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.inner.put_opts(path, PutPayload::from(bytes), opts).await {
+            Ok(_) => {
+                if let Some(root) = &self.local_root {
+                    let target = root.join(path.as_ref());
+                    tokio::task::spawn_blocking(move || sync_file_and_dir(&target))
+                        .await
+                        .expect("sync task panicked")?;
+                }
+                Ok(true)
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The object at `path`, or `None` when there is none.
+    pub async fn get(&self, path: &Path) -> Result<Option<Bytes>> {
+        match self.inner.get(path).await {
+            Ok(r) => Ok(Some(r.bytes().await?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every object under `prefix` (recursively), in no particular order.
+    pub async fn list(&self, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+        Ok(self.inner.list(Some(prefix)).try_collect().await?)
+    }
+
+    pub async fn delete(&self, path: &Path) -> Result<()> {
+        match self.inner.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Encodes `batches` as one Parquet file and writes it durably at `path`.
+    pub async fn write_parquet(&self, path: &Path, batches: &[RecordBatch]) -> Result<()> {
+        let bytes = encode_parquet(batches)?;
+        self.put_durable(path, bytes).await
+    }
+
+    /// Every record batch of the Parquet file at `path`.
+    /// Raw event files are micro-batch sized, so the file is fetched whole and decoded in
+    /// memory; large scans go through DataFusion instead.
+    pub async fn read_parquet(&self, path: &Path) -> Result<Vec<RecordBatch>> {
+        let bytes = self.fetch(path).await?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()?;
+        Ok(reader.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The row count of the Parquet file at `path`, from its footer; fails on a damaged file.
+    pub async fn parquet_rows(&self, path: &Path) -> Result<u64> {
+        let bytes = self.fetch(path).await?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
+        Ok(builder.metadata().file_metadata().num_rows() as u64)
+    }
+
+    async fn fetch(&self, path: &Path) -> Result<Bytes> {
+        Ok(self.inner.get(path).await?.bytes().await?)
+    }
+
+    /// The click-ID MAC key of this data root, created on first use. Every node sharing the
+    /// root gets the same key, so IDs issued by one are accepted by all.
+    pub async fn click_id_key(&self) -> Result<clickid::Key> {
+        let path = Path::from(CLICK_ID_KEY_PATH);
+        if let Some(bytes) = self.get(&path).await? {
+            return parse_key(&path, &bytes);
+        }
+        let fresh = clickid::Key::random();
+        if self.put_if_absent(&path, Bytes::from(fresh.to_hex())).await? {
+            return Ok(fresh);
+        }
+        // Another node created it first; use theirs.
+        let bytes = self.get(&path).await?.ok_or_else(|| Error::Corrupt {
+            path: CLICK_ID_KEY_PATH.into(),
+            what: "vanished right after being created".into(),
+        })?;
+        parse_key(&path, &bytes)
+    }
+}
+
+fn parse_key(path: &Path, bytes: &[u8]) -> Result<clickid::Key> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(clickid::Key::from_hex)
+        .ok_or_else(|| Error::Corrupt {
+            path: path.to_string(),
+            what: "not a 64-digit hex key".into(),
+        })
+}
+
+/// Parquet encoding of every file netrev writes: Snappy (fast, read by every engine) and
+/// page statistics so readers can prune by time and key.
+pub fn encode_parquet(batches: &[RecordBatch]) -> Result<Bytes> {
+    let Some(first) = batches.first() else {
+        return Err(Error::Corrupt {
+            path: "<batch>".into(),
+            what: "no batches to encode".into(),
+        });
+    };
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build();
+    let mut buf = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut buf, first.schema(), Some(props))?;
+    for b in batches {
+        writer.write(b)?;
+    }
+    writer.close()?;
+    Ok(Bytes::from(buf))
+}
+
+fn write_file_durably(target: &FsPath, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = target.parent().expect("object paths have a parent");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    let name = target.file_name().expect("object paths have a name").to_string_lossy();
+    // A leading dot and a non-.parquet suffix keep readers' globs off a half-written file.
+    let tmp = dir.join(format!(".{name}.{}.tmp", rand::random::<u32>()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
+        f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
+        std::fs::rename(&tmp, target).map_err(|e| Error::io("rename", target, e))?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn sync_file_and_dir(target: &FsPath) -> Result<()> {
+    let f = std::fs::File::open(target).map_err(|e| Error::io("open", target, e))?;
+    f.sync_all().map_err(|e| Error::io("fsync", target, e))?;
+    sync_dir(target.parent().expect("object paths have a parent"))
+}
+
+/// Makes a directory's entries (a new or renamed file) durable.
+pub fn sync_dir(dir: &FsPath) -> Result<()> {
+    let d = std::fs::File::open(dir).map_err(|e| Error::io("open", dir, e))?;
+    d.sync_all().map_err(|e| Error::io("fsync", dir, e))
+}
+
+/// Paths of the Hive layout (DESIGN.md section 7).
+pub mod layout {
+    use super::*;
+
+    /// `events/<table>/`
+    pub fn raw_table(table: Table) -> Path {
+        Path::from(format!("events/{}", table.name()))
+    }
+
+    /// `events/<table>/date=YYYY-MM-DD/`
+    pub fn raw_partition(table: Table, date: NaiveDate) -> Path {
+        Path::from(format!("events/{}/date={}", table.name(), date.format("%Y-%m-%d")))
+    }
+
+    /// A raw file written by ingest node `node` from its write-ahead-log records `first..=last`.
+    /// The range in the name is what makes flushing idempotent across crashes: on recovery a
+    /// record is known to be in a partition exactly when a file of that partition covers its
+    /// sequence number.
+    pub fn raw_file(table: Table, date: NaiveDate, node: &str, first: u64, last: u64) -> Path {
+        raw_partition(table, date).join(format!("{node}-{first:020}-{last:020}.parquet"))
+    }
+
+    /// The (node, first, last) of a raw file name written by [`raw_file`].
+    pub fn parse_raw_file(name: &str) -> Option<(&str, u64, u64)> {
+        let stem = name.strip_suffix(".parquet")?;
+        let mut parts = stem.rsplitn(3, '-');
+        let last = parts.next()?.parse().ok()?;
+        let first = parts.next()?.parse().ok()?;
+        let node = parts.next()?;
+        Some((node, first, last))
+    }
+
+    /// The date of a `date=YYYY-MM-DD` path segment.
+    pub fn partition_date(path: &Path) -> Option<NaiveDate> {
+        path.parts()
+            .find_map(|p| p.as_ref().strip_prefix("date=").map(str::to_owned))
+            .and_then(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_file_names_round_trip() {
+        let d = NaiveDate::from_ymd_opt(2026, 11, 27).unwrap();
+        let p = layout::raw_file(Table::Refunds, d, "node-a", 7, 1234);
+        assert_eq!(
+            p.as_ref(),
+            "events/refunds/date=2026-11-27/node-a-00000000000000000007-00000000000000001234.parquet"
+        );
+        assert_eq!(layout::parse_raw_file(p.filename().unwrap()), Some(("node-a", 7, 1234)));
+        assert_eq!(layout::partition_date(&p), Some(d));
+        assert_eq!(layout::parse_raw_file("x.parquet"), None);
+    }
+
+    #[tokio::test]
+    async fn durable_put_is_readable_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let p = Path::from("a/b/c.bin");
+        store.put_durable(&p, Bytes::from_static(b"hello")).await.unwrap();
+        assert_eq!(store.get(&p).await.unwrap().unwrap(), Bytes::from_static(b"hello"));
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec!["c.bin"]);
+    }
+
+    #[tokio::test]
+    async fn click_id_key_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let a = store.click_id_key().await.unwrap();
+        let b = store.click_id_key().await.unwrap();
+        assert_eq!(a.to_hex(), b.to_hex());
+    }
+}
