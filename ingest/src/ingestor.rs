@@ -1,0 +1,630 @@
+//! The ingest buffer behind the write-ahead log, and the flusher that empties it into Parquet.
+//!
+//! ```text
+//! submit(event) ──► dedup check + sequence ──► pending ──► WAL writer thread
+//!                                                           write + fdatasync (group commit)
+//!      ◄── ack once durable ◄───────────────────────────────┘   │
+//!                                                  Arrow batches ▼
+//!                                                  buffer ──► flusher ──► events/<t>/date=D/
+//!                                                                 └─► checkpoint, WAL trim
+//! ```
+//!
+//! Exactly-once: a raw file is named `<node>-<first>-<last>.parquet` after the sequence range
+//! of the flush that wrote it, and a flush writes, for each partition, every buffered record of
+//! that partition in the range. So after a crash, a replayed record is already in Parquet
+//! exactly when a file of its partition covers its sequence; those are dropped, the rest are
+//! flushed again. The checkpoint only bounds how much of the log recovery must read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use chrono::NaiveDate;
+use tokio::sync::{Notify, oneshot, watch};
+
+use netrev_storage::clickid;
+use netrev_storage::model::{self, Table};
+use netrev_storage::store::layout;
+use netrev_storage::{Event, Store};
+
+use crate::dedup;
+use crate::wal::{self, AppendError};
+use crate::{Error, Result};
+
+/// Settings of the ingest buffer.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Directory of this node's write-ahead log; must be a local disk.
+    pub wal_dir: PathBuf,
+    /// This node's ID (letters, digits, `_`); `None` reads or creates `<wal_dir>/node_id`.
+    pub node_id: Option<String>,
+    /// How often buffered events are flushed to Parquet: the freshness of the raw tables.
+    pub flush_interval: Duration,
+    /// Buffered events that trigger a flush before the interval ends, so files stay a
+    /// reasonable size under heavy load.
+    pub flush_rows: usize,
+    /// Events accepted but not yet in Parquet beyond which postbacks get 503: bounds memory
+    /// when the object store is slow or down.
+    pub max_buffered: usize,
+    /// Size at which the log starts a new segment.
+    pub segment_bytes: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            wal_dir: PathBuf::from("data/wal"),
+            node_id: None,
+            flush_interval: Duration::from_secs(1),
+            flush_rows: 100_000,
+            // About 1 KiB each in memory: ~1 GiB at the limit.
+            max_buffered: 1_000_000,
+            segment_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What happened to a submitted event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Newly recorded under this sequence number; durable.
+    Recorded(u64),
+    /// The same event was recorded before; nothing new was stored. Also durable.
+    Duplicate,
+}
+
+/// Why an event was not accepted. Nothing was recorded; the sender should retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// The buffer is full (the object store is behind); retry in a moment.
+    #[error("ingest buffer is full; retry shortly")]
+    Busy,
+    /// The write-ahead log cannot vouch for new records (disk error); retry later.
+    #[error("write-ahead log unavailable: {0}")]
+    Unavailable(String),
+    /// The service is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+/// Counters for the health route and the benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IngestStats {
+    /// Highest sequence durable in the log.
+    pub durable_seq: u64,
+    /// Highest sequence flushed to Parquet (the checkpoint).
+    pub flushed_seq: u64,
+    /// Events accepted and not yet in Parquet.
+    pub buffered_events: usize,
+    /// fdatasync calls made by the log writer since start.
+    pub wal_fsyncs: u64,
+    /// Events recorded since start (duplicates excluded).
+    pub recorded: u64,
+    /// Raw Parquet files written since start.
+    pub files_written: u64,
+}
+
+/// Durable records not yet in Parquet, as Arrow batches per partition.
+#[derive(Debug)]
+struct Chunk {
+    first_seq: u64,
+    last_seq: u64,
+    rows: usize,
+    batches: Vec<(Table, NaiveDate, RecordBatch)>,
+}
+
+/// An event encoded and sequenced, waiting for the log writer.
+struct Pending {
+    seq: u64,
+    event: Event,
+    json: Vec<u8>,
+    key: Option<dedup::Key>,
+    done: oneshot::Sender<Result<(), Rejected>>,
+}
+
+/// Everything guarded by the one ingest lock. Critical sections are a few map operations.
+#[derive(Default)]
+struct State {
+    /// Sequence of the next accepted event.
+    next_seq: u64,
+    /// Accepted events the writer has not yet made durable, in sequence order.
+    pending: Vec<Pending>,
+    /// Keys of every recorded conversion and refund → sequence of the original (0 for ones
+    /// recovered from disk), so a duplicate can wait for its original to be durable.
+    seen: HashMap<dedup::Key, u64>,
+    /// Durable records waiting for the flusher, oldest first.
+    buffer: Vec<Chunk>,
+    /// Events in `pending` and `buffer` together: what [`IngestConfig::max_buffered`] bounds.
+    unflushed: usize,
+    /// Set when the log cannot be appended to any more; every submit is refused.
+    poisoned: Option<String>,
+    /// Set by shutdown: the writer drains `pending` and exits.
+    closing: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Wakes the writer thread when `pending` fills or on shutdown.
+    writer_wake: Condvar,
+    /// Highest durable sequence; duplicates wait on it for their original.
+    durable: watch::Sender<u64>,
+    /// Wakes the flusher early when the buffer reaches `flush_rows`.
+    flush_now: Notify,
+    /// Tells the flusher to do a last flush and stop.
+    flusher_stop: watch::Sender<bool>,
+    /// Serializes flushes: the periodic one, an explicit one and the last one at shutdown.
+    flush_lock: tokio::sync::Mutex<()>,
+    flushed_seq: AtomicU64,
+    fsyncs: AtomicU64,
+    recorded: AtomicU64,
+    files_written: AtomicU64,
+    config: IngestConfig,
+    node: String,
+    store: Store,
+}
+
+/// The ingest buffer: accepts events, makes them durable, flushes them to Parquet.
+pub struct Ingestor {
+    shared: Arc<Shared>,
+    clicks: clickid::Generator,
+    /// The writer thread, joined on shutdown.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The flusher task, awaited on shutdown.
+    flusher: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Ingestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingestor").field("node", &self.shared.node).finish()
+    }
+}
+
+impl Ingestor {
+    /// Recovers the log (replaying what is not yet in Parquet), loads the deduplication keys
+    /// of everything stored, and starts the writer and the flusher.
+    pub async fn open(store: Store, config: IngestConfig) -> Result<Arc<Ingestor>> {
+        let dir = config.wal_dir.clone();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        let node = match &config.node_id {
+            Some(n) => n.clone(),
+            None => load_or_create_node_id(&dir)?,
+        };
+        if node.is_empty() || !node.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(Error::Config(format!(
+                "node id {node:?} must be letters, digits or _"
+            )));
+        }
+        let key = store.click_id_key().await?;
+
+        let checkpoint = wal::read_checkpoint(&dir)?;
+        let replayed = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || wal::replay(&dir))
+                .await
+                .expect("replay task panicked")?
+        };
+        let max_replayed = replayed.last().map_or(0, |r| r.seq);
+        let unflushed: Vec<wal::Record> = replayed.into_iter().filter(|r| r.seq > checkpoint).collect();
+        let replayed_count = unflushed.len();
+        let (covered, todo) = split_covered(&store, &node, unflushed).await?;
+
+        let mut seen = HashMap::new();
+        for table in [Table::Conversions, Table::Refunds] {
+            for event in read_all(&store, table).await? {
+                if let Some(k) = dedup::key(&event) {
+                    seen.insert(k, 0);
+                }
+            }
+        }
+        for r in &todo {
+            if let Some(k) = dedup::key(&r.event) {
+                seen.insert(k, 0);
+            }
+        }
+        let next_seq = checkpoint.max(max_replayed) + 1;
+        tracing::info!(
+            node = %node,
+            checkpoint,
+            replayed = replayed_count,
+            already_in_parquet = covered,
+            to_flush = todo.len(),
+            dedup_keys = seen.len(),
+            "write-ahead log recovered"
+        );
+
+        let mut state = State {
+            next_seq,
+            seen,
+            ..State::default()
+        };
+        if !todo.is_empty() {
+            let first = todo[0].seq;
+            let last = todo[todo.len() - 1].seq;
+            let events: Vec<Event> = todo.into_iter().map(|r| r.event).collect();
+            state.unflushed = events.len();
+            state.buffer.push(build_chunk(first, last, &events)?);
+        }
+
+        let writer_log = wal::Writer::create(&dir, next_seq, config.segment_bytes)?;
+        let (durable, _) = watch::channel(next_seq - 1);
+        let (flusher_stop, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            writer_wake: Condvar::new(),
+            durable,
+            flush_now: Notify::new(),
+            flusher_stop,
+            flush_lock: tokio::sync::Mutex::new(()),
+            flushed_seq: AtomicU64::new(checkpoint),
+            fsyncs: AtomicU64::new(0),
+            recorded: AtomicU64::new(0),
+            files_written: AtomicU64::new(0),
+            config,
+            node,
+            store,
+        });
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("netrev-wal".into())
+                .spawn(move || writer_loop(&shared, writer_log))
+                .map_err(|e| Error::io("spawn", "wal writer thread", e))?
+        };
+        let flusher = tokio::spawn(flusher_loop(shared.clone(), stop_rx));
+        Ok(Arc::new(Ingestor {
+            shared,
+            clicks: clickid::Generator::new(key),
+            writer: Mutex::new(Some(writer)),
+            flusher: tokio::sync::Mutex::new(Some(flusher)),
+        }))
+    }
+
+    /// This node's ID.
+    pub fn node(&self) -> &str {
+        &self.shared.node
+    }
+
+    /// Issues a click ID for a click at `now_ms`; see [`clickid::Generator::issue`].
+    pub fn issue_click_id(&self, now_ms: u64) -> (String, u64) {
+        self.clicks.issue(now_ms)
+    }
+
+    /// The MAC key click IDs are checked with.
+    pub fn click_id_key(&self) -> &clickid::Key {
+        self.clicks.key()
+    }
+
+    /// Records `event` durably, once. Returns when the event (or its original, for a
+    /// duplicate) is fsynced in the write-ahead log.
+    pub async fn submit(&self, event: Event) -> Result<Outcome, Rejected> {
+        let key = dedup::key(&event);
+        let json = wal::encode_event(&event);
+        let (tx, rx) = oneshot::channel();
+        let (duplicate_of, seq) = {
+            let mut st = self.shared.state.lock().expect("ingest lock");
+            if st.closing {
+                return Err(Rejected::ShuttingDown);
+            }
+            if let Some(reason) = &st.poisoned {
+                return Err(Rejected::Unavailable(reason.clone()));
+            }
+            match key.and_then(|k| st.seen.get(&k).copied()) {
+                Some(original) => (Some(original), 0),
+                None => {
+                    if st.unflushed >= self.shared.config.max_buffered {
+                        return Err(Rejected::Busy);
+                    }
+                    let seq = st.next_seq;
+                    st.next_seq += 1;
+                    if let Some(k) = key {
+                        st.seen.insert(k, seq);
+                    }
+                    st.unflushed += 1;
+                    st.pending.push(Pending {
+                        seq,
+                        event,
+                        json,
+                        key,
+                        done: tx,
+                    });
+                    (None, seq)
+                }
+            }
+        };
+        if let Some(original) = duplicate_of {
+            return self.await_original(key.expect("duplicates have keys"), original).await;
+        }
+        self.shared.writer_wake.notify_one();
+        match rx.await {
+            Ok(Ok(())) => Ok(Outcome::Recorded(seq)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Rejected::ShuttingDown),
+        }
+    }
+
+    /// A duplicate is acknowledged only once its original is durable, so an ack never
+    /// outruns the log even for retries that race the first copy.
+    async fn await_original(&self, key: dedup::Key, original: u64) -> Result<Outcome, Rejected> {
+        let mut rx = self.shared.durable.subscribe();
+        if rx.wait_for(|&d| d >= original).await.is_err() {
+            return Err(Rejected::ShuttingDown);
+        }
+        let st = self.shared.state.lock().expect("ingest lock");
+        // A failed append removes its keys before the durable mark can pass it.
+        match st.seen.get(&key) {
+            Some(&s) if s == original => Ok(Outcome::Duplicate),
+            _ => Err(Rejected::Unavailable(
+                "the first copy of this event failed to be written; retry".into(),
+            )),
+        }
+    }
+
+    pub fn stats(&self) -> IngestStats {
+        let st = self.shared.state.lock().expect("ingest lock");
+        IngestStats {
+            durable_seq: *self.shared.durable.borrow(),
+            flushed_seq: self.shared.flushed_seq.load(Ordering::Relaxed),
+            buffered_events: st.unflushed,
+            wal_fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
+            recorded: self.shared.recorded.load(Ordering::Relaxed),
+            files_written: self.shared.files_written.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Flushes everything accepted so far to Parquet now (tests, shutdown).
+    pub async fn flush(&self) -> Result<()> {
+        flush_once(&self.shared).await
+    }
+
+    /// Stops accepting, writes what is pending, flushes the buffer and stops the background
+    /// work. Events acknowledged before are in Parquet when this returns `Ok`.
+    pub async fn shutdown(&self) -> Result<()> {
+        {
+            let mut st = self.shared.state.lock().expect("ingest lock");
+            st.closing = true;
+        }
+        self.shared.writer_wake.notify_all();
+        let writer = self.writer.lock().expect("writer handle").take();
+        if let Some(handle) = writer {
+            tokio::task::spawn_blocking(move || handle.join())
+                .await
+                .expect("join task")
+                .map_err(|_| Error::Config("write-ahead log thread panicked".into()))?;
+        }
+        let _ = self.shared.flusher_stop.send(true);
+        if let Some(handle) = self.flusher.lock().await.take() {
+            let _ = handle.await;
+        }
+        flush_once(&self.shared).await
+    }
+}
+
+fn load_or_create_node_id(dir: &std::path::Path) -> Result<String> {
+    let path = dir.join("node_id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) => Ok(id.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id: String = (0..8)
+                .map(|_| b"abcdefghjkmnpqrstvwxyz0123456789"[rand::random_range(0..32)] as char)
+                .collect();
+            wal::write_small_file(dir, "node_id", &id)?;
+            Ok(id)
+        }
+        Err(e) => Err(Error::io("read", &path, e)),
+    }
+}
+
+/// Every event of a raw table (all nodes). Used at start-up for the deduplication keys.
+async fn read_all(store: &Store, table: Table) -> Result<Vec<Event>> {
+    let mut out = Vec::new();
+    for meta in store.list(&layout::raw_table(table)).await? {
+        if !meta.location.as_ref().ends_with(".parquet") {
+            continue;
+        }
+        for batch in store.read_parquet(&meta.location).await? {
+            out.extend(model::from_batch(table, &batch)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Splits replayed records into those some raw file of this node already covers (counted) and
+/// those still to flush.
+async fn split_covered(store: &Store, node: &str, records: Vec<wal::Record>) -> Result<(usize, Vec<wal::Record>)> {
+    let mut ranges: BTreeMap<(Table, NaiveDate), Vec<(u64, u64)>> = BTreeMap::new();
+    for r in &records {
+        ranges.entry((r.event.table(), r.event.date())).or_default();
+    }
+    for ((table, date), list) in ranges.iter_mut() {
+        for meta in store.list(&layout::raw_partition(*table, *date)).await? {
+            let Some(name) = meta.location.filename() else { continue };
+            if let Some((n, first, last)) = layout::parse_raw_file(name)
+                && n == node
+            {
+                list.push((first, last));
+            }
+        }
+    }
+    let mut covered = 0;
+    let mut todo = Vec::new();
+    for r in records {
+        let list = &ranges[&(r.event.table(), r.event.date())];
+        if list.iter().any(|&(a, b)| (a..=b).contains(&r.seq)) {
+            covered += 1;
+        } else {
+            todo.push(r);
+        }
+    }
+    Ok((covered, todo))
+}
+
+fn build_chunk(first_seq: u64, last_seq: u64, events: &[Event]) -> Result<Chunk> {
+    let mut groups: BTreeMap<(Table, NaiveDate), Vec<&Event>> = BTreeMap::new();
+    for e in events {
+        groups.entry((e.table(), e.date())).or_default().push(e);
+    }
+    let mut batches = Vec::with_capacity(groups.len());
+    for ((table, date), list) in groups {
+        batches.push((table, date, model::to_batch(table, list)?));
+    }
+    Ok(Chunk {
+        first_seq,
+        last_seq,
+        rows: events.len(),
+        batches,
+    })
+}
+
+/// The log writer: takes everything pending, writes it with one fsync, acknowledges it all.
+/// Under load many postbacks share each fsync (group commit); when idle a lone postback is
+/// written at once.
+fn writer_loop(shared: &Shared, mut log: wal::Writer) {
+    let mut framed = Vec::new();
+    loop {
+        let batch: Vec<Pending> = {
+            let mut st = shared.state.lock().expect("ingest lock");
+            while st.pending.is_empty() && !st.closing {
+                st = shared.writer_wake.wait(st).expect("ingest lock");
+            }
+            if st.pending.is_empty() {
+                return;
+            }
+            std::mem::take(&mut st.pending)
+        };
+        framed.clear();
+        for p in &batch {
+            wal::frame(&mut framed, p.seq, &p.json);
+        }
+        let first = batch[0].seq;
+        let last = batch[batch.len() - 1].seq;
+        let result = log.append(first, &framed);
+        shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(()) => {
+                let events: Vec<Event> = batch.iter().map(|p| p.event.clone()).collect();
+                let chunk = build_chunk(first, last, &events);
+                let full = {
+                    let mut st = shared.state.lock().expect("ingest lock");
+                    match chunk {
+                        Ok(c) => st.buffer.push(c),
+                        // Validated events always fit their schema; if one did not, keeping it
+                        // out of Parquet while it sits in the log loses nothing, but it must
+                        // not go unnoticed.
+                        Err(e) => tracing::error!(error = %e, first, last, "could not buffer durable events"),
+                    }
+                    st.unflushed >= shared.config.flush_rows
+                };
+                shared.recorded.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                shared.durable.send_replace(last);
+                for p in batch {
+                    let _ = p.done.send(Ok(()));
+                }
+                if full {
+                    shared.flush_now.notify_one();
+                }
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::error!(error = %reason, "write-ahead log append failed; postbacks get 503");
+                {
+                    let mut st = shared.state.lock().expect("ingest lock");
+                    for p in &batch {
+                        if let Some(k) = p.key
+                            && st.seen.get(&k) == Some(&p.seq)
+                        {
+                            st.seen.remove(&k);
+                        }
+                    }
+                    st.unflushed -= batch.len();
+                    if let AppendError::Sync(_) = e {
+                        st.poisoned = Some(reason.clone());
+                    }
+                }
+                // Let duplicates waiting on these sequences wake and see the keys are gone.
+                shared.durable.send_replace(last);
+                for p in batch {
+                    let _ = p.done.send(Err(Rejected::Unavailable(reason.clone())));
+                }
+            }
+        }
+    }
+}
+
+/// Base delay between flush retries after an object-store failure; doubled up to
+/// [`FLUSH_RETRY_MAX`]. The log keeps the data meanwhile.
+const FLUSH_RETRY_BASE: Duration = Duration::from_millis(200);
+const FLUSH_RETRY_MAX: Duration = Duration::from_secs(30);
+
+async fn flusher_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut delay = FLUSH_RETRY_BASE;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.flush_interval) => {}
+            _ = shared.flush_now.notified() => {}
+            _ = stop.changed() => return,
+        }
+        match flush_once(&shared).await {
+            Ok(()) => delay = FLUSH_RETRY_BASE,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "flush to Parquet failed; will retry");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => return,
+                }
+                delay = (delay * 2).min(FLUSH_RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Writes every buffered chunk as one file per partition, then advances the checkpoint and
+/// trims the log. On failure the chunks go back to the front of the buffer.
+async fn flush_once(shared: &Shared) -> Result<()> {
+    let _guard = shared.flush_lock.lock().await;
+    let chunks = std::mem::take(&mut shared.state.lock().expect("ingest lock").buffer);
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    let first = chunks[0].first_seq;
+    let last = chunks[chunks.len() - 1].last_seq;
+    let rows: usize = chunks.iter().map(|c| c.rows).sum();
+    let mut parts: BTreeMap<(Table, NaiveDate), Vec<RecordBatch>> = BTreeMap::new();
+    for c in &chunks {
+        for (t, d, b) in &c.batches {
+            parts.entry((*t, *d)).or_default().push(b.clone());
+        }
+    }
+    let result = async {
+        for ((table, date), batches) in &parts {
+            let path = layout::raw_file(*table, *date, &shared.node, first, last);
+            shared.store.write_parquet(&path, batches).await?;
+            shared.files_written.fetch_add(1, Ordering::Relaxed);
+        }
+        let dir = shared.config.wal_dir.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            wal::write_checkpoint(&dir, last)?;
+            wal::remove_flushed(&dir, last)?;
+            Ok(())
+        })
+        .await
+        .expect("checkpoint task panicked")
+    }
+    .await;
+    let mut st = shared.state.lock().expect("ingest lock");
+    match result {
+        Ok(()) => {
+            st.unflushed -= rows;
+            shared.flushed_seq.store(last, Ordering::Relaxed);
+            tracing::debug!(first, last, rows, files = parts.len(), "flushed to Parquet");
+            Ok(())
+        }
+        Err(e) => {
+            let newer = std::mem::replace(&mut st.buffer, chunks);
+            st.buffer.extend(newer);
+            Err(e)
+        }
+    }
+}
