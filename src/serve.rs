@@ -1,0 +1,85 @@
+//! `netrev serve`: opens the data root, recovers the ingest buffer and serves HTTP until
+//! SIGINT/SIGTERM, then flushes everything acknowledged before exiting.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+
+use netrev_ingest::Ingestor;
+use netrev_ingest::http::PostbackConfig;
+use netrev_storage::Store;
+
+#[derive(Debug)]
+pub struct ServeConfig {
+    pub data: String,
+    pub listen: SocketAddr,
+    pub ingest: netrev_ingest::IngestConfig,
+    pub postbacks: PostbackConfig,
+}
+
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let store = Store::open(&config.data).with_context(|| format!("opening data root {}", config.data))?;
+    let ingestor = Ingestor::open(store, config.ingest)
+        .await
+        .context("starting ingest")?;
+    let app = netrev_ingest::http::router(ingestor.clone(), &config.postbacks).merge(
+        Router::new()
+            .route("/api/health", get(health))
+            .with_state(ingestor.clone()),
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data = %config.data, node = ingestor.node(), "netrev serving");
+    // Tests and scripts read the bound port (e.g. with --listen 127.0.0.1:0) from this line.
+    println!("netrev listening on http://{addr}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("shutting down: flushing the ingest buffer");
+    ingestor.shutdown().await.context("final flush")?;
+    Ok(())
+}
+
+async fn health(State(ingestor): State<Arc<Ingestor>>) -> axum::Json<serde_json::Value> {
+    let stats = ingestor.stats();
+    axum::Json(serde_json::json!({"ok": true, "node": ingestor.node(), "ingest": stats}))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// The benchmark baseline: the same routes answering `{"ok":true}` without parsing, logging
+/// or storing anything, so the ingest benchmark can report durable throughput as a ratio.
+pub async fn run_bare(listen: SocketAddr) -> anyhow::Result<()> {
+    async fn ok() -> impl axum::response::IntoResponse {
+        ([(axum::http::header::CONTENT_TYPE, "application/json")], r#"{"ok":true}"#)
+    }
+    let app = Router::new()
+        .route("/api/click", get(ok).post(ok))
+        .route("/api/conversion", get(ok).post(ok))
+        .route("/api/conversion/refund", get(ok).post(ok));
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("netrev bare handler listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Starting the real server and reading what it stored.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netrev_storage::model::{self, Table};
+use netrev_storage::Event;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+/// A running `netrev serve`, killed (SIGKILL) when dropped.
+pub struct Server {
+    child: Child,
+    pub base: String,
+}
+
+impl Server {
+    pub fn start(data: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_netrev"))
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .args(["--listen", "127.0.0.1:0", "--flush-interval-ms", "200"])
+            .args(extra)
+            .env("NETREV_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn netrev");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+        let base = line
+            .trim()
+            .strip_prefix("netrev listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Server { child, base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// SIGKILL: no flush, no cleanup, like a crash.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("wait");
+    }
+
+    /// SIGTERM and wait for the graceful flush.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "netrev exited with {status}");
+    }
+
+    pub async fn health(&self, client: &reqwest::Client) -> serde_json::Value {
+        client
+            .get(self.url("/api/health"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until everything acknowledged is in Parquet.
+    pub async fn wait_flushed(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let h = self.health(client).await;
+            let ingest = &h["ingest"];
+            if ingest["buffered_events"] == 0 && ingest["flushed_seq"] == ingest["durable_seq"] {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not flushed in time: {h}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Every Parquet file of a raw table.
+pub fn raw_files(data: &Path, table: Table) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let root = data.join("events").join(table.name());
+    let Ok(parts) = std::fs::read_dir(&root) else { return out };
+    for part in parts {
+        let part = part.unwrap().path();
+        for f in std::fs::read_dir(&part).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_some_and(|e| e == "parquet") {
+                out.push(f);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every event stored in a raw table, read straight from the Parquet files.
+pub fn read_table(data: &Path, table: Table) -> Vec<Event> {
+    let mut out = Vec::new();
+    for f in raw_files(data, table) {
+        let file = std::fs::File::open(&f).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        for batch in reader {
+            out.extend(model::from_batch(table, &batch.unwrap()).unwrap());
+        }
+    }
+    out
+}
