@@ -307,6 +307,19 @@ pub enum AppendError {
 
 fn new_segment(dir: &Path, first_seq: u64) -> Result<(File, PathBuf)> {
     let path = dir.join(segment_name(first_seq));
+    // A segment of this name can only exist if a previous run created it and died before
+    // writing a record to it (its records would have sequences ≥ `first_seq`, and the caller
+    // starts past every replayed one). Replace it only if it is indeed empty.
+    if let Ok(meta) = std::fs::metadata(&path) {
+        if meta.len() > MAGIC.len() as u64 {
+            return Err(WalError::Corrupt {
+                path,
+                offset: 0,
+                what: "a segment that should be new already holds records".into(),
+            });
+        }
+        std::fs::remove_file(&path).map_err(io("remove", &path))?;
+    }
     let mut file = OpenOptions::new()
         .create_new(true)
         .append(true)
