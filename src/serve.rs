@@ -22,7 +22,8 @@ pub struct ServeConfig {
 }
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
-    let store = Store::open(&config.data).with_context(|| format!("opening data root {}", config.data))?;
+    let store =
+        Store::open(&config.data).with_context(|| format!("opening data root {}", config.data))?;
     let ingestor = Ingestor::open(store, config.ingest)
         .await
         .context("starting ingest")?;
@@ -70,14 +71,20 @@ async fn shutdown_signal() {
 /// or storing anything, so the ingest benchmark can report durable throughput as a ratio.
 pub async fn run_bare(listen: SocketAddr) -> anyhow::Result<()> {
     async fn ok() -> impl axum::response::IntoResponse {
-        ([(axum::http::header::CONTENT_TYPE, "application/json")], r#"{"ok":true}"#)
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            r#"{"ok":true}"#,
+        )
     }
     let app = Router::new()
         .route("/api/click", get(ok).post(ok))
         .route("/api/conversion", get(ok).post(ok))
         .route("/api/conversion/refund", get(ok).post(ok));
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!("netrev bare handler listening on http://{}", listener.local_addr()?);
+    println!(
+        "netrev bare handler listening on http://{}",
+        listener.local_addr()?
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -10,8 +10,8 @@
 
 use sha2::{Digest, Sha256};
 
-use netrev_storage::money;
 use netrev_storage::Event;
+use netrev_storage::money;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key([u8; 16]);
@@ -58,7 +58,12 @@ mod tests {
     use rust_decimal::Decimal;
     use std::str::FromStr;
 
-    fn refund(txid: Option<&str>, amount: &str, reference: Option<&str>, kind: RefundType) -> Event {
+    fn refund(
+        txid: Option<&str>,
+        amount: &str,
+        reference: Option<&str>,
+        kind: RefundType,
+    ) -> Event {
         Event::Refund(Refund {
             cid: "c".into(),
             ts: 1,
@@ -73,12 +78,27 @@ mod tests {
     fn keys_follow_the_contract() {
         let cr = RefundType::CustomerRequest;
         // With txid, only (cid, txid) matters.
-        assert_eq!(key(&refund(Some("r1"), "5", None, cr)), key(&refund(Some("r1"), "7", Some("x"), RefundType::Chargeback)));
+        assert_eq!(
+            key(&refund(Some("r1"), "5", None, cr)),
+            key(&refund(Some("r1"), "7", Some("x"), RefundType::Chargeback))
+        );
         // Without txid: type, ref and amount (by value) matter.
-        assert_eq!(key(&refund(None, "5.5", None, cr)), key(&refund(None, "5.5000", None, cr)));
-        assert_ne!(key(&refund(None, "5", None, cr)), key(&refund(None, "6", None, cr)));
-        assert_ne!(key(&refund(None, "5", None, cr)), key(&refund(None, "5", Some("t"), cr)));
-        assert_ne!(key(&refund(None, "5", None, cr)), key(&refund(None, "5", None, RefundType::Chargeback)));
+        assert_eq!(
+            key(&refund(None, "5.5", None, cr)),
+            key(&refund(None, "5.5000", None, cr))
+        );
+        assert_ne!(
+            key(&refund(None, "5", None, cr)),
+            key(&refund(None, "6", None, cr))
+        );
+        assert_ne!(
+            key(&refund(None, "5", None, cr)),
+            key(&refund(None, "5", Some("t"), cr))
+        );
+        assert_ne!(
+            key(&refund(None, "5", None, cr)),
+            key(&refund(None, "5", None, RefundType::Chargeback))
+        );
         let conv = |txid: Option<&str>, amount: &str, ts: i64| {
             Event::Conversion(Conversion {
                 cid: "c".into(),
@@ -92,6 +112,9 @@ mod tests {
         assert_ne!(key(&conv(Some("a"), "1", 1)), key(&conv(Some("b"), "1", 1)));
         assert_ne!(key(&conv(Some("a"), "1", 1)), key(&conv(None, "1", 1)));
         // A refund and a conversion never share a key.
-        assert_ne!(key(&conv(Some("r1"), "5", 1)), key(&refund(Some("r1"), "5", None, cr)));
+        assert_ne!(
+            key(&conv(Some("r1"), "5", 1)),
+            key(&refund(Some("r1"), "5", None, cr))
+        );
     }
 }

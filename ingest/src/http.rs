@@ -94,7 +94,12 @@ impl IntoResponse for PostbackError {
                     Rejected::Busy => "1",
                     Rejected::Unavailable(_) | Rejected::ShuttingDown => "5",
                 };
-                (StatusCode::SERVICE_UNAVAILABLE, r.to_string(), None, Some(secs))
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    r.to_string(),
+                    None,
+                    Some(secs),
+                )
             }
         };
         let mut body = json!({"ok": false, "error": error});
@@ -120,7 +125,10 @@ impl From<Invalid> for PostbackError {
 pub fn router(ingestor: Arc<Ingestor>, config: &PostbackConfig) -> Router {
     let state = AppState {
         ingestor,
-        token_digest: config.token.as_ref().map(|t| Sha256::digest(t.as_bytes()).into()),
+        token_digest: config
+            .token
+            .as_ref()
+            .map(|t| Sha256::digest(t.as_bytes()).into()),
         body_limit: config.body_limit,
     };
     Router::new()
@@ -160,7 +168,11 @@ async fn read_params(state: &AppState, req: Request) -> Result<Params, PostbackE
     Ok(params)
 }
 
-fn check_token(state: &AppState, headers: &HeaderMap, params: &Params) -> Result<(), PostbackError> {
+fn check_token(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<(), PostbackError> {
     let Some(want) = &state.token_digest else {
         return Ok(());
     };
@@ -179,7 +191,11 @@ fn check_token(state: &AppState, headers: &HeaderMap, params: &Params) -> Result
 }
 
 async fn submit(state: &AppState, event: Event) -> Result<Outcome, PostbackError> {
-    state.ingestor.submit(event).await.map_err(PostbackError::Unavailable)
+    state
+        .ingestor
+        .submit(event)
+        .await
+        .map_err(PostbackError::Unavailable)
 }
 
 async fn click(State(state): State<AppState>, req: Request) -> Result<Response, PostbackError> {
@@ -199,7 +215,10 @@ async fn click(State(state): State<AppState>, req: Request) -> Result<Response, 
     Ok(axum::Json(json!({"ok": true, "cid": cid, "vid": vid})).into_response())
 }
 
-async fn conversion(State(state): State<AppState>, req: Request) -> Result<Response, PostbackError> {
+async fn conversion(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Response, PostbackError> {
     let params = read_params(&state, req).await?;
     let ctx = Context {
         key: state.ingestor.click_id_key(),
@@ -223,7 +242,10 @@ async fn refund(State(state): State<AppState>, req: Request) -> Result<Response,
 
 fn ok() -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         r#"{"ok":true}"#,
     )
         .into_response()
@@ -236,4 +258,3 @@ fn new_vid() -> String {
         .map(|_| ALPHABET[rand::random_range(0..32)] as char)
         .collect()
 }
-

@@ -178,7 +178,9 @@ pub struct Ingestor {
 
 impl std::fmt::Debug for Ingestor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ingestor").field("node", &self.shared.node).finish()
+        f.debug_struct("Ingestor")
+            .field("node", &self.shared.node)
+            .finish()
     }
 }
 
@@ -207,7 +209,10 @@ impl Ingestor {
                 .expect("replay task panicked")?
         };
         let max_replayed = replayed.last().map_or(0, |r| r.seq);
-        let unflushed: Vec<wal::Record> = replayed.into_iter().filter(|r| r.seq > checkpoint).collect();
+        let unflushed: Vec<wal::Record> = replayed
+            .into_iter()
+            .filter(|r| r.seq > checkpoint)
+            .collect();
         let replayed_count = unflushed.len();
         let (covered, todo) = split_covered(&store, &node, unflushed).await?;
 
@@ -335,7 +340,9 @@ impl Ingestor {
             }
         };
         if let Some(original) = duplicate_of {
-            return self.await_original(key.expect("duplicates have keys"), original).await;
+            return self
+                .await_original(key.expect("duplicates have keys"), original)
+                .await;
         }
         self.shared.writer_wake.notify_one();
         match rx.await {
@@ -433,14 +440,20 @@ async fn read_all(store: &Store, table: Table) -> Result<Vec<Event>> {
 
 /// Splits replayed records into those some raw file of this node already covers (counted) and
 /// those still to flush.
-async fn split_covered(store: &Store, node: &str, records: Vec<wal::Record>) -> Result<(usize, Vec<wal::Record>)> {
+async fn split_covered(
+    store: &Store,
+    node: &str,
+    records: Vec<wal::Record>,
+) -> Result<(usize, Vec<wal::Record>)> {
     let mut ranges: BTreeMap<(Table, NaiveDate), Vec<(u64, u64)>> = BTreeMap::new();
     for r in &records {
         ranges.entry((r.event.table(), r.event.date())).or_default();
     }
     for ((table, date), list) in ranges.iter_mut() {
         for meta in store.list(&layout::raw_partition(*table, *date)).await? {
-            let Some(name) = meta.location.filename() else { continue };
+            let Some(name) = meta.location.filename() else {
+                continue;
+            };
             if let Some((n, first, last)) = layout::parse_raw_file(name)
                 && n == node
             {
@@ -513,11 +526,15 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
                         // Validated events always fit their schema; if one did not, keeping it
                         // out of Parquet while it sits in the log loses nothing, but it must
                         // not go unnoticed.
-                        Err(e) => tracing::error!(error = %e, first, last, "could not buffer durable events"),
+                        Err(e) => {
+                            tracing::error!(error = %e, first, last, "could not buffer durable events")
+                        }
                     }
                     st.unflushed >= shared.config.flush_rows
                 };
-                shared.recorded.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                shared
+                    .recorded
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 shared.durable.send_replace(last);
                 for p in batch {
                     let _ = p.done.send(Ok(()));
@@ -696,11 +713,21 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path().join("data").to_str().unwrap()).unwrap();
         let events: Vec<Event> = (0..6)
-            .flat_map(|i| [conv(i, if i % 2 == 0 { DAY1 } else { DAY2 } + i), refund(i, DAY1 + i)])
+            .flat_map(|i| {
+                [
+                    conv(i, if i % 2 == 0 { DAY1 } else { DAY2 } + i),
+                    refund(i, DAY1 + i),
+                ]
+            })
             .collect();
-        let ing = Ingestor::open(store.clone(), config(tmp.path())).await.unwrap();
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
         for e in &events {
-            assert!(matches!(ing.submit(e.clone()).await, Ok(Outcome::Recorded(_))));
+            assert!(matches!(
+                ing.submit(e.clone()).await,
+                Ok(Outcome::Recorded(_))
+            ));
         }
         // The log as it was just before the flush (what a crash before the checkpoint leaves).
         let wal = tmp.path().join("wal");
@@ -714,8 +741,14 @@ mod tests {
 
         // Crash before the checkpoint: every file written.
         copy_dir(&tmp.path().join("wal-before"), &wal);
-        let ing = Ingestor::open(store.clone(), config(tmp.path())).await.unwrap();
-        assert_eq!(ing.stats().buffered_events, 0, "everything was covered by files");
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
+        assert_eq!(
+            ing.stats().buffered_events,
+            0,
+            "everything was covered by files"
+        );
         ing.shutdown().await.unwrap();
         drop(ing);
         assert_eq!(stored(&store).await, want);
@@ -726,7 +759,9 @@ mod tests {
         assert_eq!(model::date_of_micros(DAY2), day2);
         let lost = layout::raw_file(Table::Conversions, day2, "n1", 1, 12);
         store.delete(&lost).await.unwrap();
-        let ing = Ingestor::open(store.clone(), config(tmp.path())).await.unwrap();
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
         assert_eq!(ing.stats().buffered_events, 3);
         ing.shutdown().await.unwrap();
         drop(ing);
@@ -737,17 +772,30 @@ mod tests {
     async fn duplicates_are_acknowledged_but_stored_once() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path().join("data").to_str().unwrap()).unwrap();
-        let ing = Ingestor::open(store.clone(), config(tmp.path())).await.unwrap();
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
         let results = futures::future::join_all((0..20).map(|_| ing.submit(conv(1, DAY1)))).await;
-        let recorded = results.iter().filter(|r| matches!(r, Ok(Outcome::Recorded(_)))).count();
-        let dups = results.iter().filter(|r| matches!(r, Ok(Outcome::Duplicate))).count();
+        let recorded = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Outcome::Recorded(_))))
+            .count();
+        let dups = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Outcome::Duplicate)))
+            .count();
         assert_eq!((recorded, dups), (1, 19));
         ing.shutdown().await.unwrap();
         drop(ing);
         // After a restart the key comes from Parquet.
-        let ing = Ingestor::open(store.clone(), config(tmp.path())).await.unwrap();
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
         assert_eq!(ing.submit(conv(1, DAY2)).await, Ok(Outcome::Duplicate));
-        assert!(matches!(ing.submit(conv(2, DAY2)).await, Ok(Outcome::Recorded(_))));
+        assert!(matches!(
+            ing.submit(conv(2, DAY2)).await,
+            Ok(Outcome::Recorded(_))
+        ));
         ing.shutdown().await.unwrap();
         assert_eq!(stored(&store).await.len(), 2);
     }
@@ -775,13 +823,17 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path().join("data").to_str().unwrap()).unwrap();
         for round in 0..3 {
-            let ing = Ingestor::open(store.clone(), config(tmp.path())).await.unwrap();
+            let ing = Ingestor::open(store.clone(), config(tmp.path()))
+                .await
+                .unwrap();
             if round == 1 {
                 ing.submit(conv(1, DAY1)).await.unwrap();
             }
             // Dropped without shutdown: like a crash.
         }
-        let ing = Ingestor::open(store.clone(), config(tmp.path())).await.unwrap();
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
         ing.shutdown().await.unwrap();
         assert_eq!(stored(&store).await.len(), 1);
     }

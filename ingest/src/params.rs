@@ -24,7 +24,10 @@ pub struct Params(BTreeMap<String, String>);
 impl Params {
     /// The value of `name`, `None` when absent or empty.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.0
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     pub fn len(&self) -> usize {
@@ -57,7 +60,12 @@ impl Params {
     /// Parameters from name/value pairs (the last of a repeated name wins); for callers that
     /// already hold decoded values, such as importers and tests.
     pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
-        Params(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Params(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 }
 
@@ -115,8 +123,9 @@ fn parse_urlencoded(input: &[u8], params: &mut Params) -> Result<(), Invalid> {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &b""[..]),
         };
-        let name = percent_decode(raw_name)
-            .ok_or_else(|| Invalid::new("", "a parameter name is not valid percent-encoded UTF-8"))?;
+        let name = percent_decode(raw_name).ok_or_else(|| {
+            Invalid::new("", "a parameter name is not valid percent-encoded UTF-8")
+        })?;
         let value = percent_decode(raw_value)
             .ok_or_else(|| Invalid::new(&name, "is not valid percent-encoded UTF-8"))?;
         params.insert(name, value)?;
@@ -146,9 +155,14 @@ fn percent_decode(input: &[u8]) -> Option<String> {
 }
 
 fn parse_json(body: &[u8], params: &mut Params) -> Result<(), Invalid> {
-    let text = std::str::from_utf8(body).map_err(|_| Invalid::new("", "the JSON body is not UTF-8"))?;
-    let entries: Entries = serde_json::from_str(text)
-        .map_err(|e| Invalid::new("", format!("the body is not a JSON object of parameters: {e}")))?;
+    let text =
+        std::str::from_utf8(body).map_err(|_| Invalid::new("", "the JSON body is not UTF-8"))?;
+    let entries: Entries = serde_json::from_str(text).map_err(|e| {
+        Invalid::new(
+            "",
+            format!("the body is not a JSON object of parameters: {e}"),
+        )
+    })?;
     for (name, raw) in entries.0 {
         let raw = raw.get();
         let value = match raw.as_bytes().first() {
@@ -156,7 +170,10 @@ fn parse_json(body: &[u8], params: &mut Params) -> Result<(), Invalid> {
                 .map_err(|_| Invalid::new(&name, "is not a valid JSON string"))?,
             Some(b'n') => continue, // null: absent
             Some(b'{' | b'[') => {
-                return Err(Invalid::new(&name, "must be a string or a number, not an object or array"));
+                return Err(Invalid::new(
+                    &name,
+                    "must be a string or a number, not an object or array",
+                ));
             }
             // Numbers keep their exact text, so `49.99` is never routed through a float.
             _ => raw.to_string(),
@@ -203,11 +220,19 @@ mod tests {
 
     #[test]
     fn query_form_and_json_merge() {
-        let p = ok(Some("cid=a&amount=1.5"), "txid=t%201&type=x+y", BodyKind::Form);
+        let p = ok(
+            Some("cid=a&amount=1.5"),
+            "txid=t%201&type=x+y",
+            BodyKind::Form,
+        );
         assert_eq!(p.get("cid"), Some("a"));
         assert_eq!(p.get("txid"), Some("t 1"));
         assert_eq!(p.get("type"), Some("x y"));
-        let p = ok(Some("cid=a"), r#"{"amount": 49.99, "txid": "t", "ref": null, "x": true}"#, BodyKind::Json);
+        let p = ok(
+            Some("cid=a"),
+            r#"{"amount": 49.99, "txid": "t", "ref": null, "x": true}"#,
+            BodyKind::Json,
+        );
         assert_eq!(p.get("amount"), Some("49.99"));
         assert_eq!(p.get("ref"), None);
         assert_eq!(p.get("x"), Some("true"));
@@ -234,20 +259,52 @@ mod tests {
 
     #[test]
     fn malformed_input() {
-        assert_eq!(parse(Some("cid=%ff"), b"", BodyKind::Form).unwrap_err().field, "cid");
-        assert_eq!(parse(Some("cid=%zz"), b"", BodyKind::Form).unwrap_err().field, "cid");
-        assert_eq!(parse(Some("cid=%4"), b"", BodyKind::Form).unwrap_err().field, "cid");
+        assert_eq!(
+            parse(Some("cid=%ff"), b"", BodyKind::Form)
+                .unwrap_err()
+                .field,
+            "cid"
+        );
+        assert_eq!(
+            parse(Some("cid=%zz"), b"", BodyKind::Form)
+                .unwrap_err()
+                .field,
+            "cid"
+        );
+        assert_eq!(
+            parse(Some("cid=%4"), b"", BodyKind::Form)
+                .unwrap_err()
+                .field,
+            "cid"
+        );
         assert_eq!(parse(None, b"[1,2]", BodyKind::Json).unwrap_err().field, "");
-        assert_eq!(parse(None, br#"{"cid":{"a":1}}"#, BodyKind::Json).unwrap_err().field, "cid");
-        assert_eq!(parse(None, b"cid=\xff", BodyKind::Form).unwrap_err().field, "cid");
+        assert_eq!(
+            parse(None, br#"{"cid":{"a":1}}"#, BodyKind::Json)
+                .unwrap_err()
+                .field,
+            "cid"
+        );
+        assert_eq!(
+            parse(None, b"cid=\xff", BodyKind::Form).unwrap_err().field,
+            "cid"
+        );
         assert!(parse(None, b"{\"cid\":\"\xff\"}", BodyKind::Json).is_err());
     }
 
     #[test]
     fn content_types() {
-        assert_eq!(BodyKind::from_content_type(Some("application/json; charset=utf-8")), BodyKind::Json);
-        assert_eq!(BodyKind::from_content_type(Some("application/vnd.api+json")), BodyKind::Json);
-        assert_eq!(BodyKind::from_content_type(Some("application/x-www-form-urlencoded")), BodyKind::Form);
+        assert_eq!(
+            BodyKind::from_content_type(Some("application/json; charset=utf-8")),
+            BodyKind::Json
+        );
+        assert_eq!(
+            BodyKind::from_content_type(Some("application/vnd.api+json")),
+            BodyKind::Json
+        );
+        assert_eq!(
+            BodyKind::from_content_type(Some("application/x-www-form-urlencoded")),
+            BodyKind::Form
+        );
         assert_eq!(BodyKind::from_content_type(None), BodyKind::Form);
     }
 }

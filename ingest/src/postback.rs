@@ -83,7 +83,10 @@ impl ClickFields {
 }
 
 pub fn click(p: &Params) -> Result<ClickFields, Invalid> {
-    let vid = p.get("vid").map(|v| id_like("vid", v, MAX_VID_CHARS)).transpose()?;
+    let vid = p
+        .get("vid")
+        .map(|v| id_like("vid", v, MAX_VID_CHARS))
+        .transpose()?;
     let cost = match p.get("cost") {
         None => Decimal::ZERO,
         Some(v) => {
@@ -194,7 +197,10 @@ fn opt_text(p: &Params, field: &str, max_chars: usize) -> Result<Option<String>,
         return Ok(None);
     };
     if v.chars().count() > max_chars {
-        return Err(Invalid::new(field, format!("is longer than {max_chars} characters")));
+        return Err(Invalid::new(
+            field,
+            format!("is longer than {max_chars} characters"),
+        ));
     }
     if v.chars().any(char::is_control) {
         return Err(Invalid::new(field, "contains control characters"));
@@ -203,8 +209,15 @@ fn opt_text(p: &Params, field: &str, max_chars: usize) -> Result<Option<String>,
 }
 
 fn id_like(field: &str, v: &str, max: usize) -> Result<String, Invalid> {
-    if v.len() > max || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(Invalid::new(field, format!("must be 1-{max} characters of A-Z a-z 0-9 _ -")));
+    if v.len() > max
+        || !v
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(Invalid::new(
+            field,
+            format!("must be 1-{max} characters of A-Z a-z 0-9 _ -"),
+        ));
     }
     Ok(v.to_string())
 }
@@ -250,9 +263,15 @@ mod tests {
         let c = ctx(&key);
         let conv = conversion(&Params::from([("cid", "x"), ("payout", "3.5")]), &c).unwrap();
         assert_eq!(conv.amount, Decimal::from_str("3.5").unwrap());
-        let e = conversion(&Params::from([("cid", "x"), ("payout", "3.5"), ("amount", "3")]), &c);
+        let e = conversion(
+            &Params::from([("cid", "x"), ("payout", "3.5"), ("amount", "3")]),
+            &c,
+        );
         assert_eq!(e.unwrap_err().field, "amount");
-        let same = conversion(&Params::from([("cid", "x"), ("payout", "3.50"), ("amount", "3.5")]), &c);
+        let same = conversion(
+            &Params::from([("cid", "x"), ("payout", "3.50"), ("amount", "3.5")]),
+            &c,
+        );
         assert!(same.is_ok());
     }
 }

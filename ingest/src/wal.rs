@@ -102,7 +102,12 @@ pub enum Scan {
 
 /// Decodes the records of one segment's bytes. `is_last` says whether a damaged tail may be a
 /// torn write.
-pub fn scan_segment(path: &Path, bytes: &[u8], is_last: bool, out: &mut Vec<Record>) -> Result<Scan> {
+pub fn scan_segment(
+    path: &Path,
+    bytes: &[u8],
+    is_last: bool,
+    out: &mut Vec<Record>,
+) -> Result<Scan> {
     let corrupt = |offset: usize, what: String| WalError::Corrupt {
         path: path.to_path_buf(),
         offset: offset as u64,
@@ -112,7 +117,10 @@ pub fn scan_segment(path: &Path, bytes: &[u8], is_last: bool, out: &mut Vec<Reco
         if is_last && bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
             return Ok(Scan::TornAt(0));
         }
-        return Err(corrupt(0, "not a netrev write-ahead-log segment (bad header)".into()));
+        return Err(corrupt(
+            0,
+            "not a netrev write-ahead-log segment (bad header)".into(),
+        ));
     }
     let mut pos = MAGIC.len();
     // A bad record is a torn write only if it is the last thing in the newest segment: no
@@ -143,10 +151,17 @@ pub fn scan_segment(path: &Path, bytes: &[u8], is_last: bool, out: &mut Vec<Reco
             return torn_or(pos, "checksum mismatch".into());
         }
         let seq = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
-        let event: Event = serde_json::from_slice(&payload[8..])
-            .map_err(|e| corrupt(pos, format!("checksum is right but the event does not decode: {e}")))?;
+        let event: Event = serde_json::from_slice(&payload[8..]).map_err(|e| {
+            corrupt(
+                pos,
+                format!("checksum is right but the event does not decode: {e}"),
+            )
+        })?;
         if prev_seq.is_some_and(|p| seq <= p) {
-            return Err(corrupt(pos, format!("sequence {seq} does not follow {prev_seq:?}")));
+            return Err(corrupt(
+                pos,
+                format!("sequence {seq} does not follow {prev_seq:?}"),
+            ));
         }
         prev_seq = Some(seq);
         out.push(Record { seq, event });
@@ -220,7 +235,10 @@ pub fn replay(dir: &Path) -> Result<Vec<Record>> {
                 dropped_bytes = bytes.len() as u64 - offset,
                 "truncating a torn write at the end of the write-ahead log (an unacknowledged record)"
             );
-            let f = OpenOptions::new().write(true).open(path).map_err(io("open", path))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io("open", path))?;
             f.set_len(offset).map_err(io("truncate", path))?;
             f.sync_all().map_err(io("fsync", path))?;
         }
@@ -288,7 +306,9 @@ impl Writer {
                 Err(_) => AppendError::Sync(err),
             });
         }
-        self.file.sync_data().map_err(|e| AppendError::Sync(io("fsync", &self.path)(e)))?;
+        self.file
+            .sync_data()
+            .map_err(|e| AppendError::Sync(io("fsync", &self.path)(e)))?;
         self.len += framed.len() as u64;
         Ok(())
     }
@@ -360,7 +380,8 @@ pub fn write_small_file(dir: &Path, name: &str, contents: &str) -> Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
     let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
-    f.write_all(contents.as_bytes()).map_err(io("write", &tmp))?;
+    f.write_all(contents.as_bytes())
+        .map_err(io("write", &tmp))?;
     f.sync_all().map_err(io("fsync", &tmp))?;
     std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
     netrev_storage::store::sync_dir(dir).map_err(|e| WalError::Io {
@@ -406,7 +427,11 @@ mod tests {
         write(dir.path(), 1..=20);
         let recs = replay(dir.path()).unwrap();
         assert_eq!(recs.len(), 20);
-        assert!(recs.iter().enumerate().all(|(i, r)| r.seq == i as u64 + 1 && r.event == event(r.seq)));
+        assert!(
+            recs.iter()
+                .enumerate()
+                .all(|(i, r)| r.seq == i as u64 + 1 && r.event == event(r.seq))
+        );
     }
 
     /// Cutting the log at every byte offset of its last record yields the complete records and
@@ -421,8 +446,16 @@ mod tests {
         for cut in last_start..full.len() {
             std::fs::write(&path, &full[..cut]).unwrap();
             let recs = replay(dir.path()).unwrap();
-            assert_eq!(recs.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4], "cut at {cut}");
-            assert_eq!(std::fs::metadata(&path).unwrap().len(), last_start as u64, "cut at {cut}");
+            assert_eq!(
+                recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
+                vec![1, 2, 3, 4],
+                "cut at {cut}"
+            );
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                last_start as u64,
+                "cut at {cut}"
+            );
         }
         std::fs::write(&path, &full).unwrap();
         assert_eq!(replay(dir.path()).unwrap().len(), 5);
@@ -488,7 +521,11 @@ mod tests {
         write(dir.path(), 7..=9);
         assert_eq!(remove_flushed(dir.path(), 4).unwrap(), 1);
         assert_eq!(remove_flushed(dir.path(), 9).unwrap(), 1);
-        let left: Vec<u64> = segments(dir.path()).unwrap().into_iter().map(|s| s.0).collect();
+        let left: Vec<u64> = segments(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|s| s.0)
+            .collect();
         assert_eq!(left, vec![7]);
         assert_eq!(replay(dir.path()).unwrap().len(), 3);
     }

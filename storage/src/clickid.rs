@@ -133,7 +133,9 @@ pub fn millis(cid: &str) -> Option<u64> {
 }
 
 fn millis_of(bytes: &[u8; 15]) -> u64 {
-    bytes[..6].iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+    bytes[..6]
+        .iter()
+        .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
 }
 
 fn decode(cid: &str) -> Option<[u8; 15]> {
@@ -262,7 +264,12 @@ mod tests {
     #[test]
     fn foreign_and_malformed() {
         let key = Key::random();
-        for foreign in ["a", "ABC-def_123", "507f1f77bcf86cd799439011", "01ARZ3NDEKTSV4RRFFQ69G5FAV"] {
+        for foreign in [
+            "a",
+            "ABC-def_123",
+            "507f1f77bcf86cd799439011",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        ] {
             assert_eq!(check(foreign, &key, NOW), Ok(Kind::Foreign), "{foreign}");
         }
         assert_eq!(check("", &key, NOW), Err(CidError::Empty));

@@ -9,7 +9,9 @@ use arrow::array::{
     Array, ArrayRef, AsArray, Decimal128Builder, RecordBatch, StringBuilder,
     TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, Decimal128Type, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType};
+use arrow::datatypes::{
+    DataType, Decimal128Type, Field, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+};
 use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -87,6 +89,9 @@ pub struct Refund {
 }
 
 /// Any raw event.
+// Clicks are the common case; boxing them would cost an allocation per postback to save
+// memory only in short-lived vectors.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
@@ -231,7 +236,10 @@ fn units(value: Decimal) -> Result<i128> {
 
 /// Builds the record batch of one table from events of that table; events of other tables are
 /// an internal error.
-pub fn to_batch<'a>(table: Table, events: impl IntoIterator<Item = &'a Event>) -> Result<RecordBatch> {
+pub fn to_batch<'a>(
+    table: Table,
+    events: impl IntoIterator<Item = &'a Event>,
+) -> Result<RecordBatch> {
     let events: Vec<&Event> = events.into_iter().collect();
     let n = events.len();
     let mismatch = || Error::Corrupt {
@@ -247,13 +255,15 @@ pub fn to_batch<'a>(table: Table, events: impl IntoIterator<Item = &'a Event>) -
             let mut cost = money_builder(n);
             let mut subs: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
             for e in &events {
-                let Event::Click(c) = e else { return Err(mismatch()) };
+                let Event::Click(c) = e else {
+                    return Err(mismatch());
+                };
                 cid.append_value(&c.cid);
                 vid.append_value(&c.vid);
                 ts.append_value(c.ts);
-                for (b, v) in dims
-                    .iter_mut()
-                    .zip([&c.source, &c.campaign, &c.link, &c.country, &c.device])
+                for (b, v) in
+                    dims.iter_mut()
+                        .zip([&c.source, &c.campaign, &c.link, &c.country, &c.device])
                 {
                     b.append_option(v.as_deref());
                 }
@@ -262,8 +272,11 @@ pub fn to_batch<'a>(table: Table, events: impl IntoIterator<Item = &'a Event>) -
                     b.append_option(v.as_deref());
                 }
             }
-            let mut cols: Vec<ArrayRef> =
-                vec![Arc::new(cid.finish()), Arc::new(vid.finish()), Arc::new(ts.finish())];
+            let mut cols: Vec<ArrayRef> = vec![
+                Arc::new(cid.finish()),
+                Arc::new(vid.finish()),
+                Arc::new(ts.finish()),
+            ];
             cols.extend(dims.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
             cols.push(Arc::new(cost.finish()));
             cols.extend(subs.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
@@ -276,7 +289,9 @@ pub fn to_batch<'a>(table: Table, events: impl IntoIterator<Item = &'a Event>) -
             let mut txid = StringBuilder::new();
             let mut kind = StringBuilder::new();
             for e in &events {
-                let Event::Conversion(c) = e else { return Err(mismatch()) };
+                let Event::Conversion(c) = e else {
+                    return Err(mismatch());
+                };
                 cid.append_value(&c.cid);
                 ts.append_value(c.ts);
                 amount.append_value(units(c.amount)?);
@@ -299,7 +314,9 @@ pub fn to_batch<'a>(table: Table, events: impl IntoIterator<Item = &'a Event>) -
             let mut kind = StringBuilder::new();
             let mut reference = StringBuilder::new();
             for e in &events {
-                let Event::Refund(r) = e else { return Err(mismatch()) };
+                let Event::Refund(r) = e else {
+                    return Err(mismatch());
+                };
                 cid.append_value(&r.cid);
                 ts.append_value(r.ts);
                 amount.append_value(units(r.amount)?);
@@ -347,29 +364,39 @@ pub fn from_batch(table: Table, batch: &RecordBatch) -> Result<Vec<Event>> {
             .collect()
     };
     let times = |name: &str| -> Result<Vec<i64>> {
-        let a = col(name)?.as_primitive_opt::<TimestampMicrosecondType>().ok_or_else(|| {
-            Error::Corrupt {
+        let a = col(name)?
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| Error::Corrupt {
                 path: "<batch>".into(),
                 what: format!("column {name} is not Timestamp(Microsecond)"),
-            }
-        })?;
+            })?;
         Ok(a.values().to_vec())
     };
     let moneys = |name: &str| -> Result<Vec<Decimal>> {
-        let a = col(name)?.as_primitive_opt::<Decimal128Type>().ok_or_else(|| Error::Corrupt {
-            path: "<batch>".into(),
-            what: format!("column {name} is not Decimal128"),
-        })?;
+        let a = col(name)?
+            .as_primitive_opt::<Decimal128Type>()
+            .ok_or_else(|| Error::Corrupt {
+                path: "<batch>".into(),
+                what: format!("column {name} is not Decimal128"),
+            })?;
         let scale = match a.data_type() {
             DataType::Decimal128(_, s) => *s as u32,
             _ => unreachable!("checked above"),
         };
-        Ok(a.values().iter().map(|&v| Decimal::from_i128_with_scale(v, scale)).collect())
+        Ok(a.values()
+            .iter()
+            .map(|&v| Decimal::from_i128_with_scale(v, scale))
+            .collect())
     };
     let n = batch.num_rows();
     Ok(match table {
         Table::Clicks => {
-            let (cid, vid, ts, cost) = (required("cid")?, required("vid")?, times("ts")?, moneys("cost")?);
+            let (cid, vid, ts, cost) = (
+                required("cid")?,
+                required("vid")?,
+                times("ts")?,
+                moneys("cost")?,
+            );
             let mut dims: Vec<_> = ["source", "campaign", "link", "country", "device"]
                 .iter()
                 .map(|n| strings(n).map(|v| v.into_iter()))
@@ -380,7 +407,9 @@ pub fn from_batch(table: Table, batch: &RecordBatch) -> Result<Vec<Event>> {
                 .collect::<Result<_>>()?;
             let mut out = Vec::with_capacity(n);
             for i in 0..n {
-                let next = |v: &mut Vec<std::vec::IntoIter<Option<String>>>, k: usize| v[k].next().flatten();
+                let next = |v: &mut Vec<std::vec::IntoIter<Option<String>>>, k: usize| {
+                    v[k].next().flatten()
+                };
                 out.push(Event::Click(Click {
                     cid: cid[i].clone(),
                     vid: vid[i].clone(),
@@ -397,8 +426,13 @@ pub fn from_batch(table: Table, batch: &RecordBatch) -> Result<Vec<Event>> {
             out
         }
         Table::Conversions => {
-            let (cid, ts, amount, txid, kind) =
-                (required("cid")?, times("ts")?, moneys("amount")?, strings("txid")?, strings("type")?);
+            let (cid, ts, amount, txid, kind) = (
+                required("cid")?,
+                times("ts")?,
+                moneys("amount")?,
+                strings("txid")?,
+                strings("type")?,
+            );
             (0..n)
                 .map(|i| {
                     Event::Conversion(Conversion {

@@ -24,7 +24,9 @@ const MAX_TEXT_LEN: usize = 64;
 pub enum AmountError {
     #[error("is empty")]
     Empty,
-    #[error("must be a plain decimal number such as 49.99 (digits, one optional '.', no exponent, comma or spaces)")]
+    #[error(
+        "must be a plain decimal number such as 49.99 (digits, one optional '.', no exponent, comma or spaces)"
+    )]
     Syntax,
     #[error("has more than 14 integer digits")]
     TooLarge,
@@ -94,7 +96,8 @@ pub fn from_units(units: i128) -> Decimal {
 
 /// Formats money with exactly `places` fraction digits, rounding half-even, e.g. `"49.99"`.
 pub fn format(value: Decimal, places: u32) -> String {
-    let mut v = value.round_dp_with_strategy(places, rust_decimal::RoundingStrategy::MidpointNearestEven);
+    let mut v =
+        value.round_dp_with_strategy(places, rust_decimal::RoundingStrategy::MidpointNearestEven);
     v.rescale(places);
     v.to_string()
 }
@@ -128,9 +131,29 @@ mod tests {
     #[test]
     fn refuses_everything_else() {
         for text in [
-            "", "abc", "1e3", "NaN", "nan", "inf", "12,50", "1,000.00", "+5", ".5", "5.", "1.2.3",
-            " 5", "5 ", "--5", "-", "0x10", "12.34567", "123456789012345", "12345678901234567890",
-            "1_000", "٣", "1.00001",
+            "",
+            "abc",
+            "1e3",
+            "NaN",
+            "nan",
+            "inf",
+            "12,50",
+            "1,000.00",
+            "+5",
+            ".5",
+            "5.",
+            "1.2.3",
+            " 5",
+            "5 ",
+            "--5",
+            "-",
+            "0x10",
+            "12.34567",
+            "123456789012345",
+            "12345678901234567890",
+            "1_000",
+            "٣",
+            "1.00001",
         ] {
             assert!(parse(text).is_err(), "{text:?} was accepted");
         }

@@ -49,7 +49,9 @@ impl Store {
         }
         let dir = PathBuf::from(location);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-        let dir = dir.canonicalize().map_err(|e| Error::io("resolve", &dir, e))?;
+        let dir = dir
+            .canonicalize()
+            .map_err(|e| Error::io("resolve", &dir, e))?;
         let inner = LocalFileSystem::new_with_prefix(&dir)?;
         Ok(Store {
             inner: Arc::new(inner),
@@ -103,7 +105,11 @@ impl Store {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self.inner.put_opts(path, PutPayload::from(bytes), opts).await {
+        match self
+            .inner
+            .put_opts(path, PutPayload::from(bytes), opts)
+            .await
+        {
             Ok(_) => {
                 if let Some(root) = &self.local_root {
                     let target = root.join(path.as_ref());
@@ -173,7 +179,10 @@ impl Store {
             return parse_key(&path, &bytes);
         }
         let fresh = clickid::Key::random();
-        if self.put_if_absent(&path, Bytes::from(fresh.to_hex())).await? {
+        if self
+            .put_if_absent(&path, Bytes::from(fresh.to_hex()))
+            .await?
+        {
             return Ok(fresh);
         }
         // Another node created it first; use theirs.
@@ -221,12 +230,16 @@ fn write_file_durably(target: &FsPath, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = target.parent().expect("object paths have a parent");
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    let name = target.file_name().expect("object paths have a name").to_string_lossy();
+    let name = target
+        .file_name()
+        .expect("object paths have a name")
+        .to_string_lossy();
     // A leading dot and a non-.parquet suffix keep readers' globs off a half-written file.
     let tmp = dir.join(format!(".{name}.{}.tmp", rand::random::<u32>()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io("write", &tmp, e))?;
+        f.write_all(bytes)
+            .map_err(|e| Error::io("write", &tmp, e))?;
         f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
         std::fs::rename(&tmp, target).map_err(|e| Error::io("rename", target, e))?;
         sync_dir(dir)
@@ -260,7 +273,11 @@ pub mod layout {
 
     /// `events/<table>/date=YYYY-MM-DD/`
     pub fn raw_partition(table: Table, date: NaiveDate) -> Path {
-        Path::from(format!("events/{}/date={}", table.name(), date.format("%Y-%m-%d")))
+        Path::from(format!(
+            "events/{}/date={}",
+            table.name(),
+            date.format("%Y-%m-%d")
+        ))
     }
 
     /// A raw file written by ingest node `node` from its write-ahead-log records `first..=last`.
@@ -301,7 +318,10 @@ mod tests {
             p.as_ref(),
             "events/refunds/date=2026-11-27/node-a-00000000000000000007-00000000000000001234.parquet"
         );
-        assert_eq!(layout::parse_raw_file(p.filename().unwrap()), Some(("node-a", 7, 1234)));
+        assert_eq!(
+            layout::parse_raw_file(p.filename().unwrap()),
+            Some(("node-a", 7, 1234))
+        );
         assert_eq!(layout::partition_date(&p), Some(d));
         assert_eq!(layout::parse_raw_file("x.parquet"), None);
     }
@@ -311,9 +331,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path().to_str().unwrap()).unwrap();
         let p = Path::from("a/b/c.bin");
-        store.put_durable(&p, Bytes::from_static(b"hello")).await.unwrap();
-        assert_eq!(store.get(&p).await.unwrap().unwrap(), Bytes::from_static(b"hello"));
-        let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        store
+            .put_durable(&p, Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.get(&p).await.unwrap().unwrap(),
+            Bytes::from_static(b"hello")
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec!["c.bin"]);
     }
 

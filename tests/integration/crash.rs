@@ -87,30 +87,54 @@ async fn kill9_at_random_moments_loses_and_duplicates_nothing() {
     let s = Server::start(dir.path(), &[]);
     s.wait_flushed(&c).await;
     let acked = acked.lock().unwrap();
-    assert!(acked.conversions.len() > 50, "the load was too small to mean anything: {}", acked.conversions.len());
+    assert!(
+        acked.conversions.len() > 50,
+        "the load was too small to mean anything: {}",
+        acked.conversions.len()
+    );
 
-    let clicks = counts(read_table(dir.path(), Table::Clicks).into_iter().map(|e| match e {
-        Event::Click(c) => c.cid,
-        _ => unreachable!(),
-    }));
-    let convs = counts(read_table(dir.path(), Table::Conversions).into_iter().map(|e| match e {
-        Event::Conversion(c) => c.txid.unwrap(),
-        _ => unreachable!(),
-    }));
-    let refunds = counts(read_table(dir.path(), Table::Refunds).into_iter().map(|e| match e {
-        Event::Refund(r) => r.txid.unwrap(),
-        _ => unreachable!(),
-    }));
+    let clicks = counts(
+        read_table(dir.path(), Table::Clicks)
+            .into_iter()
+            .map(|e| match e {
+                Event::Click(c) => c.cid,
+                _ => unreachable!(),
+            }),
+    );
+    let convs = counts(
+        read_table(dir.path(), Table::Conversions)
+            .into_iter()
+            .map(|e| match e {
+                Event::Conversion(c) => c.txid.unwrap(),
+                _ => unreachable!(),
+            }),
+    );
+    let refunds = counts(
+        read_table(dir.path(), Table::Refunds)
+            .into_iter()
+            .map(|e| match e {
+                Event::Refund(r) => r.txid.unwrap(),
+                _ => unreachable!(),
+            }),
+    );
     for (name, stored, sent) in [
         ("click", &clicks, &acked.clicks),
         ("conversion", &convs, &acked.conversions),
         ("refund", &refunds, &acked.refunds),
     ] {
         for id in sent {
-            assert_eq!(stored.get(id), Some(&1), "acknowledged {name} {id} stored {:?} times", stored.get(id));
+            assert_eq!(
+                stored.get(id),
+                Some(&1),
+                "acknowledged {name} {id} stored {:?} times",
+                stored.get(id)
+            );
         }
         // Unacknowledged events may or may not have made it, but never twice.
-        assert!(stored.values().all(|&n| n == 1), "a {name} was stored twice");
+        assert!(
+            stored.values().all(|&n| n == 1),
+            "a {name} was stored twice"
+        );
     }
     eprintln!(
         "crash test: {} clicks, {} conversions, {} refunds acknowledged over 5 kill -9 rounds",

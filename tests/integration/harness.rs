@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use netrev_storage::model::{self, Table};
 use netrev_storage::Event;
+use netrev_storage::model::{self, Table};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// A running `netrev serve`, killed (SIGKILL) when dropped.
@@ -30,7 +30,9 @@ impl Server {
             .expect("spawn netrev");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read stdout");
         let base = line
             .trim()
             .strip_prefix("netrev listening on ")
@@ -102,7 +104,9 @@ pub fn client() -> reqwest::Client {
 pub fn raw_files(data: &Path, table: Table) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let root = data.join("events").join(table.name());
-    let Ok(parts) = std::fs::read_dir(&root) else { return out };
+    let Ok(parts) = std::fs::read_dir(&root) else {
+        return out;
+    };
     for part in parts {
         let part = part.unwrap().path();
         for f in std::fs::read_dir(&part).unwrap() {
@@ -121,7 +125,10 @@ pub fn read_table(data: &Path, table: Table) -> Vec<Event> {
     let mut out = Vec::new();
     for f in raw_files(data, table) {
         let file = std::fs::File::open(&f).unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
         for batch in reader {
             out.extend(model::from_batch(table, &batch.unwrap()).unwrap());
         }

@@ -15,9 +15,19 @@ fn dec(s: &str) -> Decimal {
 }
 
 async fn new_click(c: &reqwest::Client, s: &Server, query: &str) -> (String, String) {
-    let r: Value = c.get(s.url(&format!("/api/click?{query}"))).send().await.unwrap().json().await.unwrap();
+    let r: Value = c
+        .get(s.url(&format!("/api/click?{query}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["ok"], true, "{r}");
-    (r["cid"].as_str().unwrap().to_string(), r["vid"].as_str().unwrap().to_string())
+    (
+        r["cid"].as_str().unwrap().to_string(),
+        r["vid"].as_str().unwrap().to_string(),
+    )
 }
 
 /// Sends one request in one of the three encodings and returns (status, body).
@@ -28,14 +38,22 @@ enum Via {
     Json,
 }
 
-async fn send(c: &reqwest::Client, s: &Server, path: &str, via: Via, params: &[(&str, &str)]) -> (u16, Value) {
+async fn send(
+    c: &reqwest::Client,
+    s: &Server,
+    path: &str,
+    via: Via,
+    params: &[(&str, &str)],
+) -> (u16, Value) {
     let url = s.url(path);
     let req = match via {
         Via::Get => c.get(&url).query(params),
         Via::Form => c.post(&url).form(params),
         Via::Json => {
-            let obj: serde_json::Map<String, Value> =
-                params.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+            let obj: serde_json::Map<String, Value> = params
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
             c.post(&url).json(&obj)
         }
     };
@@ -53,10 +71,26 @@ async fn every_route_method_and_alias_is_recorded_exactly() {
     // Clicks: GET, form and JSON; vid kept or generated; cost default 0.
     let (cid1, vid1) = new_click(&c, &s, "source=fb&campaign=summer&link=l1&country=DE&device=mobile&cost=0.0500&vid=visitor-1&sub1=a&sub5=e").await;
     assert_eq!(vid1, "visitor-1");
-    let r: Value = c.post(s.url("/api/click")).form(&[("source", "google")]).send().await.unwrap().json().await.unwrap();
+    let r: Value = c
+        .post(s.url("/api/click"))
+        .form(&[("source", "google")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let cid2 = r["cid"].as_str().unwrap().to_string();
     assert!(!r["vid"].as_str().unwrap().is_empty());
-    let r: Value = c.post(s.url("/api/click")).json(&json!({"source": "tiktok", "cost": 1.25})).send().await.unwrap().json().await.unwrap();
+    let r: Value = c
+        .post(s.url("/api/click"))
+        .json(&json!({"source": "tiktok", "cost": 1.25}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let cid3 = r["cid"].as_str().unwrap().to_string();
     assert!(cid1 < cid2 && cid2 < cid3, "click IDs sort by time");
 
@@ -66,13 +100,35 @@ async fn every_route_method_and_alias_is_recorded_exactly() {
         (Via::Form, "f1", "payout", "10"),
         (Via::Json, "j1", "amount", "0.1"),
     ] {
-        let (st, body) = send(&c, &s, "/api/conversion", via, &[("cid", &cid1), (amount_key, amount), ("txid", txid), ("type", "sale")]).await;
+        let (st, body) = send(
+            &c,
+            &s,
+            "/api/conversion",
+            via,
+            &[
+                ("cid", &cid1),
+                (amount_key, amount),
+                ("txid", txid),
+                ("type", "sale"),
+            ],
+        )
+        .await;
         assert_eq!((st, body.clone()), (200, json!({"ok": true})), "{via:?}");
     }
-    let r = c.post(s.url("/api/conversion")).json(&json!({"cid": cid2, "amount": 0.2})).send().await.unwrap();
+    let r = c
+        .post(s.url("/api/conversion"))
+        .json(&json!({"cid": cid2, "amount": 0.2}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     // Query string plus POST body together.
-    let r = c.post(s.url(&format!("/api/conversion?cid={cid3}"))).form(&[("amount", "0")]).send().await.unwrap();
+    let r = c
+        .post(s.url(&format!("/api/conversion?cid={cid3}")))
+        .form(&[("amount", "0")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "zero-amount conversions are allowed");
 
     // Refunds: every type alias, negative amounts, ref, every encoding.
@@ -85,7 +141,12 @@ async fn every_route_method_and_alias_is_recorded_exactly() {
         (Via::Json, "", "4.0001", "r6"),
     ];
     for (via, ty, amount, txid) in refunds {
-        let mut p = vec![("cid", cid1.as_str()), ("amount", amount), ("txid", txid), ("ref", "g1")];
+        let mut p = vec![
+            ("cid", cid1.as_str()),
+            ("amount", amount),
+            ("txid", txid),
+            ("ref", "g1"),
+        ];
         if !ty.is_empty() {
             p.push(("type", ty));
         }
@@ -96,23 +157,37 @@ async fn every_route_method_and_alias_is_recorded_exactly() {
 
     let clicks = read_table(dir.path(), Table::Clicks);
     assert_eq!(clicks.len(), 3);
-    let Some(Event::Click(first)) = clicks.iter().find(|e| matches!(e, Event::Click(c) if c.cid == cid1)) else { panic!() };
+    let Some(Event::Click(first)) = clicks
+        .iter()
+        .find(|e| matches!(e, Event::Click(c) if c.cid == cid1))
+    else {
+        panic!()
+    };
     assert_eq!(first.source.as_deref(), Some("fb"));
     assert_eq!(first.cost, dec("0.05"));
     assert_eq!(first.subs[0].as_deref(), Some("a"));
     assert_eq!(first.subs[4].as_deref(), Some("e"));
     assert_eq!(first.subs[1], None);
-    assert_eq!((first.ts / 1000) as u64, netrev_storage::clickid::millis(&cid1).unwrap());
-    let Some(Event::Click(third)) = clicks.iter().find(|e| matches!(e, Event::Click(c) if c.cid == cid3)) else { panic!() };
+    assert_eq!(
+        (first.ts / 1000) as u64,
+        netrev_storage::clickid::millis(&cid1).unwrap()
+    );
+    let Some(Event::Click(third)) = clicks
+        .iter()
+        .find(|e| matches!(e, Event::Click(c) if c.cid == cid3))
+    else {
+        panic!()
+    };
     assert_eq!(third.cost, dec("1.25"));
 
-    let mut convs: Vec<(String, Decimal, Option<String>)> = read_table(dir.path(), Table::Conversions)
-        .into_iter()
-        .map(|e| match e {
-            Event::Conversion(c) => (c.cid, c.amount, c.txid),
-            _ => unreachable!(),
-        })
-        .collect();
+    let mut convs: Vec<(String, Decimal, Option<String>)> =
+        read_table(dir.path(), Table::Conversions)
+            .into_iter()
+            .map(|e| match e {
+                Event::Conversion(c) => (c.cid, c.amount, c.txid),
+                _ => unreachable!(),
+            })
+            .collect();
     convs.sort();
     let mut want = vec![
         (cid1.clone(), dec("49.99"), Some("g1".to_string())),
@@ -124,13 +199,14 @@ async fn every_route_method_and_alias_is_recorded_exactly() {
     want.sort();
     assert_eq!(convs, want);
 
-    let mut refs: Vec<(String, Decimal, RefundType, Option<String>)> = read_table(dir.path(), Table::Refunds)
-        .into_iter()
-        .map(|e| match e {
-            Event::Refund(r) => (r.txid.unwrap(), r.amount, r.kind, r.reference),
-            _ => unreachable!(),
-        })
-        .collect();
+    let mut refs: Vec<(String, Decimal, RefundType, Option<String>)> =
+        read_table(dir.path(), Table::Refunds)
+            .into_iter()
+            .map(|e| match e {
+                Event::Refund(r) => (r.txid.unwrap(), r.amount, r.kind, r.reference),
+                _ => unreachable!(),
+            })
+            .collect();
     refs.sort_by(|a, b| a.0.cmp(&b.0));
     let g1 = Some("g1".to_string());
     assert_eq!(
@@ -138,10 +214,30 @@ async fn every_route_method_and_alias_is_recorded_exactly() {
         vec![
             ("r1".into(), dec("5.5"), RefundType::Chargeback, g1.clone()),
             ("r2".into(), dec("5.5"), RefundType::Chargeback, g1.clone()),
-            ("r3".into(), dec("1"), RefundType::CustomerRequest, g1.clone()),
-            ("r4".into(), dec("2"), RefundType::CustomerRequest, g1.clone()),
-            ("r5".into(), dec("3"), RefundType::CustomerRequest, g1.clone()),
-            ("r6".into(), dec("4.0001"), RefundType::CustomerRequest, g1.clone()),
+            (
+                "r3".into(),
+                dec("1"),
+                RefundType::CustomerRequest,
+                g1.clone()
+            ),
+            (
+                "r4".into(),
+                dec("2"),
+                RefundType::CustomerRequest,
+                g1.clone()
+            ),
+            (
+                "r5".into(),
+                dec("3"),
+                RefundType::CustomerRequest,
+                g1.clone()
+            ),
+            (
+                "r6".into(),
+                dec("4.0001"),
+                RefundType::CustomerRequest,
+                g1.clone()
+            ),
         ]
     );
 }
@@ -155,11 +251,21 @@ struct Bad {
 }
 
 fn get(path: &'static str, query: &str, field: &'static str) -> Bad {
-    Bad { path, query: query.to_string(), body: None, field }
+    Bad {
+        path,
+        query: query.to_string(),
+        body: None,
+        field,
+    }
 }
 
 fn post(path: &'static str, ct: &'static str, body: &[u8], field: &'static str) -> Bad {
-    Bad { path, query: String::new(), body: Some((ct, body.to_vec())), field }
+    Bad {
+        path,
+        query: String::new(),
+        body: Some((ct, body.to_vec())),
+        field,
+    }
 }
 
 #[tokio::test]
@@ -189,7 +295,11 @@ async fn bad_input_is_refused_with_its_field_and_records_nothing() {
         get(conv, &format!("cid={cid}&amount=NaN"), "amount"),
         get(conv, &format!("cid={cid}&amount=inf"), "amount"),
         get(conv, &format!("cid={cid}&amount=12,50"), "amount"),
-        get(conv, &format!("cid={cid}&amount=12345678901234567890"), "amount"),
+        get(
+            conv,
+            &format!("cid={cid}&amount=12345678901234567890"),
+            "amount",
+        ),
         get(conv, &format!("cid={cid}&amount=1.23456"), "amount"),
         get(conv, &format!("cid={cid}&amount=-5"), "amount"),
         get(conv, &format!("cid={cid}&amount=%2B5"), "amount"),
@@ -215,16 +325,51 @@ async fn bad_input_is_refused_with_its_field_and_records_nothing() {
         get(click, "vid=not%20ok", "vid"),
         get(click, &format!("source={long}"), "source"),
         get(click, "sub3=%E2%82", "sub3"),
-        post(conv, form, format!("cid={cid}&amount=1e3").as_bytes(), "amount"),
+        post(
+            conv,
+            form,
+            format!("cid={cid}&amount=1e3").as_bytes(),
+            "amount",
+        ),
         post(conv, form, b"cid=\xff\xfe&amount=1", "cid"),
-        post(conv, js, format!(r#"{{"cid":"{cid}","amount":1e3}}"#).as_bytes(), "amount"),
-        post(conv, js, format!(r#"{{"cid":"{cid}","amount":"NaN"}}"#).as_bytes(), "amount"),
-        post(conv, js, format!(r#"{{"cid":"{cid}","amount":[1]}}"#).as_bytes(), "amount"),
-        post(conv, js, format!(r#"{{"cid":"{cid}","cid":"x","amount":1}}"#).as_bytes(), "cid"),
+        post(
+            conv,
+            js,
+            format!(r#"{{"cid":"{cid}","amount":1e3}}"#).as_bytes(),
+            "amount",
+        ),
+        post(
+            conv,
+            js,
+            format!(r#"{{"cid":"{cid}","amount":"NaN"}}"#).as_bytes(),
+            "amount",
+        ),
+        post(
+            conv,
+            js,
+            format!(r#"{{"cid":"{cid}","amount":[1]}}"#).as_bytes(),
+            "amount",
+        ),
+        post(
+            conv,
+            js,
+            format!(r#"{{"cid":"{cid}","cid":"x","amount":1}}"#).as_bytes(),
+            "cid",
+        ),
         post(conv, js, b"{not json", ""),
         post(conv, js, b"[1,2,3]", ""),
-        post(refund, js, format!(r#"{{"cid":"{cid}","amount":0}}"#).as_bytes(), "amount"),
-        post(refund, js, format!(r#"{{"cid":"{cid}","amount":5,"type":"CB2"}}"#).as_bytes(), "type"),
+        post(
+            refund,
+            js,
+            format!(r#"{{"cid":"{cid}","amount":0}}"#).as_bytes(),
+            "amount",
+        ),
+        post(
+            refund,
+            js,
+            format!(r#"{{"cid":"{cid}","amount":5,"type":"CB2"}}"#).as_bytes(),
+            "type",
+        ),
     ];
     assert!(cases.len() >= 30);
     for case in &cases {
@@ -242,13 +387,23 @@ async fn bad_input_is_refused_with_its_field_and_records_nothing() {
         let body: Value = resp.json().await.unwrap();
         assert_eq!(status, 400, "{} {} -> {body}", case.path, case.query);
         assert_eq!(body["ok"], false);
-        assert_eq!(body["field"], case.field, "{} {} -> {body}", case.path, case.query);
+        assert_eq!(
+            body["field"], case.field,
+            "{} {} -> {body}",
+            case.path, case.query
+        );
         assert!(!body["error"].as_str().unwrap().is_empty());
     }
 
     // Oversized body: 413.
     let big = format!("cid={cid}&amount=1&pad={}", "x".repeat(70 * 1024));
-    let r = c.post(s.url(conv)).header("content-type", form).body(big).send().await.unwrap();
+    let r = c
+        .post(s.url(conv))
+        .header("content-type", form)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     assert_eq!(r.json::<Value>().await.unwrap()["ok"], false);
 
@@ -269,13 +424,32 @@ async fn postback_token_is_required_when_configured() {
     let r = c.get(s.url("/api/click?source=x")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.json::<Value>().await.unwrap()["field"], "token");
-    let r = c.get(s.url("/api/click?source=x&token=wrong")).send().await.unwrap();
+    let r = c
+        .get(s.url("/api/click?source=x&token=wrong"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = c.get(s.url("/api/click?source=x&token=s3cret")).send().await.unwrap();
+    let r = c
+        .get(s.url("/api/click?source=x&token=s3cret"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c.post(s.url("/api/click")).header("x-postback-token", "s3cret").form(&[("source", "y")]).send().await.unwrap();
+    let r = c
+        .post(s.url("/api/click"))
+        .header("x-postback-token", "s3cret")
+        .form(&[("source", "y")])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c.post(s.url("/api/click")).header("x-postback-token", "s3cre").send().await.unwrap();
+    let r = c
+        .post(s.url("/api/click"))
+        .header("x-postback-token", "s3cre")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(s.health(&c).await["ingest"]["recorded"], 2);
 }
@@ -284,10 +458,24 @@ async fn postback_token_is_required_when_configured() {
 /// in all three encodings.
 async fn retry_round(c: &reqwest::Client, s: &Server, cid: &str) -> Vec<(u16, Value)> {
     let posts: Vec<(&str, Vec<(&str, &str)>)> = vec![
-        ("/api/conversion", vec![("cid", cid), ("amount", "20.00"), ("txid", "T-1")]),
+        (
+            "/api/conversion",
+            vec![("cid", cid), ("amount", "20.00"), ("txid", "T-1")],
+        ),
         ("/api/conversion", vec![("cid", cid), ("amount", "5")]),
-        ("/api/conversion/refund", vec![("cid", cid), ("amount", "-7.5"), ("txid", "R-1")]),
-        ("/api/conversion/refund", vec![("cid", cid), ("amount", "2.50"), ("type", "cb"), ("ref", "T-1")]),
+        (
+            "/api/conversion/refund",
+            vec![("cid", cid), ("amount", "-7.5"), ("txid", "R-1")],
+        ),
+        (
+            "/api/conversion/refund",
+            vec![
+                ("cid", cid),
+                ("amount", "2.50"),
+                ("type", "cb"),
+                ("ref", "T-1"),
+            ],
+        ),
     ];
     let futs = (0..10).flat_map(|i| {
         let via = [Via::Get, Via::Form, Via::Json][i % 3];
@@ -310,20 +498,46 @@ async fn duplicates_are_stored_once_across_restarts() {
     // Let the first copies reach Parquet, then crash and retry against the new process.
     s.wait_flushed(&c).await;
     // Also leave one copy only in the WAL at the moment of the crash.
-    let (st, _) = send(&c, &s, "/api/conversion", Via::Get, &[("cid", &cid), ("amount", "1"), ("txid", "T-2")]).await;
+    let (st, _) = send(
+        &c,
+        &s,
+        "/api/conversion",
+        Via::Get,
+        &[("cid", &cid), ("amount", "1"), ("txid", "T-2")],
+    )
+    .await;
     assert_eq!(st, 200);
     s.kill9();
     let s = Server::start(dir.path(), &[]);
     for (st, body) in retry_round(&c, &s, &cid).await {
         assert_eq!((st, body), (200, json!({"ok": true})));
     }
-    let (st, _) = send(&c, &s, "/api/conversion", Via::Form, &[("cid", &cid), ("amount", "1"), ("txid", "T-2")]).await;
+    let (st, _) = send(
+        &c,
+        &s,
+        "/api/conversion",
+        Via::Form,
+        &[("cid", &cid), ("amount", "1"), ("txid", "T-2")],
+    )
+    .await;
     assert_eq!(st, 200);
     s.wait_flushed(&c).await;
     assert_eq!(read_table(dir.path(), Table::Conversions).len(), 3);
     assert_eq!(read_table(dir.path(), Table::Refunds).len(), 2);
     // Different amount without txid is a different refund.
-    let (st, _) = send(&c, &s, "/api/conversion/refund", Via::Get, &[("cid", &cid), ("amount", "2.51"), ("type", "cb"), ("ref", "T-1")]).await;
+    let (st, _) = send(
+        &c,
+        &s,
+        "/api/conversion/refund",
+        Via::Get,
+        &[
+            ("cid", &cid),
+            ("amount", "2.51"),
+            ("type", "cb"),
+            ("ref", "T-1"),
+        ],
+    )
+    .await;
     assert_eq!(st, 200);
     s.wait_flushed(&c).await;
     assert_eq!(read_table(dir.path(), Table::Refunds).len(), 3);

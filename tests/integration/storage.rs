@@ -10,6 +10,9 @@ use rust_decimal::Decimal;
 
 use crate::harness::{Server, client, raw_files};
 
+/// A column as documented: name, type, nullable.
+type Column = (&'static str, DataType, bool);
+
 fn read(path: &std::path::Path) -> Vec<RecordBatch> {
     let f = std::fs::File::open(path).unwrap();
     ParquetRecordBatchReaderBuilder::try_new(f)
@@ -25,23 +28,44 @@ async fn parquet_has_the_documented_schema_and_exact_decimals() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     let c = client();
-    let v: serde_json::Value = c.get(s.url("/api/click?source=a&cost=0.1")).send().await.unwrap().json().await.unwrap();
+    let v: serde_json::Value = c
+        .get(s.url("/api/click?source=a&cost=0.1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let cid = v["cid"].as_str().unwrap();
     for amount in ["0.1", "0.2", "99999999999999.9999", "0.0001"] {
-        let r = c.get(s.url(&format!("/api/conversion?cid={cid}&amount={amount}&txid=t{amount}"))).send().await.unwrap();
+        let r = c
+            .get(s.url(&format!(
+                "/api/conversion?cid={cid}&amount={amount}&txid=t{amount}"
+            )))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
-    let r = c.get(s.url(&format!("/api/conversion/refund?cid={cid}&amount=0.3"))).send().await.unwrap();
+    let r = c
+        .get(s.url(&format!("/api/conversion/refund?cid={cid}&amount=0.3")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     s.stop();
 
-    let expected: [(Table, &[(&str, DataType, bool)]); 3] = [
+    let expected: [(Table, &[Column]); 3] = [
         (
             Table::Clicks,
             &[
                 ("cid", DataType::Utf8, false),
                 ("vid", DataType::Utf8, false),
-                ("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+                (
+                    "ts",
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                    false,
+                ),
                 ("source", DataType::Utf8, true),
                 ("campaign", DataType::Utf8, true),
                 ("link", DataType::Utf8, true),
@@ -59,7 +83,11 @@ async fn parquet_has_the_documented_schema_and_exact_decimals() {
             Table::Conversions,
             &[
                 ("cid", DataType::Utf8, false),
-                ("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+                (
+                    "ts",
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                    false,
+                ),
                 ("amount", DataType::Decimal128(18, 4), false),
                 ("txid", DataType::Utf8, true),
                 ("type", DataType::Utf8, true),
@@ -69,7 +97,11 @@ async fn parquet_has_the_documented_schema_and_exact_decimals() {
             Table::Refunds,
             &[
                 ("cid", DataType::Utf8, false),
-                ("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+                (
+                    "ts",
+                    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                    false,
+                ),
                 ("amount", DataType::Decimal128(18, 4), false),
                 ("txid", DataType::Utf8, true),
                 ("type", DataType::Utf8, false),
@@ -81,11 +113,18 @@ async fn parquet_has_the_documented_schema_and_exact_decimals() {
         let files = raw_files(dir.path(), table);
         assert!(!files.is_empty(), "{}", table.name());
         for f in files {
-            let rel = f.strip_prefix(dir.path()).unwrap().to_string_lossy().to_string();
+            let rel = f
+                .strip_prefix(dir.path())
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
             let parts: Vec<&str> = rel.split('/').collect();
             assert_eq!(parts[0], "events");
             assert_eq!(parts[1], table.name());
-            assert!(parts[2].starts_with("date=") && parts[2].len() == 15, "{rel}");
+            assert!(
+                parts[2].starts_with("date=") && parts[2].len() == 15,
+                "{rel}"
+            );
             for batch in read(&f) {
                 let schema = batch.schema();
                 let got: Vec<(&str, DataType, bool)> = schema
@@ -102,7 +141,13 @@ async fn parquet_has_the_documented_schema_and_exact_decimals() {
     let mut sum = 0i128;
     for f in raw_files(dir.path(), Table::Conversions) {
         for b in read(&f) {
-            sum += b.column_by_name("amount").unwrap().as_primitive::<Decimal128Type>().values().iter().sum::<i128>();
+            sum += b
+                .column_by_name("amount")
+                .unwrap()
+                .as_primitive::<Decimal128Type>()
+                .values()
+                .iter()
+                .sum::<i128>();
         }
     }
     assert_eq!(
@@ -112,7 +157,10 @@ async fn parquet_has_the_documented_schema_and_exact_decimals() {
     // No temporary or partial files are ever left behind in the table folders.
     for entry in walk(&dir.path().join("events")) {
         let name = entry.file_name().unwrap().to_string_lossy().to_string();
-        assert!(name.ends_with(".parquet") && !name.starts_with('.'), "stray file {entry:?}");
+        assert!(
+            name.ends_with(".parquet") && !name.starts_with('.'),
+            "stray file {entry:?}"
+        );
     }
 }
 
