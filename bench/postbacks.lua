@@ -1,0 +1,32 @@
+-- wrk script for bench/ingest: a mix of clicks, conversions and refunds in equal parts, every
+-- conversion and refund with its own cid/txid so none is a duplicate. Foreign-style click IDs
+-- (allowed by the contract) keep the generator independent of the server's MAC key.
+local counter = 0
+local thread_id = 0
+local threads = {}
+
+function setup(thread)
+  thread:set("thread_id", #threads)
+  table.insert(threads, thread)
+end
+
+function request()
+  counter = counter + 1
+  local n = counter % 3
+  local cid = string.format("bench-%d-%d", thread_id, counter)
+  if n == 0 then
+    return wrk.format("GET", "/api/click?source=src" .. (counter % 7) .. "&campaign=c1&cost=0.0123&country=DE")
+  elseif n == 1 then
+    return wrk.format("GET", "/api/conversion?cid=" .. cid .. "&amount=49.99&txid=t-" .. cid)
+  else
+    return wrk.format("POST", "/api/conversion/refund",
+      {["Content-Type"] = "application/x-www-form-urlencoded"},
+      "cid=" .. cid .. "&amount=-12.50&type=cb&txid=r-" .. cid)
+  end
+end
+
+function response(status, headers, body)
+  if status ~= 200 then
+    io.stderr:write("unexpected status " .. status .. ": " .. body .. "\n")
+  end
+end
