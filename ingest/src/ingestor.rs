@@ -517,28 +517,35 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
         shared.fsyncs.fetch_add(1, Ordering::Relaxed);
         match result {
             Ok(()) => {
-                let events: Vec<Event> = batch.iter().map(|p| p.event.clone()).collect();
+                // Acknowledge first: the buffer is for the flusher, the log already holds it.
+                shared
+                    .recorded
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                shared.durable.send_replace(last);
+                let events: Vec<Event> = batch
+                    .into_iter()
+                    .map(|p| {
+                        let _ = p.done.send(Ok(()));
+                        p.event
+                    })
+                    .collect();
                 let chunk = build_chunk(first, last, &events);
                 let full = {
                     let mut st = shared.state.lock().expect("ingest lock");
                     match chunk {
                         Ok(c) => st.buffer.push(c),
-                        // Validated events always fit their schema; if one did not, keeping it
-                        // out of Parquet while it sits in the log loses nothing, but it must
-                        // not go unnoticed.
+                        // Validated events always fit their schema. If one did not, it is
+                        // safe in the log but could never be flushed, and a later checkpoint
+                        // would skip it: stop accepting rather than lose it quietly.
                         Err(e) => {
-                            tracing::error!(error = %e, first, last, "could not buffer durable events")
+                            tracing::error!(error = %e, first, last, "could not buffer durable events; refusing new postbacks");
+                            st.poisoned = Some(format!(
+                                "internal error buffering events {first}..={last}: {e}"
+                            ));
                         }
                     }
                     st.unflushed >= shared.config.flush_rows
                 };
-                shared
-                    .recorded
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                shared.durable.send_replace(last);
-                for p in batch {
-                    let _ = p.done.send(Ok(()));
-                }
                 if full {
                     shared.flush_now.notify_one();
                 }
