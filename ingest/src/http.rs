@@ -15,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
@@ -69,6 +69,8 @@ pub enum PostbackError {
     Unauthorized,
     /// 413: the body is larger than the limit.
     TooLarge(usize),
+    /// 405: HEAD (or another method without a handler) cannot record a postback.
+    MethodNotAllowed,
     /// 503 with `Retry-After`: the buffer is full or the log cannot write; nothing recorded.
     Unavailable(Rejected),
 }
@@ -81,6 +83,12 @@ impl IntoResponse for PostbackError {
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong postback token".to_string(),
                 Some("token".to_string()),
+                None,
+            ),
+            PostbackError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "postbacks are sent with GET or POST".to_string(),
+                None,
                 None,
             ),
             PostbackError::TooLarge(limit) => (
@@ -145,9 +153,13 @@ fn now_micros() -> i64 {
         .unwrap_or_default()
 }
 
-/// Reads and checks the parameters of a postback: size limit, parsing, token.
+/// Reads and checks the parameters of a postback: method, size limit, token, parsing.
 async fn read_params(state: &AppState, req: Request) -> Result<Params, PostbackError> {
     let (parts, body) = req.into_parts();
+    if parts.method == Method::HEAD {
+        // axum answers HEAD with the GET handler; a HEAD must never record an event.
+        return Err(PostbackError::MethodNotAllowed);
+    }
     let query = parts.uri.query().map(str::to_owned);
     let kind = BodyKind::from_content_type(
         parts
@@ -158,36 +170,47 @@ async fn read_params(state: &AppState, req: Request) -> Result<Params, PostbackE
     let body = if parts.method == Method::POST {
         axum::body::to_bytes(body, state.body_limit)
             .await
-            .map_err(|_| PostbackError::TooLarge(state.body_limit))?
+            .map_err(|e| {
+                let too_large = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                    || e.into_inner().is::<http_body_util::LengthLimitError>();
+                if too_large {
+                    PostbackError::TooLarge(state.body_limit)
+                } else {
+                    PostbackError::Invalid(Invalid::new("", "the request body could not be read"))
+                }
+            })?
     } else {
         drop::<Body>(body);
         Default::default()
     };
-    let params = params::parse(query.as_deref(), &body, kind)?;
-    check_token(state, &parts.headers, &params)?;
-    Ok(params)
+    let parsed = params::parse(query.as_deref(), &body, kind);
+    // Authenticate before judging the input, so a caller without the token learns nothing
+    // about what would be accepted.
+    if let Some(want) = &state.token_digest {
+        let given = parts
+            .headers
+            .get(TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| match &parsed {
+                Ok(p) => p.get("token").map(str::to_owned),
+                Err(_) => params::find(query.as_deref().unwrap_or("").as_bytes(), "token")
+                    .or_else(|| params::find(&body, "token")),
+            });
+        if !token_matches(want, given.as_deref()) {
+            return Err(PostbackError::Unauthorized);
+        }
+    }
+    Ok(parsed?)
 }
 
-fn check_token(
-    state: &AppState,
-    headers: &HeaderMap,
-    params: &Params,
-) -> Result<(), PostbackError> {
-    let Some(want) = &state.token_digest else {
-        return Ok(());
-    };
-    let given = params
-        .get("token")
-        .or_else(|| headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()));
+fn token_matches(want: &[u8; 32], given: Option<&str>) -> bool {
     let Some(given) = given else {
-        return Err(PostbackError::Unauthorized);
+        return false;
     };
     let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-    if bool::from(digest.ct_eq(want)) {
-        Ok(())
-    } else {
-        Err(PostbackError::Unauthorized)
-    }
+    bool::from(digest.ct_eq(want))
 }
 
 async fn submit(state: &AppState, event: Event) -> Result<Outcome, PostbackError> {

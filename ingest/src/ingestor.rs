@@ -137,6 +137,8 @@ struct State {
     seen: HashMap<dedup::Key, u64>,
     /// Durable records waiting for the flusher, oldest first.
     buffer: Vec<Chunk>,
+    /// A flush unit whose write failed part-way: retried alone before anything newer.
+    failed_flush: Option<Vec<Chunk>>,
     /// Events in `pending` and `buffer` together: what [`IngestConfig::max_buffered`] bounds.
     unflushed: usize,
     /// Set when the log cannot be appended to any more; every submit is refused.
@@ -189,16 +191,8 @@ impl Ingestor {
     /// of everything stored, and starts the writer and the flusher.
     pub async fn open(store: Store, config: IngestConfig) -> Result<Arc<Ingestor>> {
         let dir = config.wal_dir.clone();
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-        let node = match &config.node_id {
-            Some(n) => n.clone(),
-            None => load_or_create_node_id(&dir)?,
-        };
-        if node.is_empty() || !node.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(Error::Config(format!(
-                "node id {node:?} must be letters, digits or _"
-            )));
-        }
+        netrev_storage::store::create_dir_durable(&dir)?;
+        let node = node_id(&dir, config.node_id.as_deref())?;
         let key = store.click_id_key().await?;
 
         let checkpoint = wal::read_checkpoint(&dir)?;
@@ -216,20 +210,16 @@ impl Ingestor {
         let replayed_count = unflushed.len();
         let (covered, todo) = split_covered(&store, &node, unflushed).await?;
 
-        let mut seen = HashMap::new();
-        for table in [Table::Conversions, Table::Refunds] {
-            for event in read_all(&store, table).await? {
-                if let Some(k) = dedup::key(&event) {
-                    seen.insert(k, 0);
-                }
-            }
-        }
+        let history = scan_history(&store, &node).await?;
+        let mut seen = history.keys;
         for r in &todo {
             if let Some(k) = dedup::key(&r.event) {
                 seen.insert(k, 0);
             }
         }
-        let next_seq = checkpoint.max(max_replayed) + 1;
+        // Never reuse a sequence this node already put in a file name, even if its log
+        // directory was lost: a reused range could overwrite or shadow stored rows.
+        let next_seq = checkpoint.max(max_replayed).max(history.max_seq_of_node) + 1;
         tracing::info!(
             node = %node,
             checkpoint,
@@ -275,7 +265,11 @@ impl Ingestor {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("netrev-wal".into())
-                .spawn(move || writer_loop(&shared, writer_log))
+                .spawn(move || {
+                    let guard = WriterGuard(&shared);
+                    writer_loop(&shared, writer_log);
+                    std::mem::forget(guard);
+                })
                 .map_err(|e| Error::io("spawn", "wal writer thread", e))?
         };
         let flusher = tokio::spawn(flusher_loop(shared.clone(), stop_rx));
@@ -409,22 +403,84 @@ impl Ingestor {
     }
 }
 
-fn load_or_create_node_id(dir: &std::path::Path) -> Result<String> {
+/// This node's ID: the configured one or the one kept in the log directory (created on first
+/// start). A configured ID that differs from the kept one is refused: the log's records were
+/// flushed under the kept name, and replaying them under another would store them twice.
+fn node_id(dir: &std::path::Path, configured: Option<&str>) -> Result<String> {
     let path = dir.join("node_id");
-    match std::fs::read_to_string(&path) {
-        Ok(id) => Ok(id.trim().to_string()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id: String = (0..8)
-                .map(|_| b"abcdefghjkmnpqrstvwxyz0123456789"[rand::random_range(0..32)] as char)
-                .collect();
-            wal::write_small_file(dir, "node_id", &id)?;
-            Ok(id)
+    let kept = match std::fs::read_to_string(&path) {
+        Ok(id) => Some(id.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io("read", &path, e)),
+    };
+    let node = match (kept, configured) {
+        (Some(k), Some(c)) if k != c => {
+            return Err(Error::Config(format!(
+                "node id {c:?} was configured, but the write-ahead log in {} belongs to node \
+                 {k:?}; use that id or another log directory",
+                dir.display()
+            )));
         }
-        Err(e) => Err(Error::io("read", &path, e)),
+        (Some(k), _) => return Ok(k),
+        (None, Some(c)) => c.to_string(),
+        (None, None) => (0..8)
+            .map(|_| b"abcdefghjkmnpqrstvwxyz0123456789"[rand::random_range(0..32)] as char)
+            .collect(),
+    };
+    if node.is_empty() || !node.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(Error::Config(format!(
+            "node id {node:?} must be letters, digits or _"
+        )));
     }
+    wal::write_small_file(dir, "node_id", &node)?;
+    Ok(node)
 }
 
-/// Every event of a raw table (all nodes). Used at start-up for the deduplication keys.
+/// What start-up needs from the stored raw tables.
+struct History {
+    /// Deduplication keys of every stored conversion and refund (all nodes).
+    keys: HashMap<dedup::Key, u64>,
+    /// The highest sequence in any raw file name of this node.
+    max_seq_of_node: u64,
+}
+
+/// Lists the raw tables and reads the key columns of conversions and refunds.
+async fn scan_history(store: &Store, node: &str) -> Result<History> {
+    let mut keys = HashMap::new();
+    let mut max_seq_of_node = 0;
+    for table in Table::ALL {
+        for meta in store.list(&layout::raw_table(table)).await? {
+            let Some(name) = meta.location.filename() else {
+                continue;
+            };
+            if !name.ends_with(".parquet") {
+                continue;
+            }
+            if let Some((n, _, last)) = layout::parse_raw_file(name)
+                && n == node
+            {
+                max_seq_of_node = max_seq_of_node.max(last);
+            }
+            if table == Table::Clicks {
+                continue;
+            }
+            for batch in store.read_parquet(&meta.location).await? {
+                for event in model::from_batch(table, &batch)? {
+                    if let Some(k) = dedup::key(&event) {
+                        keys.insert(k, 0);
+                    }
+                }
+            }
+        }
+    }
+    Ok(History {
+        keys,
+        max_seq_of_node,
+    })
+}
+
+/// Every event of a raw table (all nodes).
+#[cfg(test)]
 async fn read_all(store: &Store, table: Table) -> Result<Vec<Event>> {
     let mut out = Vec::new();
     for meta in store.list(&layout::raw_table(table)).await? {
@@ -497,7 +553,7 @@ fn build_chunk(first_seq: u64, last_seq: u64, events: &[Event]) -> Result<Chunk>
 fn writer_loop(shared: &Shared, mut log: wal::Writer) {
     let mut framed = Vec::new();
     loop {
-        let batch: Vec<Pending> = {
+        let (batch, poisoned): (Vec<Pending>, Option<String>) = {
             let mut st = shared.state.lock().expect("ingest lock");
             while st.pending.is_empty() && !st.closing {
                 st = shared.writer_wake.wait(st).expect("ingest lock");
@@ -505,30 +561,32 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
             if st.pending.is_empty() {
                 return;
             }
-            std::mem::take(&mut st.pending)
+            let n = st.pending.len().min(wal::MAX_EVENTS_PER_RECORD);
+            (st.pending.drain(..n).collect(), st.poisoned.clone())
         };
-        framed.clear();
-        for p in &batch {
-            wal::frame(&mut framed, p.seq, &p.json);
-        }
         let first = batch[0].seq;
         let last = batch[batch.len() - 1].seq;
-        let result = log.append(first, &framed);
-        shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+        // After a failed fsync the log cannot vouch for anything: never append behind it.
+        let result = match poisoned {
+            Some(reason) => Err(AppendError::Sync(wal::WalError::Io {
+                op: "append",
+                path: shared.config.wal_dir.clone(),
+                source: std::io::Error::other(reason),
+            })),
+            None => {
+                framed.clear();
+                wal::frame(&mut framed, first, batch.iter().map(|p| p.json.as_slice()));
+                let r = log.append(first, &framed);
+                shared.fsyncs.fetch_add(1, Ordering::Relaxed);
+                r
+            }
+        };
         match result {
             Ok(()) => {
-                // Acknowledge first: the buffer is for the flusher, the log already holds it.
-                shared
-                    .recorded
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                shared.durable.send_replace(last);
-                let events: Vec<Event> = batch
-                    .into_iter()
-                    .map(|p| {
-                        let _ = p.done.send(Ok(()));
-                        p.event
-                    })
-                    .collect();
+                let (events, dones): (Vec<Event>, Vec<_>) =
+                    batch.into_iter().map(|p| (p.event, p.done)).unzip();
+                // Buffer before acknowledging, so whatever was acknowledged is in the buffer
+                // (an explicit flush or the live state sees it).
                 let chunk = build_chunk(first, last, &events);
                 let full = {
                     let mut st = shared.state.lock().expect("ingest lock");
@@ -546,6 +604,13 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
                     }
                     st.unflushed >= shared.config.flush_rows
                 };
+                shared
+                    .recorded
+                    .fetch_add(dones.len() as u64, Ordering::Relaxed);
+                shared.durable.send_replace(last);
+                for done in dones {
+                    let _ = done.send(Ok(()));
+                }
                 if full {
                     shared.flush_now.notify_one();
                 }
@@ -563,7 +628,9 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
                         }
                     }
                     st.unflushed -= batch.len();
-                    if let AppendError::Sync(_) = e {
+                    if let AppendError::Sync(_) = e
+                        && st.poisoned.is_none()
+                    {
                         st.poisoned = Some(reason.clone());
                     }
                 }
@@ -573,6 +640,26 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
                     let _ = p.done.send(Err(Rejected::Unavailable(reason.clone())));
                 }
             }
+        }
+    }
+}
+
+/// Fails everything pending if the writer thread unwinds, so no postback waits forever on a
+/// log that is gone.
+struct WriterGuard<'a>(&'a Shared);
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        let Ok(mut st) = self.0.state.lock() else {
+            return;
+        };
+        st.poisoned = Some("write-ahead log thread stopped".into());
+        let pending = std::mem::take(&mut st.pending);
+        st.unflushed -= pending.len();
+        for p in pending {
+            let _ = p.done.send(Err(Rejected::Unavailable(
+                "write-ahead log thread stopped".into(),
+            )));
         }
     }
 }
@@ -605,52 +692,70 @@ async fn flusher_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 }
 
 /// Writes every buffered chunk as one file per partition, then advances the checkpoint and
-/// trims the log. On failure the chunks go back to the front of the buffer.
+/// trims the log. A unit that failed is retried first, alone and under the same file names,
+/// so files it already wrote are not written again under another range (which would
+/// duplicate their rows).
 async fn flush_once(shared: &Shared) -> Result<()> {
     let _guard = shared.flush_lock.lock().await;
-    let chunks = std::mem::take(&mut shared.state.lock().expect("ingest lock").buffer);
-    if chunks.is_empty() {
-        return Ok(());
+    loop {
+        let (chunks, retrying) = {
+            let mut st = shared.state.lock().expect("ingest lock");
+            match st.failed_flush.take() {
+                Some(unit) => (unit, true),
+                None => (std::mem::take(&mut st.buffer), false),
+            }
+        };
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        match write_unit(shared, &chunks).await {
+            Ok(rows) => {
+                let mut st = shared.state.lock().expect("ingest lock");
+                st.unflushed -= rows;
+                if !retrying {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                shared.state.lock().expect("ingest lock").failed_flush = Some(chunks);
+                return Err(e);
+            }
+        }
     }
+}
+
+/// Writes one flush unit: a file per partition named by the unit's sequence range, then the
+/// checkpoint. Returns the rows written.
+async fn write_unit(shared: &Shared, chunks: &[Chunk]) -> Result<usize> {
     let first = chunks[0].first_seq;
     let last = chunks[chunks.len() - 1].last_seq;
     let rows: usize = chunks.iter().map(|c| c.rows).sum();
     let mut parts: BTreeMap<(Table, NaiveDate), Vec<RecordBatch>> = BTreeMap::new();
-    for c in &chunks {
+    for c in chunks {
         for (t, d, b) in &c.batches {
             parts.entry((*t, *d)).or_default().push(b.clone());
         }
     }
-    let result = async {
-        for ((table, date), batches) in &parts {
-            let path = layout::raw_file(*table, *date, &shared.node, first, last);
-            shared.store.write_parquet(&path, batches).await?;
+    for ((table, date), batches) in &parts {
+        let path = layout::raw_file(*table, *date, &shared.node, first, last);
+        // A file of this name can only exist from an earlier attempt at this very unit, with
+        // the same rows: never overwrite.
+        let bytes = netrev_storage::store::encode_parquet(batches)?;
+        if shared.store.put_if_absent(&path, bytes).await? {
             shared.files_written.fetch_add(1, Ordering::Relaxed);
         }
-        let dir = shared.config.wal_dir.clone();
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            wal::write_checkpoint(&dir, last)?;
-            wal::remove_flushed(&dir, last)?;
-            Ok(())
-        })
-        .await
-        .expect("checkpoint task panicked")
     }
-    .await;
-    let mut st = shared.state.lock().expect("ingest lock");
-    match result {
-        Ok(()) => {
-            st.unflushed -= rows;
-            shared.flushed_seq.store(last, Ordering::Relaxed);
-            tracing::debug!(first, last, rows, files = parts.len(), "flushed to Parquet");
-            Ok(())
-        }
-        Err(e) => {
-            let newer = std::mem::replace(&mut st.buffer, chunks);
-            st.buffer.extend(newer);
-            Err(e)
-        }
-    }
+    let dir = shared.config.wal_dir.clone();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        wal::write_checkpoint(&dir, last)?;
+        wal::remove_flushed(&dir, last)?;
+        Ok(())
+    })
+    .await
+    .expect("checkpoint task panicked")?;
+    shared.flushed_seq.store(last, Ordering::Relaxed);
+    tracing::debug!(first, last, rows, files = parts.len(), "flushed to Parquet");
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -843,5 +948,158 @@ mod tests {
             .unwrap();
         ing.shutdown().await.unwrap();
         assert_eq!(stored(&store).await.len(), 1);
+    }
+
+    /// An in-memory object store whose puts under `events/refunds/` fail while `failures`
+    /// is above zero: an object store timing out in the middle of a flush.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: object_store::memory::InMemory,
+        failures: std::sync::atomic::AtomicUsize,
+    }
+
+    impl std::fmt::Display for Flaky {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Flaky")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::ObjectStore for Flaky {
+        async fn put_opts(
+            &self,
+            location: &object_store::path::Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            if location.as_ref().starts_with("events/refunds/")
+                && self
+                    .failures
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            {
+                return Err(object_store::Error::Generic {
+                    store: "Flaky",
+                    source: "injected timeout".into(),
+                });
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<
+                'static,
+                object_store::Result<object_store::path::Path>,
+            >,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>
+        {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
+        {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    /// A flush that fails after writing some partitions is retried as the same unit: the
+    /// partitions it already wrote are not written again under a wider range, so no row is
+    /// stored twice, and nothing is lost.
+    #[tokio::test]
+    async fn failed_flush_is_retried_as_the_same_unit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let flaky = Arc::new(Flaky {
+            inner: object_store::memory::InMemory::new(),
+            failures: std::sync::atomic::AtomicUsize::new(2),
+        });
+        let store = Store::from_object_store(flaky.clone(), "memory://flaky");
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
+        let mut want = Vec::new();
+        for i in 0..3 {
+            for e in [conv(i, DAY1 + i), refund(i, DAY1 + i)] {
+                ing.submit(e.clone()).await.unwrap();
+                want.push(e);
+            }
+        }
+        assert!(
+            ing.flush().await.is_err(),
+            "refunds fail, conversions are written"
+        );
+        for i in 3..5 {
+            for e in [conv(i, DAY1 + i), refund(i, DAY1 + i)] {
+                ing.submit(e.clone()).await.unwrap();
+                want.push(e);
+            }
+        }
+        assert!(ing.flush().await.is_err(), "the retry fails again");
+        assert_eq!(ing.stats().buffered_events, 10);
+        ing.flush().await.unwrap();
+        assert_eq!(ing.stats().buffered_events, 0);
+        assert_eq!(ing.stats().flushed_seq, 10);
+        want.sort_by_key(|e| (e.table(), e.ts()));
+        assert_eq!(stored(&store).await, want);
+        ing.shutdown().await.unwrap();
+    }
+
+    /// A node that lost its log directory (same node ID, fresh log) continues after the
+    /// sequences in its existing file names instead of reusing them.
+    #[tokio::test]
+    async fn sequences_are_never_reused_after_losing_the_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("data").to_str().unwrap()).unwrap();
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
+        for i in 0..4 {
+            ing.submit(conv(i, DAY1)).await.unwrap();
+        }
+        ing.shutdown().await.unwrap();
+        drop(ing);
+        std::fs::remove_dir_all(tmp.path().join("wal")).unwrap();
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
+        assert_eq!(ing.submit(conv(9, DAY1)).await, Ok(Outcome::Recorded(5)));
+        ing.shutdown().await.unwrap();
+        assert_eq!(stored(&store).await.len(), 5);
+        // A different configured node ID for the same log is refused.
+        let other = IngestConfig {
+            node_id: Some("n2".into()),
+            ..config(tmp.path())
+        };
+        let err = Ingestor::open(store.clone(), other).await.unwrap_err();
+        assert!(err.to_string().contains("belongs to node"), "{err}");
     }
 }

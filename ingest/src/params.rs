@@ -114,6 +114,15 @@ pub fn parse(query: Option<&str>, body: &[u8], kind: BodyKind) -> Result<Params,
     Ok(params)
 }
 
+/// The value of `name` in URL-encoded `input`, skipping pairs that do not decode. For reading
+/// a credential out of a request whose other parameters are malformed.
+pub fn find(input: &[u8], name: &str) -> Option<String> {
+    input.split(|&b| b == b'&').find_map(|pair| {
+        let i = pair.iter().position(|&b| b == b'=')?;
+        (percent_decode(&pair[..i])? == name).then(|| percent_decode(&pair[i + 1..]))?
+    })
+}
+
 fn parse_urlencoded(input: &[u8], params: &mut Params) -> Result<(), Invalid> {
     for pair in input.split(|&b| b == b'&') {
         if pair.is_empty() {

@@ -9,14 +9,21 @@
 //! <dir>/node_id                    this node's ID, part of every raw file name
 //! ```
 //!
-//! A segment starts with the 8-byte [`MAGIC`]; a record is
+//! A segment starts with the 8-byte [`MAGIC`]; then one record per group commit:
 //! `[u32 LE payload length][u32 LE CRC-32C of payload][payload]` with payload
-//! `[u64 LE sequence][JSON of the event]`. Sequences increase strictly across segments.
+//! `[u64 LE first sequence][u32 LE count]` and `count` times `[u32 LE length][JSON of an
+//! event]`; the events carry consecutive sequences. Sequences increase strictly across
+//! records and segments.
+//!
+//! One record per group commit (not per event) matters for power loss: the pages of one write
+//! may reach the disk in any order, so a torn group can leave a hole followed by intact later
+//! events. As one checksummed record, the whole group is either intact or torn.
 //!
 //! Replay rules: a damaged record at the very end of the newest segment is a torn write (the
-//! process or machine died mid-append, before the record was acknowledged): it is truncated
-//! away. A damaged record anywhere else, or one followed by data, is corruption of acknowledged
-//! records: replay stops with an error naming file and offset rather than skipping data.
+//! process or machine died mid-append, before the group was acknowledged): it is truncated
+//! away. A damaged record anywhere else, or one followed by a valid record, is corruption of
+//! acknowledged records: replay stops with an error naming file and offset rather than
+//! skipping data.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -28,9 +35,14 @@ use netrev_storage::Event;
 pub const MAGIC: &[u8; 8] = b"NRWAL\x00\x00\x01";
 /// Bytes before each payload: length and checksum.
 const FRAME_HEADER: usize = 8;
-/// Largest payload accepted on replay. Events are a few KiB at most (all text fields are
-/// bounded), so a larger length can only be damage.
-pub const MAX_PAYLOAD: usize = 1 << 20;
+/// Most events in one record: bounds a record's size (events are at most ~13 KiB, all text
+/// being bounded) while leaving group commit plenty of room.
+pub const MAX_EVENTS_PER_RECORD: usize = 8192;
+/// Largest payload accepted on replay: [`MAX_EVENTS_PER_RECORD`] of the largest events. A
+/// larger length can only be damage.
+pub const MAX_PAYLOAD: usize = 128 << 20;
+/// Smallest possible payload: first sequence and count.
+const MIN_PAYLOAD: usize = 12;
 
 /// A failure of the write-ahead log.
 #[derive(Debug, thiserror::Error)]
@@ -66,17 +78,54 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Wa
     }
 }
 
-/// Appends one framed record (`seq`, `json`) to `out`.
-pub fn frame(out: &mut Vec<u8>, seq: u64, json: &[u8]) {
-    let len = 8 + json.len();
-    out.reserve(FRAME_HEADER + len);
+/// Appends one framed record to `out`: the events `jsons`, with sequences `first_seq`,
+/// `first_seq + 1`, ….
+pub fn frame<'a>(
+    out: &mut Vec<u8>,
+    first_seq: u64,
+    jsons: impl ExactSizeIterator<Item = &'a [u8]>,
+) {
+    assert!(jsons.len() <= MAX_EVENTS_PER_RECORD, "record too large");
     let start = out.len();
-    out.extend_from_slice(&(len as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(json);
+    out.extend_from_slice(&[0; FRAME_HEADER]);
+    out.extend_from_slice(&first_seq.to_le_bytes());
+    out.extend_from_slice(&(jsons.len() as u32).to_le_bytes());
+    for json in jsons {
+        out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        out.extend_from_slice(json);
+    }
+    let len = (out.len() - start - FRAME_HEADER) as u32;
     let crc = crc32c::crc32c(&out[start + FRAME_HEADER..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The events of a record's payload whose checksum is already verified.
+fn decode_payload(payload: &[u8]) -> Result<Vec<Record>, String> {
+    let first = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
+    let count = u32::from_le_bytes(payload[8..12].try_into().expect("4 bytes")) as usize;
+    let mut pos = MIN_PAYLOAD;
+    let mut out = Vec::with_capacity(count.min(MAX_EVENTS_PER_RECORD));
+    for i in 0..count {
+        let len_bytes = payload
+            .get(pos..pos + 4)
+            .ok_or("event length runs past the record")?;
+        let len = u32::from_le_bytes(len_bytes.try_into().expect("4 bytes")) as usize;
+        let json = payload
+            .get(pos + 4..pos + 4 + len)
+            .ok_or("event runs past the record")?;
+        let event =
+            serde_json::from_slice(json).map_err(|e| format!("event {i} does not decode: {e}"))?;
+        out.push(Record {
+            seq: first + i as u64,
+            event,
+        });
+        pos += 4 + len;
+    }
+    if pos != payload.len() {
+        return Err("bytes left after the last event".into());
+    }
+    Ok(out)
 }
 
 /// The JSON of an event as stored in a record.
@@ -114,7 +163,9 @@ pub fn scan_segment(
         what,
     };
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
-        if is_last && bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
+        // A segment whose header never got fully written holds no records: a crash or a full
+        // disk while creating it.
+        if bytes.len() < MAGIC.len() && MAGIC.starts_with(bytes) {
             return Ok(Scan::TornAt(0));
         }
         return Err(corrupt(
@@ -140,7 +191,7 @@ pub fn scan_segment(
         let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
         let end = pos + FRAME_HEADER + len;
-        if !(8..=MAX_PAYLOAD).contains(&len) {
+        if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&len) {
             return torn_or(pos, format!("impossible record length {len}"));
         }
         if end > bytes.len() {
@@ -150,21 +201,24 @@ pub fn scan_segment(
         if crc32c::crc32c(payload) != crc {
             return torn_or(pos, "checksum mismatch".into());
         }
-        let seq = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
-        let event: Event = serde_json::from_slice(&payload[8..]).map_err(|e| {
+        let records = decode_payload(payload).map_err(|e| {
             corrupt(
                 pos,
-                format!("checksum is right but the event does not decode: {e}"),
+                format!("checksum is right but the record does not decode: {e}"),
             )
         })?;
-        if prev_seq.is_some_and(|p| seq <= p) {
+        if let Some(first) = records.first()
+            && prev_seq.is_some_and(|p| first.seq <= p)
+        {
             return Err(corrupt(
                 pos,
-                format!("sequence {seq} does not follow {prev_seq:?}"),
+                format!("sequence {} does not follow {prev_seq:?}", first.seq),
             ));
         }
-        prev_seq = Some(seq);
-        out.push(Record { seq, event });
+        if let Some(last) = records.last() {
+            prev_seq = Some(last.seq);
+        }
+        out.extend(records);
         pos = end;
     }
     Ok(Scan::Clean)
@@ -179,7 +233,7 @@ fn valid_record_after(bytes: &[u8], from: usize) -> bool {
     let mut budget = SEARCH_BUDGET;
     for p in from..bytes.len().saturating_sub(FRAME_HEADER) {
         let len = u32::from_le_bytes(bytes[p..p + 4].try_into().expect("4 bytes")) as usize;
-        if !(8..=MAX_PAYLOAD).contains(&len) || p + FRAME_HEADER + len > bytes.len() {
+        if !(MIN_PAYLOAD..=MAX_PAYLOAD).contains(&len) || p + FRAME_HEADER + len > bytes.len() {
             continue;
         }
         if budget < len {
@@ -229,6 +283,11 @@ pub fn replay(dir: &Path) -> Result<Vec<Record>> {
             .and_then(|mut f| f.read_to_end(&mut bytes))
             .map_err(io("read", path))?;
         if let Scan::TornAt(offset) = scan_segment(path, &bytes, is_last, &mut records)? {
+            if offset == 0 && !is_last {
+                // An older segment that never got its header: it holds nothing.
+                std::fs::remove_file(path).map_err(io("remove", path))?;
+                continue;
+            }
             tracing::warn!(
                 path = %path.display(),
                 offset,
@@ -345,8 +404,11 @@ fn new_segment(dir: &Path, first_seq: u64) -> Result<(File, PathBuf)> {
         .append(true)
         .open(&path)
         .map_err(io("create", &path))?;
-    file.write_all(MAGIC).map_err(io("write", &path))?;
-    file.sync_all().map_err(io("fsync", &path))?;
+    if let Err(e) = file.write_all(MAGIC).and_then(|()| file.sync_all()) {
+        // Leave no headerless segment behind (a full disk, typically).
+        let _ = std::fs::remove_file(&path);
+        return Err(io("write", &path)(e));
+    }
     // The new file's directory entry must be durable too, or a power loss forgets the segment.
     netrev_storage::store::sync_dir(dir).map_err(|e| WalError::Io {
         op: "fsync directory",
@@ -413,7 +475,8 @@ mod tests {
         let mut offset = MAGIC.len();
         for s in seqs {
             let mut buf = Vec::new();
-            frame(&mut buf, s, &encode_event(&event(s)));
+            let json = encode_event(&event(s));
+            frame(&mut buf, s, [json.as_slice()].into_iter());
             w.append(s, &buf).unwrap();
             offset += buf.len();
             ends.push(offset);
@@ -511,6 +574,44 @@ mod tests {
         let bytes = std::fs::read(&old).unwrap();
         std::fs::write(&old, &bytes[..ends[2] - 3]).unwrap();
         assert!(matches!(replay(dir.path()), Err(WalError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_group_is_one_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::create(dir.path(), 10, 1 << 20).unwrap();
+        let jsons: Vec<Vec<u8>> = (10..15).map(|s| encode_event(&event(s))).collect();
+        let mut buf = Vec::new();
+        frame(&mut buf, 10, jsons.iter().map(Vec::as_slice));
+        w.append(10, &buf).unwrap();
+        let recs = replay(dir.path()).unwrap();
+        assert_eq!(
+            recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![10, 11, 12, 13, 14]
+        );
+        assert!(recs.iter().all(|r| r.event == event(r.seq)));
+        // A hole in the middle of the group (pages persisted out of order) drops the whole
+        // unacknowledged group rather than reporting corruption.
+        let (_, path) = segments(dir.path()).unwrap().pop().unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = MAGIC.len() + buf.len() / 2;
+        bytes[mid..mid + 16].fill(0);
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(replay(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn headerless_segments_hold_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), 1..=2);
+        std::fs::write(dir.path().join(segment_name(3)), &MAGIC[..3]).unwrap();
+        write(dir.path(), 5..=6);
+        let recs = replay(dir.path()).unwrap();
+        assert_eq!(
+            recs.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![1, 2, 5, 6]
+        );
+        assert!(!dir.path().join(segment_name(3)).exists());
     }
 
     #[test]

@@ -48,7 +48,7 @@ impl Store {
             ));
         }
         let dir = PathBuf::from(location);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        create_dir_durable(&dir)?;
         let dir = dir
             .canonicalize()
             .map_err(|e| Error::io("resolve", &dir, e))?;
@@ -100,7 +100,14 @@ impl Store {
     }
 
     /// Writes `bytes` at `path` unless something is already there; returns whether it wrote.
+    /// Like [`Store::put_durable`], the object is whole and durable once visible.
     pub async fn put_if_absent(&self, path: &Path, bytes: Bytes) -> Result<bool> {
+        if let Some(root) = &self.local_root {
+            let target = root.join(path.as_ref());
+            return tokio::task::spawn_blocking(move || write_new_file_durably(&target, &bytes))
+                .await
+                .expect("durable write task panicked");
+        }
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -110,15 +117,7 @@ impl Store {
             .put_opts(path, PutPayload::from(bytes), opts)
             .await
         {
-            Ok(_) => {
-                if let Some(root) = &self.local_root {
-                    let target = root.join(path.as_ref());
-                    tokio::task::spawn_blocking(move || sync_file_and_dir(&target))
-                        .await
-                        .expect("sync task panicked")?;
-                }
-                Ok(true)
-            }
+            Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
@@ -226,34 +225,89 @@ pub fn encode_parquet(batches: &[RecordBatch]) -> Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-fn write_file_durably(target: &FsPath, bytes: &[u8]) -> Result<()> {
+/// Writes a hidden temporary file beside `target` and fsyncs it; returns its path. A leading
+/// dot and a non-.parquet suffix keep readers' globs off it.
+fn write_temp_beside(target: &FsPath, bytes: &[u8]) -> Result<PathBuf> {
     use std::io::Write;
     let dir = target.parent().expect("object paths have a parent");
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    create_dir_durable(dir)?;
     let name = target
         .file_name()
         .expect("object paths have a name")
         .to_string_lossy();
-    // A leading dot and a non-.parquet suffix keep readers' globs off a half-written file.
     let tmp = dir.join(format!(".{name}.{}.tmp", rand::random::<u32>()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io("create", &tmp, e))?;
         f.write_all(bytes)
             .map_err(|e| Error::io("write", &tmp, e))?;
-        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
-        std::fs::rename(&tmp, target).map_err(|e| Error::io("rename", target, e))?;
-        sync_dir(dir)
+        f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    match result {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
     }
-    result
 }
 
-fn sync_file_and_dir(target: &FsPath) -> Result<()> {
-    let f = std::fs::File::open(target).map_err(|e| Error::io("open", target, e))?;
-    f.sync_all().map_err(|e| Error::io("fsync", target, e))?;
+/// Replaces `target` atomically with `bytes`, durable once this returns.
+fn write_file_durably(target: &FsPath, bytes: &[u8]) -> Result<()> {
+    let tmp = write_temp_beside(target, bytes)?;
+    if let Err(e) = std::fs::rename(&tmp, target) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io("rename", target, e));
+    }
     sync_dir(target.parent().expect("object paths have a parent"))
+}
+
+/// Creates `target` with `bytes` unless it exists (then `Ok(false)`); whole and durable once
+/// visible, because the data is fsynced before the name is linked.
+fn write_new_file_durably(target: &FsPath, bytes: &[u8]) -> Result<bool> {
+    let tmp = write_temp_beside(target, bytes)?;
+    let linked = std::fs::hard_link(&tmp, target);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            sync_dir(target.parent().expect("object paths have a parent"))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::io("link", target, e)),
+    }
+}
+
+/// Creates `dir` and any missing parents so that they survive a power loss: each new
+/// directory's entry is fsynced in its parent.
+pub fn create_dir_durable(dir: &FsPath) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let cwd;
+    let dir = if dir.is_relative() {
+        cwd = std::env::current_dir()
+            .map_err(|e| Error::io("resolve", dir, e))?
+            .join(dir);
+        cwd.as_path()
+    } else {
+        dir
+    };
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    while !cur.exists() {
+        missing.push(cur.to_path_buf());
+        match cur.parent() {
+            Some(p) => cur = p,
+            None => break,
+        }
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    for d in missing.iter().rev() {
+        if let Some(parent) = d.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes a directory's entries (a new or renamed file) durable.

@@ -451,6 +451,27 @@ async fn postback_token_is_required_when_configured() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // Without the token, malformed input is not judged: 401, not 400.
+    let r = c
+        .get(s.url("/api/conversion?amount=1e3&cid=%zz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // With it, the same request is judged.
+    let r = c
+        .get(s.url("/api/conversion?amount=1e3&cid=%zz&token=s3cret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // HEAD never records, even with a valid postback.
+    let r = c
+        .head(s.url("/api/click?source=x&token=s3cret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
     assert_eq!(s.health(&c).await["ingest"]["recorded"], 2);
 }
 

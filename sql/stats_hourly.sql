@@ -1,0 +1,44 @@
+-- stats_hourly: the additive measures of the stats table per click hour and dimensions
+-- (DESIGN.md 5 and 7), from clicks_dedup, conversions_dedup and refund_links.
+-- Conversions and refunds count in the hour of their click, however late they arrive.
+-- Refunds of unknown clicks (unmatched) have no hour and stay out; refunds of a click without
+-- conversion count as refunds but refund no conversion. Every other stats column derives:
+--   net_revenue = gross_revenue - refund_amount, refund_rate = 100 * refunded_conversions /
+--   conversions, profit = net_revenue - cost, roi = 100 * profit / cost,
+--   epc = net_revenue / clicks, cr = 100 * conversions / clicks.
+-- `date` (the click's UTC day) names the partition the row is stored in.
+CREATE OR REPLACE VIEW stats_hourly AS
+WITH conv AS (
+  SELECT cid, count(*) AS conversions, sum(amount) AS gross_revenue
+  FROM conversions_dedup
+  GROUP BY cid
+),
+refs AS (
+  SELECT cid,
+         count(*) AS refunds,
+         sum(amount) AS refund_amount,
+         sum(CASE WHEN "type" = 'chargeback' THEN 1 ELSE 0 END) AS chargebacks,
+         sum(CASE WHEN "type" = 'chargeback' THEN amount END) AS chargeback_amount,
+         count(DISTINCT CASE WHEN linked THEN conversion_txid END)
+           + max(CASE WHEN linked AND conversion_txid IS NULL THEN 1 ELSE 0 END)
+           AS refunded_conversions
+  FROM refund_links
+  GROUP BY cid
+)
+SELECT date_trunc('hour', k.ts) AS hour,
+       k.source, k.campaign, k.link, k.country, k.device,
+       count(*) AS clicks,
+       CAST(sum(k.cost) AS DECIMAL(18, 4)) AS cost,
+       CAST(coalesce(sum(c.conversions), 0) AS BIGINT) AS conversions,
+       CAST(coalesce(sum(c.gross_revenue), 0) AS DECIMAL(18, 4)) AS gross_revenue,
+       CAST(coalesce(sum(r.refunds), 0) AS BIGINT) AS refunds,
+       CAST(coalesce(sum(r.refund_amount), 0) AS DECIMAL(18, 4)) AS refund_amount,
+       CAST(coalesce(sum(r.chargebacks), 0) AS BIGINT) AS chargebacks,
+       CAST(coalesce(sum(r.chargeback_amount), 0) AS DECIMAL(18, 4)) AS chargeback_amount,
+       CAST(coalesce(sum(r.refunded_conversions), 0) AS BIGINT) AS refunded_conversions,
+       CAST(date_trunc('day', k.ts) AS DATE) AS date
+FROM clicks_dedup AS k
+LEFT JOIN conv AS c ON c.cid = k.cid
+LEFT JOIN refs AS r ON r.cid = k.cid
+GROUP BY date_trunc('hour', k.ts), k.source, k.campaign, k.link, k.country, k.device,
+         CAST(date_trunc('day', k.ts) AS DATE);

@@ -1,0 +1,36 @@
+-- visitors: one profile row per visitor ID (DESIGN.md 5 and 7), from clicks_dedup,
+-- conversions_dedup and refunds_dedup. A conversion or refund belongs to the visitor of its
+-- click; refunds of unknown clicks belong to no visitor. first_seen and last_seen are the
+-- visitor's first and last click.
+CREATE OR REPLACE VIEW visitors AS
+WITH conv AS (
+  SELECT k.vid, count(*) AS conversions, sum(c.amount) AS gross_revenue
+  FROM conversions_dedup AS c
+  JOIN clicks_dedup AS k ON k.cid = c.cid
+  GROUP BY k.vid
+),
+refs AS (
+  SELECT k.vid,
+         count(*) AS refunds,
+         sum(r.amount) AS refund_amount,
+         sum(CASE WHEN r."type" = 'chargeback' THEN 1 ELSE 0 END) AS chargebacks
+  FROM refunds_dedup AS r
+  JOIN clicks_dedup AS k ON k.cid = r.cid
+  GROUP BY k.vid
+),
+seen AS (
+  SELECT vid, min(ts) AS first_seen, max(ts) AS last_seen, count(*) AS clicks
+  FROM clicks_dedup
+  GROUP BY vid
+)
+SELECT s.vid, s.first_seen, s.last_seen, s.clicks,
+       CAST(coalesce(c.conversions, 0) AS BIGINT) AS conversions,
+       CAST(coalesce(c.gross_revenue, 0) AS DECIMAL(18, 4)) AS gross_revenue,
+       CAST(coalesce(r.refunds, 0) AS BIGINT) AS refunds,
+       CAST(coalesce(r.refund_amount, 0) AS DECIMAL(18, 4)) AS refund_amount,
+       CAST(coalesce(r.chargebacks, 0) AS BIGINT) AS chargebacks,
+       CAST(coalesce(c.gross_revenue, 0) - coalesce(r.refund_amount, 0) AS DECIMAL(18, 4))
+         AS net_revenue
+FROM seen AS s
+LEFT JOIN conv AS c ON c.vid = s.vid
+LEFT JOIN refs AS r ON r.vid = s.vid;
