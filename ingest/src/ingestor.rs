@@ -145,6 +145,9 @@ struct State {
     poisoned: Option<String>,
     /// Set by shutdown: the writer drains `pending` and exits.
     closing: bool,
+    /// The writer is asleep on the condition variable. Only then does a submit pay for a
+    /// wake-up (a syscall); a busy writer takes the new pending events on its next round.
+    writer_waiting: bool,
 }
 
 struct Shared {
@@ -302,7 +305,7 @@ impl Ingestor {
         let key = dedup::key(&event);
         let json = wal::encode_event(&event);
         let (tx, rx) = oneshot::channel();
-        let (duplicate_of, seq) = {
+        let (duplicate_of, seq, wake) = {
             let mut st = self.shared.state.lock().expect("ingest lock");
             if st.closing {
                 return Err(Rejected::ShuttingDown);
@@ -311,7 +314,7 @@ impl Ingestor {
                 return Err(Rejected::Unavailable(reason.clone()));
             }
             match key.and_then(|k| st.seen.get(&k).copied()) {
-                Some(original) => (Some(original), 0),
+                Some(original) => (Some(original), 0, false),
                 None => {
                     if st.unflushed >= self.shared.config.max_buffered {
                         return Err(Rejected::Busy);
@@ -329,7 +332,7 @@ impl Ingestor {
                         key,
                         done: tx,
                     });
-                    (None, seq)
+                    (None, seq, st.writer_waiting)
                 }
             }
         };
@@ -338,7 +341,9 @@ impl Ingestor {
                 .await_original(key.expect("duplicates have keys"), original)
                 .await;
         }
-        self.shared.writer_wake.notify_one();
+        if wake {
+            self.shared.writer_wake.notify_one();
+        }
         match rx.await {
             Ok(Ok(())) => Ok(Outcome::Recorded(seq)),
             Ok(Err(e)) => Err(e),
@@ -556,7 +561,9 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
         let (batch, poisoned): (Vec<Pending>, Option<String>) = {
             let mut st = shared.state.lock().expect("ingest lock");
             while st.pending.is_empty() && !st.closing {
+                st.writer_waiting = true;
                 st = shared.writer_wake.wait(st).expect("ingest lock");
+                st.writer_waiting = false;
             }
             if st.pending.is_empty() {
                 return;
@@ -738,9 +745,18 @@ async fn write_unit(shared: &Shared, chunks: &[Chunk]) -> Result<usize> {
     }
     for ((table, date), batches) in &parts {
         let path = layout::raw_file(*table, *date, &shared.node, first, last);
+        // Group commits make many small batches; one contiguous batch encodes much faster.
+        // Encoding is CPU work, kept off the threads that serve postbacks.
+        let batches = batches.clone();
+        let bytes = tokio::task::spawn_blocking(move || -> Result<bytes::Bytes> {
+            let one = arrow::compute::concat_batches(&batches[0].schema(), &batches)
+                .map_err(netrev_storage::Error::from)?;
+            Ok(netrev_storage::store::encode_parquet(&[one])?)
+        })
+        .await
+        .expect("encode task panicked")?;
         // A file of this name can only exist from an earlier attempt at this very unit, with
         // the same rows: never overwrite.
-        let bytes = netrev_storage::store::encode_parquet(batches)?;
         if shared.store.put_if_absent(&path, bytes).await? {
             shared.files_written.fetch_add(1, Ordering::Relaxed);
         }

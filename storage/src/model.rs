@@ -251,9 +251,13 @@ pub fn to_batch<'a>(
             let mut cid = StringBuilder::with_capacity(n, n * 24);
             let mut vid = StringBuilder::with_capacity(n, n * 16);
             let mut ts = ts_builder(n);
-            let mut dims: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
+            let mut dims: Vec<StringBuilder> = (0..5)
+                .map(|_| StringBuilder::with_capacity(n, n * 8))
+                .collect();
             let mut cost = money_builder(n);
-            let mut subs: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
+            let mut subs: Vec<StringBuilder> = (0..5)
+                .map(|_| StringBuilder::with_capacity(n, n * 8))
+                .collect();
             for e in &events {
                 let Event::Click(c) = e else {
                     return Err(mismatch());
@@ -286,8 +290,8 @@ pub fn to_batch<'a>(
             let mut cid = StringBuilder::with_capacity(n, n * 24);
             let mut ts = ts_builder(n);
             let mut amount = money_builder(n);
-            let mut txid = StringBuilder::new();
-            let mut kind = StringBuilder::new();
+            let mut txid = StringBuilder::with_capacity(n, n * 16);
+            let mut kind = StringBuilder::with_capacity(n, n * 16);
             for e in &events {
                 let Event::Conversion(c) = e else {
                     return Err(mismatch());
@@ -310,9 +314,9 @@ pub fn to_batch<'a>(
             let mut cid = StringBuilder::with_capacity(n, n * 24);
             let mut ts = ts_builder(n);
             let mut amount = money_builder(n);
-            let mut txid = StringBuilder::new();
-            let mut kind = StringBuilder::new();
-            let mut reference = StringBuilder::new();
+            let mut txid = StringBuilder::with_capacity(n, n * 16);
+            let mut kind = StringBuilder::with_capacity(n, n * 16);
+            let mut reference = StringBuilder::with_capacity(n, n * 16);
             for e in &events {
                 let Event::Refund(r) = e else {
                     return Err(mismatch());
