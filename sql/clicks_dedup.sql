@@ -1,11 +1,15 @@
 -- clicks_dedup: one row per click ID, from the raw `clicks` table.
 -- netrev issues every click ID once, but imports from other trackers may bring the same
--- click twice; the earliest copy wins (then the smallest vid, so the choice is deterministic).
+-- click twice; the earliest copy wins (ties broken by the other columns, so the choice is
+-- deterministic).
 CREATE OR REPLACE VIEW clicks_dedup AS
 SELECT cid, vid, ts, source, campaign, link, country, device, cost
 FROM (
   SELECT cid, vid, ts, source, campaign, link, country, device, cost,
-         row_number() OVER (PARTITION BY cid ORDER BY ts, vid) AS copy
+         row_number() OVER (
+           PARTITION BY cid
+           ORDER BY ts, vid, source NULLS FIRST, campaign NULLS FIRST, link NULLS FIRST,
+                    country NULLS FIRST, device NULLS FIRST, cost) AS copy
   FROM clicks
 ) AS numbered
 WHERE copy = 1;

@@ -1,6 +1,7 @@
 //! `netrev`: the binary. Parses the command line and environment, then hands over to the
 //! library crates: [`serve`] wires ingest and storage into one HTTP service.
 
+mod commands;
 mod serve;
 
 /// mimalloc instead of glibc's allocator: the ingest path allocates small, short-lived
@@ -26,6 +27,13 @@ struct Cli {
 enum Command {
     /// Run the postback service.
     Serve(ServeArgs),
+    /// Rebuild the derived tables (stats_hourly, cohort_ltv, visitors, refund_links) from the
+    /// raw events by running the SQL jobs of sql/.
+    Recompute(RecomputeArgs),
+    /// Run a read-only SQL query over the raw and derived tables and print the result.
+    Sql(SqlArgs),
+    /// Load clicks, conversions or refunds with their own times from a CSV or Parquet file.
+    Import(ImportArgs),
     /// Benchmark baseline: a bare HTTP server whose postback routes only answer {"ok":true}.
     #[command(hide = true)]
     BenchBare {
@@ -40,6 +48,50 @@ struct DataArgs {
     /// Data root: a directory (created when missing).
     #[arg(long = "data", env = "NETREV_DATA", default_value = "./data")]
     data: String,
+}
+
+#[derive(Debug, Args)]
+struct RecomputeArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// First click day of stats_hourly to rebuild (YYYY-MM-DD); default: the first.
+    #[arg(long, value_parser = parse_date)]
+    from: Option<chrono::NaiveDate>,
+    /// Last click day of stats_hourly to rebuild (YYYY-MM-DD); default: the last.
+    #[arg(long, value_parser = parse_date)]
+    to: Option<chrono::NaiveDate>,
+}
+
+#[derive(Debug, Args)]
+struct SqlArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The query, e.g. "select source, sum(clicks) from stats_hourly group by source".
+    query: String,
+    /// Output: table, csv or json.
+    #[arg(long, default_value = "table")]
+    format: netrev_pipeline::output::Format,
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The table to load: clicks, conversions or refunds.
+    #[arg(long, value_parser = parse_table)]
+    table: netrev_storage::Table,
+    /// A .csv file with a header row, or a .parquet file, with the table's columns and `ts`.
+    file: PathBuf,
+}
+
+fn parse_table(s: &str) -> Result<netrev_storage::Table, String> {
+    netrev_storage::Table::from_name(s)
+        .ok_or_else(|| format!("{s:?} is not a table (clicks, conversions or refunds)"))
+}
+
+fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("{s:?} is not a date like 2026-11-27"))
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +137,17 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args.into_config()).await,
+            Command::Recompute(args) => {
+                let range = netrev_pipeline::recompute::DateRange {
+                    from: args.from,
+                    to: args.to,
+                };
+                commands::recompute(&args.data.data, range).await
+            }
+            Command::Sql(args) => commands::sql(&args.data.data, &args.query, args.format).await,
+            Command::Import(args) => {
+                commands::import(&args.data.data, args.table, &args.file).await
+            }
             Command::BenchBare { listen } => serve::run_bare(listen).await,
         }
     })

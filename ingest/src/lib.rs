@@ -22,6 +22,7 @@
 
 pub mod dedup;
 pub mod http;
+pub mod import;
 pub mod ingestor;
 pub mod params;
 pub mod postback;

@@ -3,20 +3,26 @@
 //! **In:** the raw Parquet tables under a [`netrev_storage::Store`] (`events/clicks`,
 //! `events/conversions`, `events/refunds`, Hive-partitioned by `date=`).
 //!
-//! **Out:** a DataFusion [`SessionContext`] in which those tables are registered under their
-//! public names (`clicks`, `conversions`, `refunds`, each with the `date` partition column), so
-//! the SQL jobs of `sql/` and analysts' queries run against exactly the files any other engine
-//! would read. The SQL jobs that derive `stats_hourly`, `cohort_ltv` and `visitors` build on
-//! this.
+//! **Out:** the derived tables under `tables/` (`stats_hourly` partitioned by click date,
+//! `cohort_ltv`, `visitors`, `refund_links`), computed by the SQL jobs of `sql/` ([`jobs`],
+//! run by [`recompute`]); and DataFusion sessions in which raw and derived tables are
+//! registered under their public names for analysts' queries ([`query_session`], [`output`]).
 //!
-//! **Guarantees:** tables are registered with the documented schema rather than an inferred
-//! one, so an empty table is queryable and money stays `Decimal128(18,4)`; every query lists
-//! the files afresh, so rows flushed a moment ago are included. This crate knows nothing of
-//! HTTP or the write-ahead log.
+//! **Guarantees:** the `.sql` files are the only statement of the computations (embedded here,
+//! runnable unchanged in datafusion-cli); raw tables are registered with the documented schema
+//! rather than an inferred one, so an empty table is queryable and money stays
+//! `Decimal128(18,4)`; every query lists the files afresh, so rows flushed a moment ago are
+//! included; each derived partition is replaced atomically. This crate knows nothing of HTTP or
+//! the write-ahead log.
+
+pub mod jobs;
+pub mod output;
+pub mod recompute;
 
 use std::sync::Arc;
 
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, Schema};
+use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
 use datafusion::prelude::SessionContext;
@@ -33,6 +39,9 @@ pub enum Error {
     /// The data root cannot be used by the query engine.
     #[error("data root: {0}")]
     DataRoot(String),
+    /// Reading or writing the stored tables failed.
+    #[error(transparent)]
+    Storage(netrev_storage::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -42,6 +51,60 @@ pub async fn session(store: &Store) -> Result<SessionContext> {
     let ctx = SessionContext::new();
     register_raw_tables(&ctx, store).await?;
     Ok(ctx)
+}
+
+/// A session with the raw tables and every job's view: what the jobs run in.
+pub async fn job_session(store: &Store) -> Result<SessionContext> {
+    let ctx = session(store).await?;
+    jobs::create_views(&ctx).await?;
+    Ok(ctx)
+}
+
+/// A session for analysts: raw tables and the derived tables as last recomputed, under their
+/// public names (DESIGN.md section 8).
+pub async fn query_session(store: &Store) -> Result<SessionContext> {
+    // The derived tables' schemas are those of the job views; planning them reads no data.
+    let jobs = job_session(store).await?;
+    let ctx = session(store).await?;
+    let root = local_root(store)?;
+    for d in jobs::DERIVED {
+        let full = jobs.table(d.name).await?.schema().as_arrow().clone();
+        let file_fields: Vec<_> = full
+            .fields()
+            .iter()
+            .filter(|f| !(d.partitioned_by_date && f.name() == "date"))
+            .cloned()
+            .collect();
+        let file_schema = Arc::new(Schema::new(file_fields));
+        let dir = root.join("tables").join(d.name);
+        if dir.is_dir() {
+            let mut options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet");
+            if d.partitioned_by_date {
+                options =
+                    options.with_table_partition_cols(vec![("date".to_string(), DataType::Date32)]);
+            }
+            ctx.register_listing_table(
+                d.name,
+                format!("{}/", dir.display()),
+                options,
+                Some(file_schema),
+                None,
+            )
+            .await?;
+        } else {
+            // Never recomputed yet: an empty table of the right shape.
+            let schema = Arc::new(full);
+            ctx.register_table(d.name, Arc::new(MemTable::try_new(schema, vec![vec![]])?))?;
+        }
+    }
+    Ok(ctx)
+}
+
+fn local_root(store: &Store) -> Result<&std::path::Path> {
+    store
+        .local_root()
+        .ok_or_else(|| Error::DataRoot(format!("{} is not a local directory", store.location())))
 }
 
 /// Registers `clicks`, `conversions` and `refunds` in `ctx`.

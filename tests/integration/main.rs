@@ -2,6 +2,8 @@
 //! Each test starts the real `netrev` binary on 127.0.0.1:0 and speaks HTTP to it.
 
 mod crash;
+mod golden;
 mod harness;
+mod model;
 mod postbacks;
 mod storage;

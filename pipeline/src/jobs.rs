@@ -1,0 +1,85 @@
+//! The SQL jobs of `sql/`, embedded in the binary, and the tables they produce.
+//!
+//! Each file creates one view; later files build on earlier ones. The files are the single
+//! source of these computations: nothing here restates them in Rust, and the same files run
+//! unchanged in datafusion-cli (see `sql/README.md`).
+
+use datafusion::prelude::SessionContext;
+
+use crate::Result;
+
+/// A SQL job: the view it creates and its text.
+#[derive(Debug, Clone, Copy)]
+pub struct Job {
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every job, in dependency order.
+pub const JOBS: &[Job] = &[
+    Job {
+        name: "clicks_dedup",
+        sql: include_str!("../../sql/clicks_dedup.sql"),
+    },
+    Job {
+        name: "conversions_dedup",
+        sql: include_str!("../../sql/conversions_dedup.sql"),
+    },
+    Job {
+        name: "refunds_dedup",
+        sql: include_str!("../../sql/refunds_dedup.sql"),
+    },
+    Job {
+        name: "refund_links",
+        sql: include_str!("../../sql/refund_links.sql"),
+    },
+    Job {
+        name: "stats_hourly",
+        sql: include_str!("../../sql/stats_hourly.sql"),
+    },
+    Job {
+        name: "cohort_ltv",
+        sql: include_str!("../../sql/cohort_ltv.sql"),
+    },
+    Job {
+        name: "visitors",
+        sql: include_str!("../../sql/visitors.sql"),
+    },
+];
+
+/// A derived table: which job fills it and how it is laid out under `tables/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Derived {
+    /// Public table name; also the job (view) that computes it and its folder.
+    pub name: &'static str,
+    /// Whether it is partitioned by `date=YYYY-MM-DD` (the view's `date` column).
+    pub partitioned_by_date: bool,
+}
+
+/// The derived tables written by a recompute.
+pub const DERIVED: &[Derived] = &[
+    Derived {
+        name: "stats_hourly",
+        partitioned_by_date: true,
+    },
+    Derived {
+        name: "cohort_ltv",
+        partitioned_by_date: false,
+    },
+    Derived {
+        name: "visitors",
+        partitioned_by_date: false,
+    },
+    Derived {
+        name: "refund_links",
+        partitioned_by_date: false,
+    },
+];
+
+/// Creates every job's view in `ctx` (whose raw tables are registered).
+pub async fn create_views(ctx: &SessionContext) -> Result<()> {
+    for job in JOBS {
+        ctx.sql(job.sql).await?.collect().await?;
+    }
+    Ok(())
+}

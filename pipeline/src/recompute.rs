@@ -1,0 +1,201 @@
+//! `recompute`: runs the SQL jobs and replaces the derived tables under `tables/`.
+//!
+//! Every derived file is written whole to a temporary name and renamed into place
+//! ([`Store::put_durable`]), one file per partition, so a concurrent reader sees a partition's
+//! old rows or its new rows, never a mix or half a file.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::Date32Type;
+use chrono::NaiveDate;
+use datafusion::prelude::SessionContext;
+use object_store::path::Path;
+
+use netrev_storage::Store;
+
+use crate::jobs::{DERIVED, Derived};
+use crate::{Error, Result};
+
+/// Which click days of `stats_hourly` to rebuild; both ends inclusive, open when `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DateRange {
+    pub from: Option<NaiveDate>,
+    pub to: Option<NaiveDate>,
+}
+
+impl DateRange {
+    pub fn is_full(&self) -> bool {
+        self.from.is_none() && self.to.is_none()
+    }
+
+    pub fn contains(&self, d: NaiveDate) -> bool {
+        self.from.is_none_or(|f| d >= f) && self.to.is_none_or(|t| d <= t)
+    }
+}
+
+/// What a recompute is doing, for progress display.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Starting: this many derived tables will be computed.
+    Start { tables: usize },
+    /// Computing one table (running its SQL).
+    Computing { table: &'static str },
+    /// One table is written.
+    Written {
+        table: &'static str,
+        rows: usize,
+        files: usize,
+    },
+}
+
+/// What a recompute wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// (table, rows, files written) in the order computed.
+    pub tables: Vec<(&'static str, usize, usize)>,
+}
+
+/// The folder of a derived table.
+pub fn table_dir(name: &str) -> Path {
+    Path::from(format!("tables/{name}"))
+}
+
+/// The one file of a derived table's partition (or of the whole table when unpartitioned).
+fn file_path(d: &Derived, date: Option<NaiveDate>) -> Path {
+    match date {
+        Some(date) => table_dir(d.name)
+            .join(format!("date={}", date.format("%Y-%m-%d")))
+            .join("part-0.parquet"),
+        None => table_dir(d.name).join("part-0.parquet"),
+    }
+}
+
+/// The columns that order a table's rows, so the same data always yields the same file.
+fn order_by(name: &str) -> &'static str {
+    match name {
+        "stats_hourly" => "hour, source, campaign, link, country, device",
+        "cohort_ltv" => "cohort, age",
+        "visitors" => "vid",
+        _ => "cid, ts, txid, amount",
+    }
+}
+
+/// Runs every job over the raw tables of `store` and replaces the derived tables. With a
+/// `range`, only those click days of `stats_hourly` are rebuilt (the other tables are always
+/// rebuilt whole: a refund today changes a cohort of any age).
+pub async fn recompute(
+    store: &Store,
+    range: DateRange,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<Report> {
+    let ctx = crate::job_session(store).await?;
+    progress(Progress::Start {
+        tables: DERIVED.len(),
+    });
+    let mut report = Report::default();
+    for d in DERIVED {
+        progress(Progress::Computing { table: d.name });
+        let batches = compute(&ctx, d, range).await?;
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        let files = if d.partitioned_by_date {
+            write_partitions(store, d, range, &batches).await?
+        } else {
+            write_whole(store, d, &ctx, batches).await?
+        };
+        progress(Progress::Written {
+            table: d.name,
+            rows,
+            files,
+        });
+        report.tables.push((d.name, rows, files));
+    }
+    Ok(report)
+}
+
+async fn compute(ctx: &SessionContext, d: &Derived, range: DateRange) -> Result<Vec<RecordBatch>> {
+    let mut sql = format!("SELECT * FROM {}", d.name);
+    if d.partitioned_by_date {
+        let mut conds = Vec::new();
+        if let Some(f) = range.from {
+            conds.push(format!("date >= DATE '{f}'"));
+        }
+        if let Some(t) = range.to {
+            conds.push(format!("date <= DATE '{t}'"));
+        }
+        if !conds.is_empty() {
+            sql.push_str(&format!(" WHERE {}", conds.join(" AND ")));
+        }
+    }
+    sql.push_str(&format!(" ORDER BY {}", order_by(d.name)));
+    Ok(ctx.sql(&sql).await?.collect().await?)
+}
+
+async fn write_whole(
+    store: &Store,
+    d: &Derived,
+    ctx: &SessionContext,
+    mut batches: Vec<RecordBatch>,
+) -> Result<usize> {
+    if batches.is_empty() {
+        let schema = ctx.table(d.name).await?.schema().as_arrow().clone();
+        batches.push(RecordBatch::new_empty(std::sync::Arc::new(schema)));
+    }
+    store.write_parquet(&file_path(d, None), &batches).await?;
+    Ok(1)
+}
+
+/// Splits rows by their `date` column and writes one file per date; partitions in the range
+/// that no longer have rows are removed.
+async fn write_partitions(
+    store: &Store,
+    d: &Derived,
+    range: DateRange,
+    batches: &[RecordBatch],
+) -> Result<usize> {
+    let mut parts: BTreeMap<i32, Vec<RecordBatch>> = BTreeMap::new();
+    for batch in batches {
+        let idx = batch
+            .schema()
+            .index_of("date")
+            .map_err(datafusion::error::DataFusionError::from)?;
+        let dates = batch.column(idx).as_primitive::<Date32Type>();
+        let distinct: BTreeSet<i32> = dates.iter().flatten().collect();
+        for day in distinct {
+            let mask = arrow::compute::kernels::cmp::eq(
+                dates,
+                &arrow::array::Date32Array::new_scalar(day),
+            )
+            .map_err(datafusion::error::DataFusionError::from)?;
+            let mut part = filter_record_batch(batch, &mask)
+                .map_err(datafusion::error::DataFusionError::from)?;
+            part.remove_column(idx);
+            parts.entry(day).or_default().push(part);
+        }
+    }
+    let mut written = BTreeSet::new();
+    for (day, rows) in &parts {
+        let date = Date32Type::to_naive_date_opt(*day).ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal(format!("date {day} out of range"))
+        })?;
+        store.write_parquet(&file_path(d, Some(date)), rows).await?;
+        written.insert(date);
+    }
+    // A partition in the range that now has no rows must not keep its old ones.
+    for meta in store.list(&table_dir(d.name)).await? {
+        if let Some(date) = netrev_storage::store::layout::partition_date(&meta.location)
+            && range.contains(date)
+            && !written.contains(&date)
+        {
+            store.delete(&meta.location).await?;
+        }
+    }
+    Ok(parts.len())
+}
+
+impl From<netrev_storage::Error> for Error {
+    fn from(e: netrev_storage::Error) -> Self {
+        Error::Storage(e)
+    }
+}

@@ -1,0 +1,88 @@
+//! The one-shot subcommands: `recompute` and `sql`.
+
+use std::time::Instant;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use netrev_pipeline::output::{self, Format};
+use netrev_pipeline::recompute::{self, DateRange, Progress};
+use netrev_storage::Store;
+
+pub async fn recompute(data: &str, range: DateRange) -> anyhow::Result<()> {
+    let store = Store::open(data).with_context(|| format!("opening data root {data}"))?;
+    let started = Instant::now();
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .expect("valid template"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let report = recompute::recompute(&store, range, &mut |p| match p {
+        Progress::Start { tables } => bar.set_length(tables as u64),
+        Progress::Computing { table } => bar.set_message(format!("computing {table}")),
+        Progress::Written { table, rows, files } => {
+            bar.inc(1);
+            bar.println(format!("{table}: {rows} rows in {files} file(s)"));
+        }
+    })
+    .await;
+    bar.finish_and_clear();
+    let report = report.context("recompute failed")?;
+    eprintln!(
+        "recomputed {} tables in {:.1}s",
+        report.tables.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+pub async fn sql(data: &str, query: &str, format: Format) -> anyhow::Result<()> {
+    let store = Store::open(data).with_context(|| format!("opening data root {data}"))?;
+    let ctx = netrev_pipeline::query_session(&store).await?;
+    // Analysts' queries read; they never create, write or change settings.
+    let read_only = datafusion::execution::context::SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let batches = ctx
+        .sql_with_options(query, read_only)
+        .await?
+        .collect()
+        .await?;
+    println!("{}", output::render(&batches, format)?);
+    Ok(())
+}
+
+pub async fn import(
+    data: &str,
+    table: netrev_storage::Table,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let store = Store::open(data).with_context(|| format!("opening data root {data}"))?;
+    let report = netrev_ingest::import::import(&store, table, file)
+        .await
+        .with_context(|| format!("importing {}", file.display()))?;
+    if !report.rejected.is_empty() {
+        for r in report.rejected.iter().take(100) {
+            eprintln!("line {}: {}: {}", r.line, r.field, r.error);
+        }
+        if report.rejected.len() > 100 {
+            eprintln!("… and {} more", report.rejected.len() - 100);
+        }
+        anyhow::bail!(
+            "{} of {} rows refused; nothing was imported",
+            report.rejected.len(),
+            report.rows
+        );
+    }
+    eprintln!(
+        "imported {} of {} rows into {} ({} duplicates skipped, {} files)",
+        report.imported,
+        report.rows,
+        table.name(),
+        report.duplicates,
+        report.files
+    );
+    Ok(())
+}
