@@ -50,7 +50,11 @@ pub async fn sql(data: &str, query: &str, format: Format) -> anyhow::Result<()> 
         .await?
         .collect()
         .await?;
-    println!("{}", output::render(&batches, format)?);
+    let text = output::render(&batches, format)?;
+    print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
+    }
     Ok(())
 }
 

@@ -122,6 +122,9 @@ struct ServeArgs {
     /// Largest postback body in bytes (larger: 413).
     #[arg(long, env = "NETREV_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
+    /// Seconds between scheduled recomputes of the derived tables (0: never).
+    #[arg(long, env = "NETREV_RECOMPUTE_INTERVAL_SECS", default_value_t = 900)]
+    recompute_interval_secs: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -173,6 +176,8 @@ impl ServeArgs {
                 token: self.postback_token,
                 body_limit: self.body_limit,
             },
+            recompute_interval: (self.recompute_interval_secs > 0)
+                .then(|| std::time::Duration::from_secs(self.recompute_interval_secs)),
         }
     }
 }

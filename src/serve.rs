@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -19,14 +20,19 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub ingest: netrev_ingest::IngestConfig,
     pub postbacks: PostbackConfig,
+    /// How often the derived tables are recomputed in the background; `None`: never.
+    pub recompute_interval: Option<Duration>,
 }
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let store =
         Store::open(&config.data).with_context(|| format!("opening data root {}", config.data))?;
-    let ingestor = Ingestor::open(store, config.ingest)
+    let ingestor = Ingestor::open(store.clone(), config.ingest)
         .await
         .context("starting ingest")?;
+    if let Some(every) = config.recompute_interval {
+        spawn_recompute_scheduler(store, every)?;
+    }
     let app = netrev_ingest::http::router(ingestor.clone(), &config.postbacks).merge(
         Router::new()
             .route("/api/health", get(health))
@@ -44,6 +50,44 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .await?;
     tracing::info!("shutting down: flushing the ingest buffer");
     ingestor.shutdown().await.context("final flush")?;
+    Ok(())
+}
+
+/// First retry after a failed scheduled recompute; doubled up to the interval.
+const RECOMPUTE_RETRY: Duration = Duration::from_secs(30);
+
+/// Recomputes the derived tables now and then every `every`, on a thread and runtime of its
+/// own: the SQL jobs are CPU-heavy, and on the ingest runtime they would delay postbacks'
+/// acknowledgements. A failed run is logged and retried sooner, with backoff.
+fn spawn_recompute_scheduler(store: Store, every: Duration) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("netrev-recompute".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("recompute runtime");
+            rt.block_on(async move {
+                let mut retry = RECOMPUTE_RETRY;
+                loop {
+                    let started = std::time::Instant::now();
+                    let range = netrev_pipeline::recompute::DateRange::default();
+                    match netrev_pipeline::recompute::recompute(&store, range, &mut |_| {}).await {
+                        Ok(report) => {
+                            tracing::info!(tables = report.tables.len(), secs = started.elapsed().as_secs_f64(), "scheduled recompute done");
+                            retry = RECOMPUTE_RETRY;
+                            tokio::time::sleep(every).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, retry_in = ?retry, "scheduled recompute failed");
+                            tokio::time::sleep(retry).await;
+                            retry = (retry * 2).min(every);
+                        }
+                    }
+                }
+            });
+        })
+        .context("starting the recompute thread")?;
     Ok(())
 }
 

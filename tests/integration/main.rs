@@ -4,6 +4,7 @@
 mod crash;
 mod golden;
 mod harness;
+mod jobs;
 mod model;
 mod postbacks;
 mod storage;
