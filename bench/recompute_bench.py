@@ -1,0 +1,183 @@
+"""Recompute benchmark: netrev's SQL jobs vs DuckDB running the same SQL on the same files.
+
+Usage: python3 bench/recompute_bench.py [--clicks N] [--keep DIR]
+
+1. Generates a history with DuckDB straight into a netrev data root (the raw tables' exact
+   schema: Decimal(18,4) money, UTC microsecond timestamps, Hive date partitions).
+2. Times `netrev recompute` (release build) on it.
+3. Times DuckDB running the job files of sql/, translated where the dialects differ, and
+   writing the same four derived tables as Parquet.
+4. Checks both produced the same totals, then prints a markdown table with the ratio.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import duckdb
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+JOBS = ["clicks_dedup", "conversions_dedup", "refunds_dedup", "refund_links", "stats_hourly",
+        "cohort_ltv", "visitors"]
+ORDER = {
+    "stats_hourly": "hour, source, campaign, link, country, device",
+    "cohort_ltv": "cohort, age",
+    "visitors": "vid",
+    "refund_links": "cid, ts, txid, amount",
+}
+
+
+def generate(data, clicks):
+    """Deterministic history: clicks over 90 days; every 20th click converts (every 10th of
+    those twice), every 10th conversion is refunded (every 5th refund a chargeback)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    start = "TIMESTAMPTZ '2026-08-01 00:00:00+00'"
+    span_us = 90 * 86400 * 1_000_000
+    con.execute(f"""
+        CREATE TABLE c AS
+        SELECT i,
+               'c' || lpad(CAST(i AS VARCHAR), 10, '0') AS cid,
+               'v' || CAST(hash(i) % {max(clicks // 5, 1)} AS VARCHAR) AS vid,
+               {start} + to_microseconds(CAST(i * ({span_us} // {clicks}) AS BIGINT)) AS ts,
+               ['fb', 'google', 'tiktok', 'native', 'email', 'push', 'bing'][i % 7 + 1] AS source,
+               'camp' || CAST(i % 21 AS VARCHAR) AS campaign,
+               'link' || CAST(i % 63 AS VARCHAR) AS link,
+               ['US', 'DE', 'FR', 'BR', 'IN'][i % 5 + 1] AS country,
+               ['mobile', 'desktop', 'tablet'][i % 3 + 1] AS device,
+               CAST((i % 100) * 0.001 AS DECIMAL(18, 4)) AS cost
+        FROM range({clicks}) t(i)
+    """)
+    for table, sql in {
+        "clicks": """SELECT cid, vid, ts, source, campaign, link, country, device, cost,
+                            CAST(NULL AS VARCHAR) AS sub1, CAST(NULL AS VARCHAR) AS sub2,
+                            CAST(NULL AS VARCHAR) AS sub3, CAST(NULL AS VARCHAR) AS sub4,
+                            CAST(NULL AS VARCHAR) AS sub5, CAST(ts AS DATE) AS date FROM c""",
+        "conversions": """SELECT cid, ts + to_hours(CAST(i % 72 AS BIGINT)) AS ts,
+                                 CAST(((i % 9000) + 100) / 100 AS DECIMAL(18, 4)) AS amount,
+                                 't' || CAST(i AS VARCHAR) AS txid, 'sale' AS type,
+                                 CAST(ts + to_hours(CAST(i % 72 AS BIGINT)) AS DATE) AS date
+                          FROM c WHERE i % 20 = 0
+                          UNION ALL
+                          SELECT cid, ts + to_days(CAST(i % 9 + 1 AS INTEGER)) AS ts,
+                                 CAST(19.99 AS DECIMAL(18, 4)) AS amount,
+                                 'u' || CAST(i AS VARCHAR) AS txid, 'upsell' AS type,
+                                 CAST(ts + to_days(CAST(i % 9 + 1 AS INTEGER)) AS DATE) AS date
+                          FROM c WHERE i % 200 = 0""",
+        "refunds": """SELECT cid, ts + to_days(CAST(i % 30 + 3 AS INTEGER)) AS ts,
+                             CAST(((i % 9000) + 100) / 200 AS DECIMAL(18, 4)) AS amount,
+                             'r' || CAST(i AS VARCHAR) AS txid,
+                             CASE WHEN i % 1000 = 0 THEN 'chargeback' ELSE 'customer_request' END AS type,
+                             't' || CAST(i AS VARCHAR) AS ref,
+                             CAST(ts + to_days(CAST(i % 30 + 3 AS INTEGER)) AS DATE) AS date
+                      FROM c WHERE i % 200 = 0""",
+    }.items():
+        out = os.path.join(data, "events", table)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        con.execute(f"COPY ({sql}) TO '{out}' (FORMAT PARQUET, PARTITION_BY (date), OVERWRITE_OR_IGNORE)")
+    counts = {t: con.execute(f"SELECT count(*) FROM read_parquet('{data}/events/{t}/*/*.parquet')").fetchone()[0]
+              for t in ["clicks", "conversions", "refunds"]}
+    con.close()
+    return counts
+
+
+def duckdb_sql(text):
+    """The job files in DuckDB's dialect: timestamps to microseconds with epoch_us, integer
+    division with //, and exact decimal scaling by multiplication."""
+    text = re.sub(r"CAST\(((?:min|max)\(ts\)|[a-z]\.ts) AS BIGINT\)", r"epoch_us(\1)", text)
+    text = text.replace("/ 86400000000", "// 86400000000")
+    text = text.replace("abs(n) / cohort_size", "abs(n) // cohort_size")
+    text = text.replace("AS DECIMAL(18, 0)) / 10000", "AS DECIMAL(18, 0)) * 0.0001")
+    return text
+
+
+def run_duckdb(data, out):
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    for t in ["clicks", "conversions", "refunds"]:
+        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{data}/events/{t}/*/*.parquet', hive_partitioning = true)")
+    for job in JOBS:
+        with open(os.path.join(ROOT, "sql", job + ".sql")) as f:
+            con.execute(duckdb_sql(f.read()))
+    os.makedirs(out, exist_ok=True)
+    for table, order in ORDER.items():
+        target = os.path.join(out, table)
+        if table == "stats_hourly":
+            con.execute(f"COPY (SELECT * FROM {table} ORDER BY {order}) TO '{target}' (FORMAT PARQUET, PARTITION_BY (date))")
+        else:
+            os.makedirs(target, exist_ok=True)
+            con.execute(f"COPY (SELECT * FROM {table} ORDER BY {order}) TO '{target}/part-0.parquet' (FORMAT PARQUET)")
+    con.close()
+
+
+def totals(stats_glob, ltv_glob, visitors_glob):
+    con = duckdb.connect()
+    row = con.execute(f"""SELECT
+        (SELECT sum(clicks) FROM read_parquet('{stats_glob}')),
+        (SELECT sum(gross_revenue) FROM read_parquet('{stats_glob}')),
+        (SELECT sum(refund_amount) FROM read_parquet('{stats_glob}')),
+        (SELECT sum(refunded_conversions) FROM read_parquet('{stats_glob}')),
+        (SELECT sum(ltv) FROM read_parquet('{ltv_glob}')),
+        (SELECT count(*) FROM read_parquet('{visitors_glob}'))""").fetchone()
+    con.close()
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clicks", type=int, default=10_000_000)
+    ap.add_argument("--keep", help="reuse/keep the generated data in this directory")
+    args = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    netrev = os.path.join(ROOT, "target", "release", "netrev")
+
+    work = args.keep or tempfile.mkdtemp(prefix="netrev-bench-")
+    data = os.path.join(work, "data")
+    if not os.path.isdir(os.path.join(data, "events")):
+        t = time.time()
+        counts = generate(data, args.clicks)
+        print(f"generated {counts} in {time.time() - t:.1f}s", file=sys.stderr)
+    else:
+        con = duckdb.connect()
+        counts = {t: con.execute(f"SELECT count(*) FROM read_parquet('{data}/events/{t}/*/*.parquet')").fetchone()[0]
+                  for t in ["clicks", "conversions", "refunds"]}
+
+    shutil.rmtree(os.path.join(data, "tables"), ignore_errors=True)
+    t = time.time()
+    subprocess.run([netrev, "recompute", "--data", data], check=True, stderr=subprocess.DEVNULL)
+    netrev_s = time.time() - t
+
+    out = os.path.join(work, "duckdb-tables")
+    shutil.rmtree(out, ignore_errors=True)
+    t = time.time()
+    run_duckdb(data, out)
+    duck_s = time.time() - t
+
+    ours = totals(f"{data}/tables/stats_hourly/*/*.parquet", f"{data}/tables/cohort_ltv/*.parquet",
+                  f"{data}/tables/visitors/*.parquet")
+    theirs = totals(f"{out}/stats_hourly/*/*.parquet", f"{out}/cohort_ltv/*.parquet",
+                    f"{out}/visitors/*.parquet")
+    same = ours == theirs
+    ratio = netrev_s / duck_s
+    print(f"machine: {os.cpu_count()} cores; DuckDB {duckdb.__version__}; "
+          f"{counts['clicks']:,} clicks, {counts['conversions']:,} conversions, {counts['refunds']:,} refunds")
+    print()
+    print("| engine | full recompute (4 derived tables) |")
+    print("|---|---|")
+    print(f"| netrev recompute (DataFusion 55) | {netrev_s:.1f} s |")
+    print(f"| DuckDB, same SQL on the same files | {duck_s:.1f} s |")
+    print()
+    print(f"netrev / DuckDB time: {ratio:.2f} (target <= 1.0: {'met' if ratio <= 1.0 else 'MISSED'})")
+    print(f"same totals in both outputs: {same} {ours if same else (ours, theirs)}")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    sys.exit(0 if same else 1)
+
+
+if __name__ == "__main__":
+    main()
