@@ -1,8 +1,13 @@
--- clicks_dedup: one row per click ID, from the raw `clicks` table.
+-- clicks_dedup: one row per click ID, from the raw `clicks` table and repeated_clicks.
 -- netrev issues every click ID once, but imports from other trackers may bring the same
 -- click twice; the earliest copy wins (ties broken by the other columns, so the choice is
--- deterministic).
+-- deterministic). Only the repeated click IDs are ranked: sorting every click to find the
+-- rare duplicates would cost most of a recompute.
 CREATE OR REPLACE VIEW clicks_dedup AS
+SELECT cid, vid, ts, source, campaign, link, country, device, cost
+FROM clicks
+WHERE cid NOT IN (SELECT cid FROM repeated_clicks)
+UNION ALL
 SELECT cid, vid, ts, source, campaign, link, country, device, cost
 FROM (
   SELECT cid, vid, ts, source, campaign, link, country, device, cost,
@@ -11,5 +16,6 @@ FROM (
            ORDER BY ts, vid, source NULLS FIRST, campaign NULLS FIRST, link NULLS FIRST,
                     country NULLS FIRST, device NULLS FIRST, cost) AS copy
   FROM clicks
+  WHERE cid IN (SELECT cid FROM repeated_clicks)
 ) AS numbered
 WHERE copy = 1;

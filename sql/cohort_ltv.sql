@@ -1,5 +1,6 @@
 -- cohort_ltv: net lifetime value per visitor by cohort and age (DESIGN.md 5 and 7), from
--- clicks_dedup, conversions_dedup and refunds_dedup (and the raw tables' latest time).
+-- visitor_clicks, clicks_dedup, conversions_dedup and refunds_dedup (and the raw tables'
+-- latest time).
 -- A visitor's cohort is the UTC day of their first click; an event's age is the whole days
 -- elapsed between that first click and the event (a conversion or refund belongs to the
 -- visitor of its click; refunds count at their own time, so they lower the curve from the age
@@ -13,10 +14,9 @@
 CREATE OR REPLACE VIEW cohort_ltv AS
 WITH visitor AS (
   SELECT vid,
-         CAST(min(ts) AS BIGINT) AS first_us,
-         CAST(date_trunc('day', min(ts)) AS DATE) AS cohort
-  FROM clicks_dedup
-  GROUP BY vid
+         CAST(first_seen AS BIGINT) AS first_us,
+         CAST(date_trunc('day', first_seen) AS DATE) AS cohort
+  FROM visitor_clicks
 ),
 cohorts AS (
   SELECT cohort,

@@ -1,5 +1,5 @@
--- visitors: one profile row per visitor ID (DESIGN.md 5 and 7), from clicks_dedup,
--- conversions_dedup and refunds_dedup. A conversion or refund belongs to the visitor of its
+-- visitors: one profile row per visitor ID (DESIGN.md 5 and 7), from visitor_clicks,
+-- clicks_dedup, conversions_dedup and refunds_dedup. A conversion or refund belongs to the visitor of its
 -- click; refunds of unknown clicks belong to no visitor. first_seen and last_seen are the
 -- visitor's first and last click.
 CREATE OR REPLACE VIEW visitors AS
@@ -19,9 +19,7 @@ refs AS (
   GROUP BY k.vid
 ),
 seen AS (
-  SELECT vid, min(ts) AS first_seen, max(ts) AS last_seen, count(*) AS clicks
-  FROM clicks_dedup
-  GROUP BY vid
+  SELECT vid, first_seen, last_seen, clicks FROM visitor_clicks
 )
 SELECT s.vid, s.first_seen, s.last_seen, s.clicks,
        CAST(coalesce(c.conversions, 0) AS BIGINT) AS conversions,

@@ -18,12 +18,19 @@ pub async fn recompute(data: &str, range: DateRange) -> anyhow::Result<()> {
             .expect("valid template"),
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let mut step = Instant::now();
     let report = recompute::recompute(&store, range, &mut |p| match p {
         Progress::Start { tables } => bar.set_length(tables as u64),
         Progress::Computing { table } => bar.set_message(format!("computing {table}")),
         Progress::Written { table, rows, files } => {
             bar.inc(1);
-            bar.println(format!("{table}: {rows} rows in {files} file(s)"));
+            bar.suspend(|| {
+                eprintln!(
+                    "{table}: {rows} rows in {files} file(s), {:.1}s",
+                    step.elapsed().as_secs_f64()
+                )
+            });
+            step = Instant::now();
         }
     })
     .await;

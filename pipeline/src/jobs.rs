@@ -13,37 +13,58 @@ use crate::Result;
 pub struct Job {
     pub name: &'static str,
     pub sql: &'static str,
+    /// Whether a recompute computes this view once and holds its rows in memory: worth it for
+    /// small results that several later jobs read; not for views as large as the raw clicks,
+    /// which are cheaper to scan again than to hold.
+    pub materialize: bool,
 }
 
 /// Every job, in dependency order.
 pub const JOBS: &[Job] = &[
     Job {
+        name: "repeated_clicks",
+        sql: include_str!("../../sql/repeated_clicks.sql"),
+        materialize: true,
+    },
+    Job {
         name: "clicks_dedup",
         sql: include_str!("../../sql/clicks_dedup.sql"),
+        materialize: false,
     },
     Job {
         name: "conversions_dedup",
         sql: include_str!("../../sql/conversions_dedup.sql"),
+        materialize: true,
     },
     Job {
         name: "refunds_dedup",
         sql: include_str!("../../sql/refunds_dedup.sql"),
+        materialize: true,
     },
     Job {
         name: "refund_links",
         sql: include_str!("../../sql/refund_links.sql"),
+        materialize: true,
+    },
+    Job {
+        name: "visitor_clicks",
+        sql: include_str!("../../sql/visitor_clicks.sql"),
+        materialize: true,
     },
     Job {
         name: "stats_hourly",
         sql: include_str!("../../sql/stats_hourly.sql"),
+        materialize: false,
     },
     Job {
         name: "cohort_ltv",
         sql: include_str!("../../sql/cohort_ltv.sql"),
+        materialize: false,
     },
     Job {
         name: "visitors",
         sql: include_str!("../../sql/visitors.sql"),
+        materialize: false,
     },
 ];
 
@@ -80,6 +101,31 @@ pub const DERIVED: &[Derived] = &[
 pub async fn create_views(ctx: &SessionContext) -> Result<()> {
     for job in JOBS {
         ctx.sql(job.sql).await?.collect().await?;
+    }
+    Ok(())
+}
+
+/// Creates the views like [`create_views`], but computes each view marked
+/// [`Job::materialize`] once and keeps its rows in memory, so the four derived tables do not
+/// each recompute the deduplication and linking. Same SQL, same results; only evaluated once.
+pub async fn create_materialized_views(ctx: &SessionContext) -> Result<()> {
+    for job in JOBS {
+        ctx.sql(job.sql).await?.collect().await?;
+        if !job.materialize {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let df = ctx.table(job.name).await?;
+        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+        let partitions = df.collect_partitioned().await?;
+        tracing::info!(
+            view = job.name,
+            secs = started.elapsed().as_secs_f64(),
+            "materialized"
+        );
+        let table = datafusion::datasource::MemTable::try_new(schema, partitions)?;
+        ctx.deregister_table(job.name)?;
+        ctx.register_table(job.name, std::sync::Arc::new(table))?;
     }
     Ok(())
 }

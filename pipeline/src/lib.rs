@@ -25,7 +25,7 @@ use arrow::datatypes::{DataType, Schema};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 
 use netrev_storage::Store;
 use netrev_storage::model::Table;
@@ -46,9 +46,10 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// A session with the raw tables registered.
+/// A session with the raw tables registered. DataFusion's settings can be tuned with its
+/// `DATAFUSION_*` environment variables (e.g. `DATAFUSION_EXECUTION_BATCH_SIZE`).
 pub async fn session(store: &Store) -> Result<SessionContext> {
-    let ctx = SessionContext::new();
+    let ctx = SessionContext::new_with_config(SessionConfig::from_env()?);
     register_raw_tables(&ctx, store).await?;
     Ok(ctx)
 }
@@ -57,6 +58,14 @@ pub async fn session(store: &Store) -> Result<SessionContext> {
 pub async fn job_session(store: &Store) -> Result<SessionContext> {
     let ctx = session(store).await?;
     jobs::create_views(&ctx).await?;
+    Ok(ctx)
+}
+
+/// Like [`job_session`], with the intermediate views computed once and held in memory: for a
+/// recompute, which reads each of them several times.
+pub async fn materialized_job_session(store: &Store) -> Result<SessionContext> {
+    let ctx = session(store).await?;
+    jobs::create_materialized_views(&ctx).await?;
     Ok(ctx)
 }
 

@@ -90,10 +90,13 @@ pub async fn recompute(
     range: DateRange,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Report> {
-    let ctx = crate::job_session(store).await?;
     progress(Progress::Start {
         tables: DERIVED.len(),
     });
+    progress(Progress::Computing {
+        table: "deduplicated events",
+    });
+    let ctx = crate::materialized_job_session(store).await?;
     let mut report = Report::default();
     for d in DERIVED {
         progress(Progress::Computing { table: d.name });
