@@ -1,6 +1,6 @@
 -- cohort_ltv: net lifetime value per visitor by cohort and age (DESIGN.md 5 and 7), from
--- visitor_clicks, clicks_dedup, conversions_dedup and refunds_dedup (and the raw tables'
--- latest time).
+-- visitor_clicks, converting_clicks, conversions_dedup and refunds_dedup (and the raw
+-- tables' latest time).
 -- A visitor's cohort is the UTC day of their first click; an event's age is the whole days
 -- elapsed between that first click and the event (a conversion or refund belongs to the
 -- visitor of its click; refunds count at their own time, so they lower the curve from the age
@@ -31,7 +31,7 @@ money AS (
          c.amount AS gross,
          CAST(0 AS DECIMAL(18, 4)) AS refund
   FROM conversions_dedup AS c
-  JOIN clicks_dedup AS k ON k.cid = c.cid
+  JOIN converting_clicks AS k ON k.cid = c.cid
   JOIN visitor AS v ON v.vid = k.vid
   UNION ALL
   SELECT v.cohort,
@@ -39,7 +39,7 @@ money AS (
          CAST(0 AS DECIMAL(18, 4)) AS gross,
          r.amount AS refund
   FROM refunds_dedup AS r
-  JOIN clicks_dedup AS k ON k.cid = r.cid
+  JOIN converting_clicks AS k ON k.cid = r.cid
   JOIN visitor AS v ON v.vid = k.vid
 ),
 per_age AS (

@@ -1,5 +1,6 @@
 -- refund_links: every deduplicated refund with the conversion it refunds (DESIGN.md 4),
--- from refunds_dedup, conversions_dedup and clicks_dedup.
+-- from refunds_dedup, conversions_dedup and converting_clicks (a refund's click, when known,
+-- is among them).
 -- A refund links to the conversion of the same click whose txid equals its `ref`; otherwise
 -- (no ref, or no match) to the click's earliest conversion by (ts, txid). Columns added:
 --   linked             a conversion was found (false: the click has no conversion yet)
@@ -27,7 +28,7 @@ linked AS (
   FROM refunds_dedup AS r
   LEFT JOIN conversions_dedup AS m ON m.cid = r.cid AND m.txid = r."ref"
   LEFT JOIN first_conversion AS f ON f.cid = r.cid
-  LEFT JOIN clicks_dedup AS k ON k.cid = r.cid
+  LEFT JOIN converting_clicks AS k ON k.cid = r.cid
 )
 SELECT cid, ts, amount, txid, "type", "ref", linked,
        conversion_txid, conversion_ts, conversion_amount, unmatched,

@@ -1,12 +1,12 @@
 -- visitors: one profile row per visitor ID (DESIGN.md 5 and 7), from visitor_clicks,
--- clicks_dedup, conversions_dedup and refunds_dedup. A conversion or refund belongs to the visitor of its
--- click; refunds of unknown clicks belong to no visitor. first_seen and last_seen are the
--- visitor's first and last click.
+-- converting_clicks, conversions_dedup and refunds_dedup. A conversion or refund belongs to
+-- the visitor of its click; refunds of unknown clicks belong to no visitor. first_seen and
+-- last_seen are the visitor's first and last click.
 CREATE OR REPLACE VIEW visitors AS
 WITH conv AS (
   SELECT k.vid, count(*) AS conversions, sum(c.amount) AS gross_revenue
   FROM conversions_dedup AS c
-  JOIN clicks_dedup AS k ON k.cid = c.cid
+  JOIN converting_clicks AS k ON k.cid = c.cid
   GROUP BY k.vid
 ),
 refs AS (
@@ -15,7 +15,7 @@ refs AS (
          sum(r.amount) AS refund_amount,
          sum(CASE WHEN r."type" = 'chargeback' THEN 1 ELSE 0 END) AS chargebacks
   FROM refunds_dedup AS r
-  JOIN clicks_dedup AS k ON k.cid = r.cid
+  JOIN converting_clicks AS k ON k.cid = r.cid
   GROUP BY k.vid
 ),
 seen AS (

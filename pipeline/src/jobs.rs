@@ -42,6 +42,11 @@ pub const JOBS: &[Job] = &[
         materialize: true,
     },
     Job {
+        name: "converting_clicks",
+        sql: include_str!("../../sql/converting_clicks.sql"),
+        materialize: true,
+    },
+    Job {
         name: "refund_links",
         sql: include_str!("../../sql/refund_links.sql"),
         materialize: true,

@@ -70,6 +70,23 @@ impl Server {
             .unwrap()
     }
 
+    /// Records a click with the given query string; returns its (cid, vid).
+    pub async fn click(&self, client: &reqwest::Client, query: &str) -> (String, String) {
+        let r: serde_json::Value = client
+            .get(self.url(&format!("/api/click?{query}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["ok"], true, "{r}");
+        (
+            r["cid"].as_str().unwrap().to_string(),
+            r["vid"].as_str().unwrap().to_string(),
+        )
+    }
+
     /// Waits until everything acknowledged is in Parquet.
     pub async fn wait_flushed(&self, client: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(20);

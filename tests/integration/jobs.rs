@@ -215,15 +215,8 @@ async fn serve_recomputes_on_schedule() {
     let data = tmp.path().join("data");
     let s = Server::start(&data, &["--recompute-interval-secs", "1"]);
     let c = client();
-    let v: serde_json::Value = c
-        .get(s.url("/api/click?source=sched&cost=0.5"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let cid = v["cid"].as_str().unwrap();
+    let (cid, _) = s.click(&c, "source=sched&cost=0.5").await;
+    let cid = cid.as_str();
     let r = c
         .get(s.url(&format!("/api/conversion?cid={cid}&amount=30&txid=T")))
         .send()

@@ -14,22 +14,6 @@ fn dec(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
 }
 
-async fn new_click(c: &reqwest::Client, s: &Server, query: &str) -> (String, String) {
-    let r: Value = c
-        .get(s.url(&format!("/api/click?{query}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(r["ok"], true, "{r}");
-    (
-        r["cid"].as_str().unwrap().to_string(),
-        r["vid"].as_str().unwrap().to_string(),
-    )
-}
-
 /// Sends one request in one of the three encodings and returns (status, body).
 #[derive(Clone, Copy, Debug)]
 enum Via {
@@ -69,7 +53,7 @@ async fn every_route_method_and_alias_is_recorded_exactly() {
     let c = client();
 
     // Clicks: GET, form and JSON; vid kept or generated; cost default 0.
-    let (cid1, vid1) = new_click(&c, &s, "source=fb&campaign=summer&link=l1&country=DE&device=mobile&cost=0.0500&vid=visitor-1&sub1=a&sub5=e").await;
+    let (cid1, vid1) = s.click(&c, "source=fb&campaign=summer&link=l1&country=DE&device=mobile&cost=0.0500&vid=visitor-1&sub1=a&sub5=e").await;
     assert_eq!(vid1, "visitor-1");
     let r: Value = c
         .post(s.url("/api/click"))
@@ -273,7 +257,7 @@ async fn bad_input_is_refused_with_its_field_and_records_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     let c = client();
-    let (cid, _) = new_click(&c, &s, "source=x").await;
+    let (cid, _) = s.click(&c, "source=x").await;
     // A valid-looking netrev ID with a wrong MAC: flip the last character.
     let mut forged = cid.clone().into_bytes();
     let last = forged.len() - 1;
@@ -512,7 +496,7 @@ async fn duplicates_are_stored_once_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let c = client();
     let s = Server::start(dir.path(), &[]);
-    let (cid, _) = new_click(&c, &s, "source=dup").await;
+    let (cid, _) = s.click(&c, "source=dup").await;
     for (st, body) in retry_round(&c, &s, &cid).await {
         assert_eq!((st, body), (200, json!({"ok": true})));
     }

@@ -28,15 +28,8 @@ async fn parquet_has_the_documented_schema_and_exact_decimals() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path(), &[]);
     let c = client();
-    let v: serde_json::Value = c
-        .get(s.url("/api/click?source=a&cost=0.1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let cid = v["cid"].as_str().unwrap();
+    let (cid, _) = s.click(&c, "source=a&cost=0.1").await;
+    let cid = cid.as_str();
     for amount in ["0.1", "0.2", "99999999999999.9999", "0.0001"] {
         let r = c
             .get(s.url(&format!(
