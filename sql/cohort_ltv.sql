@@ -81,12 +81,12 @@ SELECT cohort,
        CAST(refunds AS DECIMAL(18, 4)) AS refunds,
        CAST(gross - refunds AS DECIMAL(18, 4)) AS net,
        -- |n| / size in 1/10000 units, rounded half to even, with n's sign.
-       CAST(
+       CAST(CAST(
          (CASE WHEN n < 0 THEN -1 ELSE 1 END)
          * (abs(n) / cohort_size
             + CASE WHEN 2 * (abs(n) % cohort_size) > cohort_size
                      OR (2 * (abs(n) % cohort_size) = cohort_size
                          AND (abs(n) / cohort_size) % 2 = 1)
                    THEN 1 ELSE 0 END)
-         AS DECIMAL(18, 0)) / 10000 AS ltv
+         AS DECIMAL(18, 0)) / 10000 AS DECIMAL(18, 4)) AS ltv
 FROM net_units;

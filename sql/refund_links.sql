@@ -7,7 +7,7 @@
 --   conversion_txid, conversion_ts, conversion_amount   the linked conversion
 --   unmatched          no click with this cid is known (kept, never dropped)
 --   over_refund        the refunds linked to that conversion, up to and including this one
---                      (by ts, txid), exceed its amount
+--                      (by ts, then txid, amount, type, ref), exceed its amount
 CREATE OR REPLACE VIEW refund_links AS
 WITH first_conversion AS (
   SELECT cid, txid, ts, amount
@@ -34,6 +34,6 @@ SELECT cid, ts, amount, txid, "type", "ref", linked,
        conversion_txid, conversion_ts, conversion_amount, unmatched,
        linked AND sum(amount) OVER (
          PARTITION BY cid, linked, conversion_txid
-         ORDER BY ts, txid NULLS FIRST
+         ORDER BY ts, txid NULLS FIRST, amount, "type", "ref" NULLS FIRST
          ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) > conversion_amount AS over_refund
 FROM linked;

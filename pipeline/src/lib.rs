@@ -16,8 +16,10 @@
 //! the write-ahead log.
 
 pub mod jobs;
+pub mod live;
 pub mod output;
 pub mod recompute;
+pub mod snapshot;
 
 use std::sync::Arc;
 
@@ -62,9 +64,24 @@ pub async fn job_session(store: &Store) -> Result<SessionContext> {
 }
 
 /// Like [`job_session`], with the intermediate views computed once and held in memory: for a
-/// recompute, which reads each of them several times.
+/// recompute, which reads each of them several times. Every query of the session reads the
+/// raw files that existed when it was made ([`snapshot`]).
 pub async fn materialized_job_session(store: &Store) -> Result<SessionContext> {
     let ctx = session(store).await?;
+    let root = local_root(store)?;
+    let local: Arc<dyn object_store::ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new());
+    let events_dir = root.join("events");
+    // Resolving the path needs it to exist; a data root without events yet is fine.
+    std::fs::create_dir_all(&events_dir).map_err(|e| Error::DataRoot(e.to_string()))?;
+    let events = object_store::path::Path::from_filesystem_path(&events_dir)
+        .map_err(|e| Error::DataRoot(e.to_string()))?;
+    let frozen = snapshot::Snapshot::take(local, vec![events])
+        .await
+        .map_err(|e| Error::Storage(e.into()))?;
+    let url = url::Url::parse("file://").expect("valid URL");
+    ctx.runtime_env()
+        .register_object_store(&url, Arc::new(frozen));
     jobs::create_materialized_views(&ctx).await?;
     Ok(ctx)
 }
@@ -209,5 +226,46 @@ mod tests {
                 .value(0),
             2
         );
+    }
+
+    /// A recompute's session reads the files that existed when it started, however many
+    /// arrive while it runs.
+    #[tokio::test]
+    async fn job_sessions_read_a_snapshot_of_the_raw_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let day = 1_795_000_000_000_000_i64;
+        let write = |i: u64| {
+            let store = store.clone();
+            async move {
+                let e = Event::Conversion(Conversion {
+                    cid: format!("c{i}"),
+                    ts: day,
+                    amount: Decimal::ONE,
+                    txid: None,
+                    kind: None,
+                });
+                let path = layout::raw_file(Table::Conversions, e.date(), "n", i, i);
+                let batch = model::to_batch(Table::Conversions, [&e]).unwrap();
+                store.write_parquet(&path, &[batch]).await.unwrap();
+            }
+        };
+        write(1).await;
+        let ctx = materialized_job_session(&store).await.unwrap();
+        write(2).await;
+        let count = |ctx: SessionContext| async move {
+            let b = ctx
+                .sql("select count(*) from conversions")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            b[0].column(0)
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .value(0)
+        };
+        assert_eq!(count(ctx).await, 1);
+        assert_eq!(count(session(&store).await.unwrap()).await, 2);
     }
 }

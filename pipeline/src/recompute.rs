@@ -90,6 +90,9 @@ pub async fn recompute(
     range: DateRange,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Report> {
+    // One recompute at a time per data root (the scheduler in `serve` and the command line
+    // may both start one); the lock is released when the file closes.
+    let _lock = lock_data_root(store).await?;
     progress(Progress::Start {
         tables: DERIVED.len(),
     });
@@ -115,6 +118,30 @@ pub async fn recompute(
         report.tables.push((d.name, rows, files));
     }
     Ok(report)
+}
+
+/// Takes the data root's recompute lock (`tables/.recompute.lock`), waiting for a running
+/// recompute to finish. Only local roots have one: a remote root has no shared lock.
+async fn lock_data_root(store: &Store) -> Result<Option<std::fs::File>> {
+    let Some(root) = store.local_root() else {
+        return Ok(None);
+    };
+    let dir = root.join("tables");
+    let path = dir.join(".recompute.lock");
+    let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        std::fs::create_dir_all(&dir)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        f.lock()?;
+        Ok(f)
+    })
+    .await
+    .expect("lock task panicked")
+    .map_err(|e| Error::DataRoot(format!("taking the recompute lock: {e}")))?;
+    Ok(Some(file))
 }
 
 async fn compute(ctx: &SessionContext, d: &Derived, range: DateRange) -> Result<Vec<RecordBatch>> {
@@ -177,19 +204,19 @@ async fn write_partitions(
             parts.entry(day).or_default().push(part);
         }
     }
-    let mut written = BTreeSet::new();
     for (day, rows) in &parts {
         let date = Date32Type::to_naive_date_opt(*day).ok_or_else(|| {
             datafusion::error::DataFusionError::Internal(format!("date {day} out of range"))
         })?;
         store.write_parquet(&file_path(d, Some(date)), rows).await?;
-        written.insert(date);
     }
-    // A partition in the range that now has no rows must not keep its old ones.
+    // A partition in the range keeps nothing but the file just written: a partition without
+    // rows now loses its old ones, and stray files (an older layout, a crashed write's
+    // temporary) would otherwise be read too.
     for meta in store.list(&table_dir(d.name)).await? {
         if let Some(date) = netrev_storage::store::layout::partition_date(&meta.location)
             && range.contains(date)
-            && !written.contains(&date)
+            && meta.location != file_path(d, Some(date))
         {
             store.delete(&meta.location).await?;
         }
