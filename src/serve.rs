@@ -72,7 +72,19 @@ fn spawn_recompute_scheduler(store: Store, every: Duration) -> anyhow::Result<()
                 loop {
                     let started = std::time::Instant::now();
                     let range = netrev_pipeline::recompute::DateRange::default();
-                    match netrev_pipeline::recompute::recompute(&store, range, &mut |_| {}).await {
+                    // A pass runs as a task of its own: a panic in it is a failed pass, not
+                    // the end of scheduled recomputes.
+                    let pass = {
+                        let store = store.clone();
+                        tokio::spawn(async move {
+                            netrev_pipeline::recompute::recompute(&store, range, &mut |_| {}).await
+                        })
+                    };
+                    let outcome = match pass.await {
+                        Ok(result) => result.map_err(|e| e.to_string()),
+                        Err(join) => Err(format!("the recompute panicked: {join}")),
+                    };
+                    match outcome {
                         Ok(report) => {
                             tracing::info!(tables = report.tables.len(), secs = started.elapsed().as_secs_f64(), "scheduled recompute done");
                             retry = RECOMPUTE_RETRY;

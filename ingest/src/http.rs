@@ -232,7 +232,7 @@ async fn click(State(state): State<AppState>, req: Request) -> Result<Response, 
     } else {
         millis as i64 * 1000
     };
-    let click = fields.into_click(cid, ts, new_vid);
+    let click = fields.into_click(cid, ts, postback::new_vid);
     let (cid, vid) = (click.cid.clone(), click.vid.clone());
     submit(&state, Event::Click(click)).await?;
     Ok(axum::Json(json!({"ok": true, "cid": cid, "vid": vid})).into_response())
@@ -272,12 +272,4 @@ fn ok() -> Response {
         r#"{"ok":true}"#,
     )
         .into_response()
-}
-
-/// A new visitor ID: 16 characters of the click-ID alphabet (80 random bits).
-fn new_vid() -> String {
-    const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
-    (0..16)
-        .map(|_| ALPHABET[rand::random_range(0..32)] as char)
-        .collect()
 }

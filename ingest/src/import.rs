@@ -77,7 +77,11 @@ fn read_rows(path: &Path) -> Result<Vec<RecordBatch>> {
             inferred
                 .fields()
                 .iter()
-                .map(|f| Field::new(f.name(), DataType::Utf8, true))
+                // Header names as written, less a byte-order mark and surrounding spaces.
+                .map(|f| {
+                    let name = f.name().trim_start_matches('\u{feff}').trim();
+                    Field::new(name, DataType::Utf8, true)
+                })
                 .collect::<Vec<_>>(),
         ));
         let file = std::fs::File::open(path).map_err(io)?;
@@ -89,6 +93,18 @@ fn read_rows(path: &Path) -> Result<Vec<RecordBatch>> {
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
     };
     Ok(batches)
+}
+
+/// Earliest event time accepted (2000-01-01T00:00:00Z): older times are typos or epoch zero.
+const EARLIEST_TS: i64 = 946_684_800_000_000;
+/// How far in the future an imported time may be (clock differences between systems).
+const MAX_FUTURE_MICROS: i64 = 86_400_000_000;
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
 }
 
 /// Parses an explicit event time: RFC 3339 (`2026-11-01T10:00:00Z`, any offset) or
@@ -118,6 +134,12 @@ fn event_of(table: Table, p: &Params, key: &clickid::Key) -> Result<Event, Inval
             "must be a time like 2026-11-01T10:00:00Z or 2026-11-01 10:00:00",
         )
     })?;
+    if !(EARLIEST_TS..=now_micros() + MAX_FUTURE_MICROS).contains(&ts) {
+        return Err(Invalid::new(
+            "ts",
+            "must be between 2000-01-01 and tomorrow",
+        ));
+    }
     let ctx = Context {
         key,
         now_micros: ts,
@@ -139,11 +161,8 @@ fn event_of(table: Table, p: &Params, key: &clickid::Key) -> Result<Event, Inval
                     "must be 1-64 characters of A-Z a-z 0-9 _ -",
                 ));
             }
-            if p.get("vid").is_none() {
-                return Err(Invalid::new("vid", "is required for imported clicks"));
-            }
             let fields = postback::click(p)?;
-            Event::Click(fields.into_click(cid.to_string(), ts, String::new))
+            Event::Click(fields.into_click(cid.to_string(), ts, postback::new_vid))
         }
         Table::Conversions => Event::Conversion(postback::conversion(p, &ctx)?),
         Table::Refunds => Event::Refund(postback::refund(p, &ctx)?),
@@ -166,6 +185,13 @@ pub async fn import(store: &Store, table: Table, path: &Path) -> Result<ImportRe
             .map(|(f, c)| arrow::compute::cast(c, &DataType::Utf8).map(|c| (f.name().clone(), c)))
             .collect::<Result<_, _>>()
             .map_err(netrev_storage::Error::from)?;
+        let mut names = HashSet::new();
+        if let Some((name, _)) = columns.iter().find(|(n, _)| !names.insert(n.as_str())) {
+            return Err(Error::Config(format!(
+                "{}: column {name:?} appears twice",
+                path.display()
+            )));
+        }
         for row in 0..batch.num_rows() {
             line += 1;
             report.rows += 1;
@@ -226,15 +252,18 @@ pub async fn import(store: &Store, table: Table, path: &Path) -> Result<ImportRe
             report.duplicates += 1;
         }
     }
-    // One name per import run; `imp_` never parses as an ingest node's sequence range.
+    // One name per import run; `imp_` never parses as an ingest node's sequence range. All
+    // files are staged before any becomes visible, so a failure imports nothing.
     let run: u64 = rand::random();
+    let mut files = Vec::new();
     for (date, rows) in &by_date {
         let batch = model::to_batch(table, rows)?;
         let path = layout::raw_partition(table, *date).join(format!("imp_{run:016x}.parquet"));
-        store.write_parquet(&path, &[batch]).await?;
+        files.push((path, netrev_storage::store::encode_parquet(&[batch])?));
         report.imported += rows.len();
-        report.files += 1;
     }
+    report.files = files.len();
+    store.put_all_durable(files).await?;
     Ok(report)
 }
 

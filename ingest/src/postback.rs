@@ -82,6 +82,14 @@ impl ClickFields {
     }
 }
 
+/// A new visitor ID: 16 characters of the click-ID alphabet (80 random bits).
+pub fn new_vid() -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+    (0..16)
+        .map(|_| ALPHABET[rand::random_range(0..32)] as char)
+        .collect()
+}
+
 pub fn click(p: &Params) -> Result<ClickFields, Invalid> {
     let vid = p
         .get("vid")

@@ -25,8 +25,10 @@ use object_store::{
 #[derive(Debug)]
 pub struct Snapshot {
     inner: Arc<dyn ObjectStore>,
-    /// Objects visible to listings.
-    files: HashSet<Path>,
+    /// Objects visible to listings (shared with the listing streams, not copied per listing).
+    files: Arc<HashSet<Path>>,
+    /// Every directory that holds a visible object, at any depth.
+    dirs: HashSet<Path>,
     /// Listings under these prefixes are frozen; others pass through.
     prefixes: Vec<Path>,
 }
@@ -38,15 +40,22 @@ impl Snapshot {
         prefixes: Vec<Path>,
     ) -> object_store::Result<Self> {
         let mut files = HashSet::new();
+        let mut dirs = HashSet::new();
         for p in &prefixes {
             let mut list = inner.list(Some(p));
             while let Some(meta) = list.next().await {
-                files.insert(meta?.location);
+                let location = meta?.location;
+                let parts: Vec<_> = location.parts().collect();
+                for n in 1..parts.len() {
+                    dirs.insert(Path::from_iter(parts[..n].iter().cloned()));
+                }
+                files.insert(location);
             }
         }
         Ok(Snapshot {
             inner,
-            files,
+            files: Arc::new(files),
+            dirs,
             prefixes,
         })
     }
@@ -126,11 +135,7 @@ impl ObjectStore for Snapshot {
         let mut result = self.inner.list_with_delimiter(prefix).await?;
         if self.frozen(prefix) {
             result.objects.retain(|m| self.files.contains(&m.location));
-            result.common_prefixes.retain(|p| {
-                self.files
-                    .iter()
-                    .any(|f| f.as_ref().starts_with(p.as_ref()))
-            });
+            result.common_prefixes.retain(|p| self.dirs.contains(p));
         }
         Ok(result)
     }

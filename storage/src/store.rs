@@ -123,6 +123,43 @@ impl Store {
         }
     }
 
+    /// Writes several new objects so that an error leaves none of them visible: on the local
+    /// backend every file is first written and fsynced under a hidden temporary name, and only
+    /// then are all renamed into place (a crash during those renames, a moment, can still leave
+    /// some in place). Remote stores write them one by one.
+    pub async fn put_all_durable(&self, objects: Vec<(Path, Bytes)>) -> Result<()> {
+        let Some(root) = self.local_root.clone() else {
+            for (path, bytes) in objects {
+                self.put_durable(&path, bytes).await?;
+            }
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut staged = Vec::new();
+            for (path, bytes) in &objects {
+                let target = root.join(path.as_ref());
+                match write_temp_beside(&target, bytes) {
+                    Ok(tmp) => staged.push((tmp, target)),
+                    Err(e) => {
+                        for (tmp, _) in &staged {
+                            let _ = std::fs::remove_file(tmp);
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+            for (tmp, target) in &staged {
+                std::fs::rename(tmp, target).map_err(|e| Error::io("rename", target, e))?;
+            }
+            for (_, target) in &staged {
+                sync_dir(target.parent().expect("object paths have a parent"))?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("durable write task panicked")
+    }
+
     /// The object at `path`, or `None` when there is none.
     pub async fn get(&self, path: &Path) -> Result<Option<Bytes>> {
         match self.inner.get(path).await {

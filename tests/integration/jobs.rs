@@ -102,6 +102,44 @@ fn import_recompute_and_sql() {
         "n\n3\n"
     );
 
+    // A byte-order mark and spaces around header names are tolerated; a missing vid is
+    // generated as for postbacks; a repeated column is refused.
+    let bom = write(
+        tmp.path(),
+        "bom.csv",
+        "\u{feff}cid , ts ,source\nB-1,2026-11-05T10:00:00Z,mail\n",
+    );
+    ok(netrev(
+        &data,
+        &["import", "--table", "clicks", bom.to_str().unwrap()],
+    ));
+    let twice = write(
+        tmp.path(),
+        "twice.csv",
+        "cid,ts,cid\nX,2026-11-05T10:00:00Z,Y\n",
+    );
+    let out = netrev(
+        &data,
+        &["import", "--table", "clicks", twice.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("appears twice"));
+    let too_old = write(
+        tmp.path(),
+        "old.csv",
+        "cid,ts,amount\nA-1,1970-01-01T00:00:00Z,1\n",
+    );
+    let out = netrev(
+        &data,
+        &[
+            "import",
+            "--table",
+            "conversions",
+            too_old.to_str().unwrap(),
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2: ts"));
+
     ok(netrev(&data, &["recompute"]));
     assert_eq!(
         sql(
@@ -110,14 +148,14 @@ fn import_recompute_and_sql() {
              sum(refunds) AS refunds, sum(refund_amount) AS refund_amount, \
              sum(refunded_conversions) AS refunded FROM stats_hourly"
         ),
-        "clicks,conv,gross,refunds,refund_amount,refunded\n3,3,70.0900,2,10.1000,2\n"
+        "clicks,conv,gross,refunds,refund_amount,refunded\n4,3,70.0900,2,10.1000,2\n"
     );
     assert_eq!(
         sql(
             &data,
             "SELECT date, count(*) AS n FROM stats_hourly GROUP BY date ORDER BY date"
         ),
-        "date,n\n2026-11-01,1\n2026-11-02,1\n"
+        "date,n\n2026-11-01,1\n2026-11-02,1\n2026-11-05,1\n"
     );
     assert_eq!(
         sql(
@@ -127,7 +165,10 @@ fn import_recompute_and_sql() {
         "cid,unmatched\nZZ,true\n"
     );
     assert_eq!(
-        sql(&data, "SELECT vid, net_revenue FROM visitors ORDER BY vid"),
+        sql(
+            &data,
+            "SELECT vid, net_revenue FROM visitors WHERE vid IN ('v1', 'v2') ORDER BY vid"
+        ),
         "vid,net_revenue\nv1,59.9900\nv2,0.0000\n"
     );
     // Each partition is one file; nothing half-written or temporary is left.
