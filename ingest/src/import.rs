@@ -221,20 +221,15 @@ pub async fn import(store: &Store, table: Table, path: &Path) -> Result<ImportRe
     // Deduplicate against what is stored and within the file.
     let mut seen_keys: HashSet<dedup::Key> = HashSet::new();
     let mut seen_cids: HashSet<String> = HashSet::new();
-    for meta in store.list(&layout::raw_table(table)).await? {
-        if !meta.location.as_ref().ends_with(".parquet") {
-            continue;
-        }
-        for batch in store.read_parquet(&meta.location).await? {
-            for e in model::from_batch(table, &batch)? {
-                match &e {
-                    Event::Click(c) => {
-                        seen_cids.insert(c.cid.clone());
-                    }
-                    other => {
-                        if let Some(k) = dedup::key(other) {
-                            seen_keys.insert(k);
-                        }
+    for meta in store.raw_files(table).await? {
+        for e in store.read_events(table, &meta.location).await? {
+            match &e {
+                Event::Click(c) => {
+                    seen_cids.insert(c.cid.clone());
+                }
+                other => {
+                    if let Some(k) = dedup::key(other) {
+                        seen_keys.insert(k);
                     }
                 }
             }

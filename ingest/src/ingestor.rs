@@ -454,13 +454,10 @@ async fn scan_history(store: &Store, node: &str) -> Result<History> {
     let mut keys = HashMap::new();
     let mut max_seq_of_node = 0;
     for table in Table::ALL {
-        for meta in store.list(&layout::raw_table(table)).await? {
+        for meta in store.raw_files(table).await? {
             let Some(name) = meta.location.filename() else {
                 continue;
             };
-            if !name.ends_with(".parquet") {
-                continue;
-            }
             if let Some((n, _, last)) = layout::parse_raw_file(name)
                 && n == node
             {
@@ -469,11 +466,9 @@ async fn scan_history(store: &Store, node: &str) -> Result<History> {
             if table == Table::Clicks {
                 continue;
             }
-            for batch in store.read_parquet(&meta.location).await? {
-                for event in model::from_batch(table, &batch)? {
-                    if let Some(k) = dedup::key(&event) {
-                        keys.insert(k, 0);
-                    }
+            for event in store.read_events(table, &meta.location).await? {
+                if let Some(k) = dedup::key(&event) {
+                    keys.insert(k, 0);
                 }
             }
         }
@@ -488,13 +483,8 @@ async fn scan_history(store: &Store, node: &str) -> Result<History> {
 #[cfg(test)]
 async fn read_all(store: &Store, table: Table) -> Result<Vec<Event>> {
     let mut out = Vec::new();
-    for meta in store.list(&layout::raw_table(table)).await? {
-        if !meta.location.as_ref().ends_with(".parquet") {
-            continue;
-        }
-        for batch in store.read_parquet(&meta.location).await? {
-            out.extend(model::from_batch(table, &batch)?);
-        }
+    for meta in store.raw_files(table).await? {
+        out.extend(store.read_events(table, &meta.location).await?);
     }
     Ok(out)
 }

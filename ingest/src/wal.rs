@@ -439,17 +439,13 @@ pub fn write_checkpoint(dir: &Path, seq: u64) -> Result<()> {
 
 /// Writes a small file atomically and durably (temporary file, fsync, rename, directory fsync).
 pub fn write_small_file(dir: &Path, name: &str, contents: &str) -> Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(name);
-    let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
-    f.write_all(contents.as_bytes())
-        .map_err(io("write", &tmp))?;
-    f.sync_all().map_err(io("fsync", &tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-    netrev_storage::store::sync_dir(dir).map_err(|e| WalError::Io {
-        op: "fsync directory",
-        path: dir.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+    netrev_storage::store::write_file_durably(&path, contents.as_bytes()).map_err(|e| {
+        WalError::Io {
+            op: "write",
+            path: path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        }
     })
 }
 

@@ -21,7 +21,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::clickid;
-use crate::model::Table;
+use crate::model::{self, Event, Table};
 use crate::{Error, Result};
 
 /// Where the click-ID MAC key lives; shared by every node that uses this data root.
@@ -207,6 +207,22 @@ impl Store {
         Ok(self.inner.get(path).await?.bytes().await?)
     }
 
+    /// Every Parquet file of a raw table (all nodes, all days).
+    pub async fn raw_files(&self, table: Table) -> Result<Vec<ObjectMeta>> {
+        let mut files = self.list(&layout::raw_table(table)).await?;
+        files.retain(|m| m.location.as_ref().ends_with(".parquet"));
+        Ok(files)
+    }
+
+    /// The events of one raw file of `table`.
+    pub async fn read_events(&self, table: Table, path: &Path) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        for batch in self.read_parquet(path).await? {
+            out.extend(model::from_batch(table, &batch)?);
+        }
+        Ok(out)
+    }
+
     /// The click-ID MAC key of this data root, created on first use. Every node sharing the
     /// root gets the same key, so IDs issued by one are accepted by all.
     pub async fn click_id_key(&self) -> Result<clickid::Key> {
@@ -289,7 +305,7 @@ fn write_temp_beside(target: &FsPath, bytes: &[u8]) -> Result<PathBuf> {
 }
 
 /// Replaces `target` atomically with `bytes`, durable once this returns.
-fn write_file_durably(target: &FsPath, bytes: &[u8]) -> Result<()> {
+pub fn write_file_durably(target: &FsPath, bytes: &[u8]) -> Result<()> {
     let tmp = write_temp_beside(target, bytes)?;
     if let Err(e) = std::fs::rename(&tmp, target) {
         let _ = std::fs::remove_file(&tmp);

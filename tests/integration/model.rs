@@ -10,6 +10,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Decimal128Type, Int64Type, TimestampMicrosecondType};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
+use netrev_pipeline::live::Measures;
 use netrev_storage::model::{self, Table};
 use netrev_storage::{Click, Conversion, Event, Refund, RefundType};
 use proptest::prelude::*;
@@ -20,19 +21,6 @@ const T0: i64 = 1_793_491_200_000_000; // 2026-11-01T00:00:00Z
 
 /// One row of stats_hourly: (hour, source) → measures.
 type Key = (i64, Option<String>);
-
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Measures {
-    clicks: i64,
-    cost: Decimal,
-    conversions: i64,
-    gross: Decimal,
-    refunds: i64,
-    refund_amount: Decimal,
-    chargebacks: i64,
-    chargeback_amount: Decimal,
-    refunded_conversions: i64,
-}
 
 fn money(units: i64) -> Decimal {
     Decimal::new(units, 2)
@@ -151,7 +139,7 @@ fn model(events: &[Event]) -> BTreeMap<Key, Measures> {
         m.cost += c.cost;
         let mine: Vec<&&Conversion> = convs.values().filter(|v| v.cid == c.cid).collect();
         m.conversions += mine.len() as i64;
-        m.gross += mine.iter().map(|v| v.amount).sum::<Decimal>();
+        m.gross_revenue += mine.iter().map(|v| v.amount).sum::<Decimal>();
         let earliest = mine
             .iter()
             .min_by(|a, b| (a.ts, &a.txid).cmp(&(b.ts, &b.txid)));
@@ -216,7 +204,7 @@ async fn sql_stats(events: &[Event]) -> BTreeMap<Key, Measures> {
                 clicks: int(2, r),
                 cost: dec(3, r),
                 conversions: int(4, r),
-                gross: dec(5, r),
+                gross_revenue: dec(5, r),
                 refunds: int(6, r),
                 refund_amount: dec(7, r),
                 chargebacks: int(8, r),
@@ -242,25 +230,10 @@ proptest! {
 
 /// The live aggregate's rows in the test's (hour, source) shape.
 fn live_stats(
-    rows: &HashMap<netrev_pipeline::live::WindowKey, netrev_pipeline::live::Measures>,
+    rows: &HashMap<netrev_pipeline::live::WindowKey, Measures>,
 ) -> BTreeMap<Key, Measures> {
     rows.iter()
-        .map(|(k, m)| {
-            (
-                (k.hour, k.source.clone()),
-                Measures {
-                    clicks: m.clicks,
-                    cost: m.cost,
-                    conversions: m.conversions,
-                    gross: m.gross_revenue,
-                    refunds: m.refunds,
-                    refund_amount: m.refund_amount,
-                    chargebacks: m.chargebacks,
-                    chargeback_amount: m.chargeback_amount,
-                    refunded_conversions: m.refunded_conversions,
-                },
-            )
-        })
+        .map(|(k, m)| ((k.hour, k.source.clone()), m.clone()))
         .collect()
 }
 
