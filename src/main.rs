@@ -2,7 +2,9 @@
 //! library crates: [`serve`] wires ingest and storage into one HTTP service.
 
 mod commands;
+mod live;
 mod serve;
+mod stats_api;
 
 /// mimalloc instead of glibc's allocator: the ingest path allocates small, short-lived
 /// buffers on every worker thread, where glibc's arenas showed up as a tenth of the CPU time
@@ -122,9 +124,17 @@ struct ServeArgs {
     /// Largest postback body in bytes (larger: 413).
     #[arg(long, env = "NETREV_BODY_LIMIT", default_value_t = 64 * 1024)]
     body_limit: usize,
-    /// Seconds between scheduled recomputes of the derived tables (0: never).
+    /// Seconds between scheduled recomputes of the derived tables, which also rebuild the
+    /// live stats from the raw tables (0: only the one at start).
     #[arg(long, env = "NETREV_RECOMPUTE_INTERVAL_SECS", default_value_t = 900)]
     recompute_interval_secs: u64,
+    /// UTC days of clicks (today included) the live stats hold in memory; events for older
+    /// clicks look them up in that day's Parquet files.
+    #[arg(long, env = "NETREV_LIVE_DAYS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    live_days: u32,
+    /// Milliseconds between rewrites of the stats_hourly partitions the live stats changed.
+    #[arg(long, env = "NETREV_LIVE_PERSIST_MS", default_value_t = 2000)]
+    live_persist_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -176,8 +186,12 @@ impl ServeArgs {
                 token: self.postback_token,
                 body_limit: self.body_limit,
             },
-            recompute_interval: (self.recompute_interval_secs > 0)
-                .then(|| std::time::Duration::from_secs(self.recompute_interval_secs)),
+            live: crate::live::LiveConfig {
+                days: self.live_days,
+                persist_every: std::time::Duration::from_millis(self.live_persist_ms),
+                rebase_every: (self.recompute_interval_secs > 0)
+                    .then(|| std::time::Duration::from_secs(self.recompute_interval_secs)),
+            },
         }
     }
 }

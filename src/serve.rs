@@ -3,7 +3,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -20,8 +19,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub ingest: netrev_ingest::IngestConfig,
     pub postbacks: PostbackConfig,
-    /// How often the derived tables are recomputed in the background; `None`: never.
-    pub recompute_interval: Option<Duration>,
+    /// The live stats and the recompute schedule that rebuilds them.
+    pub live: crate::live::LiveConfig,
 }
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
@@ -30,14 +29,18 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let ingestor = Ingestor::open(store.clone(), config.ingest)
         .await
         .context("starting ingest")?;
-    if let Some(every) = config.recompute_interval {
-        spawn_recompute_scheduler(store, every)?;
-    }
-    let app = netrev_ingest::http::router(ingestor.clone(), &config.postbacks).merge(
-        Router::new()
-            .route("/api/health", get(health))
-            .with_state(ingestor.clone()),
-    );
+    let live = crate::live::start(ingestor.clone(), store, config.live)?;
+    let app = netrev_ingest::http::router(ingestor.clone(), &config.postbacks)
+        .merge(
+            Router::new()
+                .route("/api/health", get(health))
+                .with_state((ingestor.clone(), live.clone())),
+        )
+        .merge(
+            Router::new()
+                .route("/api/stats", get(crate::stats_api::stats))
+                .with_state(live),
+        );
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -53,59 +56,26 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// First retry after a failed scheduled recompute; doubled up to the interval.
-const RECOMPUTE_RETRY: Duration = Duration::from_secs(30);
-
-/// Recomputes the derived tables now and then every `every`, on a thread and runtime of its
-/// own: the SQL jobs are CPU-heavy, and on the ingest runtime they would delay postbacks'
-/// acknowledgements. A failed run is logged and retried sooner, with backoff.
-fn spawn_recompute_scheduler(store: Store, every: Duration) -> anyhow::Result<()> {
-    std::thread::Builder::new()
-        .name("netrev-recompute".into())
-        .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("recompute runtime");
-            rt.block_on(async move {
-                let mut retry = RECOMPUTE_RETRY;
-                loop {
-                    let started = std::time::Instant::now();
-                    let range = netrev_pipeline::recompute::DateRange::default();
-                    // A pass runs as a task of its own: a panic in it is a failed pass, not
-                    // the end of scheduled recomputes.
-                    let pass = {
-                        let store = store.clone();
-                        tokio::spawn(async move {
-                            netrev_pipeline::recompute::recompute(&store, range, &mut |_| {}).await
-                        })
-                    };
-                    let outcome = match pass.await {
-                        Ok(result) => result.map_err(|e| e.to_string()),
-                        Err(join) => Err(format!("the recompute panicked: {join}")),
-                    };
-                    match outcome {
-                        Ok(report) => {
-                            tracing::info!(tables = report.tables.len(), secs = started.elapsed().as_secs_f64(), "scheduled recompute done");
-                            retry = RECOMPUTE_RETRY;
-                            tokio::time::sleep(every).await;
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, retry_in = ?retry, "scheduled recompute failed");
-                            tokio::time::sleep(retry).await;
-                            retry = (retry * 2).min(every);
-                        }
-                    }
-                }
-            });
-        })
-        .context("starting the recompute thread")?;
-    Ok(())
-}
-
-async fn health(State(ingestor): State<Arc<Ingestor>>) -> axum::Json<serde_json::Value> {
+async fn health(
+    State((ingestor, live)): State<(Arc<Ingestor>, Arc<crate::live::Live>)>,
+) -> axum::Json<serde_json::Value> {
     let stats = ingestor.stats();
-    axum::Json(serde_json::json!({"ok": true, "node": ingestor.node(), "ingest": stats}))
+    let sizes = live
+        .state
+        .read()
+        .expect("live lock")
+        .as_ref()
+        .map(|s| s.sizes());
+    axum::Json(serde_json::json!({
+        "ok": true,
+        "node": ingestor.node(),
+        "ingest": stats,
+        "live": {
+            "ready": sizes.is_some(),
+            "received_seq": live.received_seq.load(std::sync::atomic::Ordering::Acquire),
+            "state": sizes,
+        },
+    }))
 }
 
 async fn shutdown_signal() {

@@ -169,7 +169,13 @@ struct Shared {
     config: IngestConfig,
     node: String,
     store: Store,
+    /// Where durable events go next (the live stats), in sequence order, when set.
+    feed: std::sync::OnceLock<Feed>,
 }
+
+/// A receiver of durable events: each message is the sequence of the first event and the
+/// events, numbered consecutively from it.
+pub type Feed = std::sync::mpsc::Sender<(u64, Vec<Event>)>;
 
 /// The ingest buffer: accepts events, makes them durable, flushes them to Parquet.
 pub struct Ingestor {
@@ -263,6 +269,7 @@ impl Ingestor {
             config,
             node,
             store,
+            feed: std::sync::OnceLock::new(),
         });
         let writer = {
             let shared = shared.clone();
@@ -366,6 +373,19 @@ impl Ingestor {
                 "the first copy of this event failed to be written; retry".into(),
             )),
         }
+    }
+
+    /// Sends every event made durable from now on to `feed`. Set once, before serving.
+    pub fn set_feed(&self, feed: Feed) {
+        if self.shared.feed.set(feed).is_err() {
+            panic!("the ingest feed is set once");
+        }
+    }
+
+    /// Highest sequence flushed to Parquet: every event up to it is in a raw file that a
+    /// listing started now will see.
+    pub fn flushed_seq(&self) -> u64 {
+        self.shared.flushed_seq.load(Ordering::Acquire)
     }
 
     pub fn stats(&self) -> IngestStats {
@@ -601,6 +621,11 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
                     }
                     st.unflushed >= shared.config.flush_rows
                 };
+                // Before the acknowledgements: whoever reads the live state after an ack finds
+                // the event at least on its way.
+                if let Some(feed) = shared.feed.get() {
+                    let _ = feed.send((first, events));
+                }
                 shared
                     .recorded
                     .fetch_add(dones.len() as u64, Ordering::Relaxed);
@@ -759,7 +784,7 @@ async fn write_unit(shared: &Shared, chunks: &[Chunk]) -> Result<usize> {
     })
     .await
     .expect("checkpoint task panicked")?;
-    shared.flushed_seq.store(last, Ordering::Relaxed);
+    shared.flushed_seq.store(last, Ordering::Release);
     tracing::debug!(first, last, rows, files = parts.len(), "flushed to Parquet");
     Ok(rows)
 }

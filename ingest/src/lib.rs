@@ -28,7 +28,7 @@ pub mod params;
 pub mod postback;
 pub mod wal;
 
-pub use ingestor::{IngestConfig, IngestStats, Ingestor, Outcome, Rejected};
+pub use ingestor::{Feed, IngestConfig, IngestStats, Ingestor, Outcome, Rejected};
 
 use std::path::PathBuf;
 

@@ -15,6 +15,7 @@
 //! included; each derived partition is replaced atomically. This crate knows nothing of HTTP or
 //! the write-ahead log.
 
+pub mod click_lookup;
 pub mod jobs;
 pub mod live;
 pub mod output;
@@ -38,6 +39,8 @@ pub enum Error {
     /// DataFusion refused or failed a query (bad SQL is the caller's; I/O errors are external).
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
     /// The data root cannot be used by the query engine.
     #[error("data root: {0}")]
     DataRoot(String),
@@ -67,10 +70,17 @@ pub async fn job_session(store: &Store) -> Result<SessionContext> {
 /// recompute, which reads each of them several times. Every query of the session reads the
 /// raw files that existed when it was made ([`snapshot`]).
 pub async fn materialized_job_session(store: &Store) -> Result<SessionContext> {
+    Ok(materialized_job_session_with_files(store).await?.0)
+}
+
+/// [`materialized_job_session`], and the raw files its snapshot holds (paths of the local
+/// file system's object store, [`local_files`]).
+pub async fn materialized_job_session_with_files(
+    store: &Store,
+) -> Result<(SessionContext, Arc<std::collections::HashSet<object_store::path::Path>>)> {
     let ctx = session(store).await?;
     let root = local_root(store)?;
-    let local: Arc<dyn object_store::ObjectStore> =
-        Arc::new(object_store::local::LocalFileSystem::new());
+    let local = local_files();
     let events_dir = root.join("events");
     // Resolving the path needs it to exist; a data root without events yet is fine.
     std::fs::create_dir_all(&events_dir).map_err(|e| Error::DataRoot(e.to_string()))?;
@@ -79,11 +89,17 @@ pub async fn materialized_job_session(store: &Store) -> Result<SessionContext> {
     let frozen = snapshot::Snapshot::take(local, vec![events])
         .await
         .map_err(|e| Error::Storage(e.into()))?;
+    let files = frozen.files();
     let url = url::Url::parse("file://").expect("valid URL");
     ctx.runtime_env()
         .register_object_store(&url, Arc::new(frozen));
     jobs::create_materialized_views(&ctx).await?;
-    Ok(ctx)
+    Ok((ctx, files))
+}
+
+/// The object store the snapshot's paths belong to (absolute paths of the local file system).
+pub fn local_files() -> Arc<dyn object_store::ObjectStore> {
+    Arc::new(object_store::local::LocalFileSystem::new())
 }
 
 /// A session for analysts: raw tables and the derived tables as last recomputed, under their

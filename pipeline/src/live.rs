@@ -12,19 +12,40 @@
 //! recompute over the same raw events, to the cent: the earliest copy of a click, conversion or
 //! refund wins (ties broken the same way), a refund links to the conversion its `ref` names or
 //! else to the click's earliest conversion, and events of unknown clicks wait for their click.
+//! Applying an event twice changes nothing, so replays are harmless.
 //!
-//! Cost of an event: proportional to the events of its own click, never to the history.
-//! Memory: every click ID seen is kept with its row key and events (about 250 bytes per click
-//! without conversions); bounding it is the caller's job.
+//! State, and what it costs:
+//! - every click ID with a conversion or refund keeps its events (like the ingest dedup keys);
+//! - other clicks are kept in an index only from the *horizon* day on (and always when their ID
+//!   does not tell their day). An event for an older click is resolved through a
+//!   [`ClickLookup`]: netrev click IDs carry their click time, so only that day's Parquet files
+//!   are candidates. About 100 bytes per indexed click (see the README's figures).
+//!
+//! A live state starts from a batch recompute ([`LiveStats::from_session`]): the rows of
+//! `stats_hourly` plus the per-click state, read from the same snapshot of the raw files.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use arrow::array::{
+    Array, ArrayRef, AsArray, Decimal128Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{
+    DataType, Decimal128Type, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType,
+};
+use chrono::NaiveDate;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
 use rust_decimal::Decimal;
 
-use netrev_storage::{Click, Conversion, Event, Refund, RefundType};
+use netrev_storage::model::date_of_micros;
+use netrev_storage::{Click, Conversion, Event, Refund, RefundType, Table, clickid};
+
+use crate::{Error, Result};
 
 /// Microseconds in an hour: the window size.
-const HOUR_MICROS: i64 = 3_600_000_000;
+pub const HOUR_MICROS: i64 = 3_600_000_000;
 
 /// A window: the hour of the click (start, microseconds since the epoch, UTC) and the
 /// dimensions.
@@ -36,6 +57,13 @@ pub struct WindowKey {
     pub link: Option<String>,
     pub country: Option<String>,
     pub device: Option<String>,
+}
+
+impl WindowKey {
+    /// The UTC day of the window, which names its `stats_hourly` partition.
+    pub fn date(&self) -> NaiveDate {
+        date_of_micros(self.hour)
+    }
 }
 
 /// The additive measures of a `stats_hourly` row.
@@ -53,7 +81,8 @@ pub struct Measures {
 }
 
 impl Measures {
-    fn add(&mut self, o: &Measures, sign: i64) {
+    /// Adds `o` (`sign` 1) or takes it away (`sign` -1).
+    pub fn add(&mut self, o: &Measures, sign: i64) {
         let d = Decimal::from(sign);
         self.clicks += sign * o.clicks;
         self.cost += d * o.cost;
@@ -75,6 +104,107 @@ pub enum Change {
     Retract(WindowKey, Measures),
 }
 
+impl Change {
+    pub fn key(&self) -> &WindowKey {
+        match self {
+            Change::Append(k, _) | Change::Update(k, _, _) | Change::Retract(k, _) => k,
+        }
+    }
+}
+
+/// What the stats table needs of a click: its window and cost (and its time, which orders
+/// copies of one click ID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClickRow {
+    pub window: WindowKey,
+    pub ts: i64,
+    pub cost: Decimal,
+}
+
+impl ClickRow {
+    pub fn of(c: &Click) -> Self {
+        ClickRow {
+            window: WindowKey {
+                hour: c.ts - c.ts.rem_euclid(HOUR_MICROS),
+                source: c.source.clone(),
+                campaign: c.campaign.clone(),
+                link: c.link.clone(),
+                country: c.country.clone(),
+                device: c.device.clone(),
+            },
+            ts: c.ts,
+            cost: c.cost,
+        }
+    }
+
+    /// The order of `clicks_dedup.sql`: the smallest copy of a click ID wins. The visitor,
+    /// which comes last there, cannot change the stats, so it is not needed here.
+    pub fn order(&self) -> impl Ord + '_ {
+        let w = &self.window;
+        (
+            self.ts,
+            &w.source,
+            &w.campaign,
+            &w.link,
+            &w.country,
+            &w.device,
+            self.cost,
+        )
+    }
+}
+
+/// Finds the clicks the in-memory index does not hold (those of days before the horizon).
+pub trait ClickLookup {
+    /// The winning copy of click `cid` among the clicks of UTC day `day` in the snapshot the
+    /// live state was built from; `None` when the snapshot has none.
+    fn find(&mut self, cid: &str, day: NaiveDate) -> Result<Option<ClickRow>>;
+}
+
+/// A lookup for a state that holds every click (no horizon).
+#[derive(Debug, Default)]
+pub struct NoLookup;
+
+impl ClickLookup for NoLookup {
+    fn find(&mut self, _cid: &str, _day: NaiveDate) -> Result<Option<ClickRow>> {
+        Ok(None)
+    }
+}
+
+/// A click ID as a hash key: the 120 bits of a netrev ID, or the text of a foreign one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CidKey {
+    Native(u128),
+    Other(Box<str>),
+}
+
+impl CidKey {
+    fn new(cid: &str) -> Self {
+        match clickid::bits(cid) {
+            Some(b) => CidKey::Native(b),
+            None => CidKey::Other(cid.into()),
+        }
+    }
+
+    /// The day the ID says its click happened on (netrev IDs only).
+    fn day(&self) -> Option<NaiveDate> {
+        match self {
+            CidKey::Native(b) => {
+                let micros = i64::try_from(clickid::bits_millis(*b)).ok()?.checked_mul(1000)?;
+                Some(date_of_micros(micros))
+            }
+            CidKey::Other(_) => None,
+        }
+    }
+}
+
+/// A click in the index: its interned window, time and cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    window: u32,
+    ts: i64,
+    cost: Decimal,
+}
+
 /// A refund's deduplication key (DESIGN.md 4): its txid, or without one (type, ref, amount).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum RefundKey {
@@ -82,31 +212,13 @@ enum RefundKey {
     Content(RefundType, Option<String>, Decimal),
 }
 
-/// Everything known about one click ID.
-#[derive(Debug, Default)]
-struct ClickState {
-    /// The winning copy of the click; `None` while only its conversions or refunds are known.
-    click: Option<Click>,
-    /// Winning copy per conversion key (txid; `None` is the one txid-less conversion).
-    conversions: HashMap<Option<String>, Conversion>,
-    refunds: HashMap<RefundKey, Refund>,
-    /// What this click currently adds to its window row.
-    contribution: Option<(WindowKey, Measures)>,
-}
-
-/// Orders copies of a click as `clicks_dedup.sql` does: earliest first, ties by the other
-/// columns with NULLs first.
-fn click_order(c: &Click) -> impl Ord + '_ {
-    (
-        c.ts,
-        &c.vid,
-        &c.source,
-        &c.campaign,
-        &c.link,
-        &c.country,
-        &c.device,
-        c.cost,
-    )
+impl RefundKey {
+    fn of(r: &Refund) -> Self {
+        match &r.txid {
+            Some(t) => RefundKey::Txid(t.clone()),
+            None => RefundKey::Content(r.kind, r.reference.clone(), r.amount.normalize()),
+        }
+    }
 }
 
 fn conversion_order(c: &Conversion) -> impl Ord + '_ {
@@ -117,25 +229,33 @@ fn refund_order(r: &Refund) -> impl Ord + '_ {
     (r.ts, r.amount, r.kind.as_str(), &r.reference)
 }
 
+/// A click ID with conversions or refunds.
+#[derive(Debug, Default)]
+struct ClickState {
+    /// The winning copy of the click; `None` while only its conversions or refunds are known.
+    click: Option<Entry>,
+    /// Winning copy per conversion key (txid; `None` is the one txid-less conversion).
+    conversions: HashMap<Option<String>, Conversion>,
+    refunds: HashMap<RefundKey, Refund>,
+    /// What this click currently adds to its window row.
+    contribution: Option<(u32, Measures)>,
+}
+
+fn click_only(e: &Entry) -> Measures {
+    Measures {
+        clicks: 1,
+        cost: e.cost,
+        ..Measures::default()
+    }
+}
+
 impl ClickState {
     /// The click's contribution to its window row, from its own events.
-    fn contribution(&self) -> Option<(WindowKey, Measures)> {
+    fn contribution(&self) -> Option<(u32, Measures)> {
         let c = self.click.as_ref()?;
-        let key = WindowKey {
-            hour: c.ts - c.ts.rem_euclid(HOUR_MICROS),
-            source: c.source.clone(),
-            campaign: c.campaign.clone(),
-            link: c.link.clone(),
-            country: c.country.clone(),
-            device: c.device.clone(),
-        };
-        let mut m = Measures {
-            clicks: 1,
-            cost: c.cost,
-            conversions: self.conversions.len() as i64,
-            gross_revenue: self.conversions.values().map(|v| v.amount).sum(),
-            ..Measures::default()
-        };
+        let mut m = click_only(c);
+        m.conversions = self.conversions.len() as i64;
+        m.gross_revenue = self.conversions.values().map(|v| v.amount).sum();
         // The click's earliest conversion, by (ts, txid) with a missing txid first.
         let earliest = self
             .conversions
@@ -160,39 +280,147 @@ impl ClickState {
             }
         }
         m.refunded_conversions = refunded.len() as i64;
-        Some((key, m))
+        Some((c.window, m))
     }
+}
+
+/// How much a live state holds, for the memory figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Sizes {
+    /// Clicks without conversions or refunds held in memory.
+    pub indexed_clicks: usize,
+    /// Click IDs with conversions or refunds.
+    pub click_states: usize,
+    /// Rows of `stats_hourly`.
+    pub rows: usize,
 }
 
 /// The live `stats_hourly`.
 #[derive(Debug, Default)]
 pub struct LiveStats {
-    clicks: HashMap<String, ClickState>,
-    rows: HashMap<WindowKey, Measures>,
+    windows: Vec<WindowKey>,
+    window_ids: HashMap<WindowKey, u32>,
+    rows: HashMap<u32, Measures>,
+    /// Clicks without conversions or refunds.
+    index: HashMap<CidKey, Entry>,
+    /// Click IDs with conversions or refunds.
+    states: HashMap<CidKey, ClickState>,
+    /// Native clicks of days before this one may be found only through the lookup.
+    horizon: Option<NaiveDate>,
 }
 
 impl LiveStats {
+    /// An empty state holding every click in memory.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Applies one raw event; returns the changes to the rows (possibly none: a duplicate, or
-    /// an event whose click is not known yet).
-    pub fn apply(&mut self, event: &Event) -> Vec<Change> {
-        let cid = match event {
-            Event::Click(c) => &c.cid,
-            Event::Conversion(c) => &c.cid,
-            Event::Refund(r) => &r.cid,
+    fn intern(&mut self, w: WindowKey) -> u32 {
+        if let Some(&id) = self.window_ids.get(&w) {
+            return id;
+        }
+        let id = u32::try_from(self.windows.len()).expect("fewer than 2^32 windows");
+        self.windows.push(w.clone());
+        self.window_ids.insert(w, id);
+        id
+    }
+
+    fn entry(&mut self, row: ClickRow) -> Entry {
+        Entry {
+            window: self.intern(row.window),
+            ts: row.ts,
+            cost: row.cost,
+        }
+    }
+
+    /// Whether copy `new` of a click beats copy `old`.
+    fn wins(&self, new: &Entry, old: &Entry) -> bool {
+        let order = |e: &Entry| {
+            let w = &self.windows[e.window as usize];
+            (
+                e.ts,
+                &w.source,
+                &w.campaign,
+                &w.link,
+                &w.country,
+                &w.device,
+                e.cost,
+            )
         };
-        let state = self.clicks.entry(cid.clone()).or_default();
-        let changed = match event {
-            Event::Click(c) => match &state.click {
-                Some(old) if click_order(old) <= click_order(c) => false,
-                _ => {
-                    state.click = Some(c.clone());
-                    true
+        order(new) < order(old)
+    }
+
+    /// The click of `key` from the lookup, when its day is before the horizon.
+    fn looked_up(
+        &mut self,
+        key: &CidKey,
+        cid: &str,
+        lookup: &mut dyn ClickLookup,
+    ) -> Result<Option<Entry>> {
+        let (Some(h), Some(day)) = (self.horizon, key.day()) else {
+            return Ok(None);
+        };
+        if day >= h {
+            return Ok(None);
+        }
+        Ok(lookup.find(cid, day)?.map(|row| self.entry(row)))
+    }
+
+    /// Applies one raw event; returns the changes to the rows (possibly none: a duplicate, or
+    /// an event whose click is not known yet). On an error (a failed lookup) nothing changed
+    /// and the event can be applied again.
+    pub fn apply(&mut self, event: &Event, lookup: &mut dyn ClickLookup) -> Result<Vec<Change>> {
+        let cid = event.cid();
+        let key = CidKey::new(cid);
+        if let Event::Click(c) = event {
+            let new = self.entry(ClickRow::of(c));
+            if self.states.contains_key(&key) {
+                let wins = match &self.states[&key].click {
+                    Some(old) => self.wins(&new, old),
+                    None => true,
+                };
+                if !wins {
+                    return Ok(Vec::new());
                 }
-            },
+                self.states.get_mut(&key).expect("checked").click = Some(new);
+                return Ok(self.refresh(&key));
+            }
+            let old = match self.index.get(&key) {
+                Some(e) => Some(e.clone()),
+                None => self.looked_up(&key, cid, lookup)?,
+            };
+            if let Some(old) = &old
+                && !self.wins(&new, old)
+            {
+                return Ok(Vec::new());
+            }
+            let mut changes = Vec::new();
+            if let Some(old) = &old {
+                self.remove(old.window, &click_only(old), &mut changes);
+            }
+            self.insert(new.window, &click_only(&new), &mut changes);
+            self.index.insert(key, new);
+            return Ok(changes);
+        }
+        if !self.states.contains_key(&key) {
+            let click = match self.index.get(&key) {
+                Some(e) => Some(e.clone()),
+                None => self.looked_up(&key, cid, lookup)?,
+            };
+            self.index.remove(&key);
+            let contribution = click.as_ref().map(|e| (e.window, click_only(e)));
+            self.states.insert(
+                key.clone(),
+                ClickState {
+                    click,
+                    contribution,
+                    ..ClickState::default()
+                },
+            );
+        }
+        let state = self.states.get_mut(&key).expect("inserted above");
+        let changed = match event {
+            Event::Click(_) => unreachable!("handled above"),
             Event::Conversion(c) => match state.conversions.get(&c.txid) {
                 Some(old) if conversion_order(old) <= conversion_order(c) => false,
                 _ => {
@@ -201,82 +429,358 @@ impl LiveStats {
                 }
             },
             Event::Refund(r) => {
-                let key = match &r.txid {
-                    Some(t) => RefundKey::Txid(t.clone()),
-                    None => RefundKey::Content(r.kind, r.reference.clone(), r.amount.normalize()),
-                };
-                match state.refunds.get(&key) {
+                let k = RefundKey::of(r);
+                match state.refunds.get(&k) {
                     Some(old) if refund_order(old) <= refund_order(r) => false,
                     _ => {
-                        state.refunds.insert(key, r.clone());
+                        state.refunds.insert(k, r.clone());
                         true
                     }
                 }
             }
         };
-        if !changed {
-            return Vec::new();
-        }
+        Ok(if changed {
+            self.refresh(&key)
+        } else {
+            Vec::new()
+        })
+    }
+
+    /// Recomputes the contribution of a click ID with state and applies the difference.
+    fn refresh(&mut self, key: &CidKey) -> Vec<Change> {
+        let state = self.states.get_mut(key).expect("a click state");
         let new = state.contribution();
         let old = std::mem::replace(&mut state.contribution, new.clone());
         let mut changes = Vec::new();
         match (old, new) {
-            (Some((ok, om)), Some((nk, nm))) if ok == nk => {
+            (Some((ow, om)), Some((nw, nm))) if ow == nw => {
                 if om != nm {
-                    let row = self.rows.get_mut(&ok).expect("a contributed row exists");
+                    let row = self.rows.get_mut(&ow).expect("a contributed row exists");
                     let before = row.clone();
                     row.add(&om, -1);
                     row.add(&nm, 1);
-                    changes.push(Change::Update(ok, before, row.clone()));
+                    changes.push(Change::Update(
+                        self.windows[ow as usize].clone(),
+                        before,
+                        row.clone(),
+                    ));
                 }
             }
             (old, new) => {
-                if let Some((ok, om)) = old {
-                    self.remove(&ok, &om, &mut changes);
+                if let Some((ow, om)) = old {
+                    self.remove(ow, &om, &mut changes);
                 }
-                if let Some((nk, nm)) = new {
-                    self.insert(nk, &nm, &mut changes);
+                if let Some((nw, nm)) = new {
+                    self.insert(nw, &nm, &mut changes);
                 }
             }
         }
         changes
     }
 
-    fn remove(&mut self, key: &WindowKey, m: &Measures, changes: &mut Vec<Change>) {
-        let row = self.rows.get_mut(key).expect("a contributed row exists");
+    fn remove(&mut self, w: u32, m: &Measures, changes: &mut Vec<Change>) {
+        let key = self.windows[w as usize].clone();
+        let row = self.rows.get_mut(&w).expect("a contributed row exists");
         let before = row.clone();
         row.add(m, -1);
         if row.clicks == 0 {
-            self.rows.remove(key);
-            changes.push(Change::Retract(key.clone(), before));
+            self.rows.remove(&w);
+            changes.push(Change::Retract(key, before));
         } else {
-            changes.push(Change::Update(key.clone(), before, row.clone()));
+            changes.push(Change::Update(key, before, row.clone()));
         }
     }
 
-    fn insert(&mut self, key: WindowKey, m: &Measures, changes: &mut Vec<Change>) {
-        match self.rows.get_mut(&key) {
+    fn insert(&mut self, w: u32, m: &Measures, changes: &mut Vec<Change>) {
+        let key = self.windows[w as usize].clone();
+        match self.rows.get_mut(&w) {
             Some(row) => {
                 let before = row.clone();
                 row.add(m, 1);
                 changes.push(Change::Update(key, before, row.clone()));
             }
             None => {
-                self.rows.insert(key.clone(), m.clone());
+                self.rows.insert(w, m.clone());
                 changes.push(Change::Append(key, m.clone()));
             }
         }
     }
 
     /// The current rows.
-    pub fn rows(&self) -> &HashMap<WindowKey, Measures> {
-        &self.rows
+    pub fn rows(&self) -> impl Iterator<Item = (&WindowKey, &Measures)> {
+        self.rows
+            .iter()
+            .map(|(w, m)| (&self.windows[*w as usize], m))
     }
 
-    /// Click IDs held (for the memory bound).
-    pub fn click_ids(&self) -> usize {
-        self.clicks.len()
+    /// The rows of one UTC day (one `stats_hourly` partition), in the order of the files.
+    pub fn rows_of_date(&self, date: NaiveDate) -> Vec<(WindowKey, Measures)> {
+        let mut out: Vec<(WindowKey, Measures)> = self
+            .rows()
+            .filter(|(k, _)| k.date() == date)
+            .map(|(k, m)| (k.clone(), m.clone()))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
+
+    pub fn sizes(&self) -> Sizes {
+        Sizes {
+            indexed_clicks: self.index.len(),
+            click_states: self.states.len(),
+            rows: self.rows.len(),
+        }
+    }
+
+    /// The live state of a batch recompute: `stats` are the rows of the `stats_hourly` view of
+    /// `ctx` (already computed by the recompute), and the per-click state is read from the
+    /// deduplicated views of the same session. Clicks without conversions or refunds of days
+    /// before `horizon` are left to the lookup (which must read the same snapshot).
+    pub async fn from_session(
+        ctx: &SessionContext,
+        stats: &[RecordBatch],
+        horizon: Option<NaiveDate>,
+    ) -> Result<LiveStats> {
+        let mut live = LiveStats {
+            horizon,
+            ..LiveStats::default()
+        };
+        for batch in stats {
+            for (key, m) in stats_rows(batch)? {
+                let w = live.intern(key);
+                live.rows.insert(w, m);
+            }
+        }
+        let events = |sql: &'static str, table: Table| async move {
+            let batches = ctx.sql(sql).await?.collect().await?;
+            let mut out = Vec::new();
+            for b in &batches {
+                out.extend(netrev_storage::model::from_batch(table, b)?);
+            }
+            Ok::<_, Error>(out)
+        };
+        let conversions = events(
+            r#"SELECT cid, ts, amount, txid, "type" FROM conversions_dedup"#,
+            Table::Conversions,
+        )
+        .await?;
+        let refunds = events(
+            r#"SELECT cid, ts, amount, txid, "type", "ref" FROM refunds_dedup"#,
+            Table::Refunds,
+        )
+        .await?;
+        for e in conversions.into_iter().chain(refunds) {
+            let state = live.states.entry(CidKey::new(e.cid())).or_default();
+            match e {
+                Event::Conversion(c) => {
+                    state.conversions.insert(c.txid.clone(), c);
+                }
+                Event::Refund(r) => {
+                    state.refunds.insert(RefundKey::of(&r), r);
+                }
+                Event::Click(_) => {}
+            }
+        }
+        let mut clicks = ctx
+            .sql("SELECT cid, ts, source, campaign, link, country, device, cost FROM clicks_dedup")
+            .await?
+            .execute_stream()
+            .await?;
+        while let Some(batch) = clicks.next().await {
+            let batch = batch?;
+            let cids = utf8(batch.column(0))?;
+            let cids = cids.as_string::<i32>();
+            let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
+            let dims: Vec<_> = (2..7).map(|i| utf8(batch.column(i))).collect::<Result<_>>()?;
+            let dims: Vec<_> = dims.iter().map(|a| a.as_string::<i32>()).collect();
+            let cost = batch.column(7).as_primitive::<Decimal128Type>();
+            for r in 0..batch.num_rows() {
+                let key = CidKey::new(cids.value(r));
+                let ts = ts.value(r);
+                let in_state = live.states.contains_key(&key);
+                if !in_state && !live.keeps(&key, ts) {
+                    continue;
+                }
+                let dim = |i: usize| dims[i].is_valid(r).then(|| dims[i].value(r).to_string());
+                let row = ClickRow {
+                    window: WindowKey {
+                        hour: ts - ts.rem_euclid(HOUR_MICROS),
+                        source: dim(0),
+                        campaign: dim(1),
+                        link: dim(2),
+                        country: dim(3),
+                        device: dim(4),
+                    },
+                    ts,
+                    cost: Decimal::from_i128_with_scale(cost.value(r), 4),
+                };
+                let entry = live.entry(row);
+                match live.states.get_mut(&key) {
+                    Some(state) => state.click = Some(entry),
+                    None => {
+                        live.index.insert(key, entry);
+                    }
+                }
+            }
+        }
+        for state in live.states.values_mut() {
+            state.contribution = state.contribution();
+        }
+        Ok(live)
+    }
+
+    /// Whether a click without conversions or refunds stays in memory: always, unless the
+    /// lookup can find it (a netrev ID of a day before the horizon, stored in that day).
+    fn keeps(&self, key: &CidKey, ts: i64) -> bool {
+        match (self.horizon, key.day()) {
+            (Some(h), Some(day)) => day >= h || date_of_micros(ts) != day,
+            _ => true,
+        }
+    }
+}
+
+fn utf8(a: &arrow::array::ArrayRef) -> Result<arrow::array::ArrayRef> {
+    Ok(arrow::compute::cast(a, &DataType::Utf8)?)
+}
+
+/// The rows of a `stats_hourly` batch (from the view or from its files).
+pub fn stats_rows(batch: &RecordBatch) -> Result<Vec<(WindowKey, Measures)>> {
+    let col = |name: &str| {
+        batch.column_by_name(name).ok_or_else(|| {
+            Error::DataRoot(format!("stats_hourly rows without the column {name}"))
+        })
+    };
+    let hour = col("hour")?
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or_else(|| Error::DataRoot("stats_hourly.hour is not a timestamp".into()))?
+        .clone();
+    let mut dims = Vec::new();
+    for name in ["source", "campaign", "link", "country", "device"] {
+        dims.push(utf8(col(name)?)?);
+    }
+    let dims: Vec<_> = dims.iter().map(|a| a.as_string::<i32>()).collect();
+    let int = |name: &str| -> Result<arrow::array::Int64Array> {
+        Ok(arrow::compute::cast(col(name)?, &DataType::Int64)?
+            .as_primitive::<Int64Type>()
+            .clone())
+    };
+    let money = |name: &str| -> Result<arrow::array::Decimal128Array> {
+        Ok(
+            arrow::compute::cast(col(name)?, &netrev_storage::model::money_type())?
+                .as_primitive::<Decimal128Type>()
+                .clone(),
+        )
+    };
+    let (clicks, conversions, refunds, chargebacks, refunded) = (
+        int("clicks")?,
+        int("conversions")?,
+        int("refunds")?,
+        int("chargebacks")?,
+        int("refunded_conversions")?,
+    );
+    let (cost, gross, refund_amount, chargeback_amount) = (
+        money("cost")?,
+        money("gross_revenue")?,
+        money("refund_amount")?,
+        money("chargeback_amount")?,
+    );
+    let dec = |a: &arrow::array::Decimal128Array, r: usize| {
+        Decimal::from_i128_with_scale(if a.is_valid(r) { a.value(r) } else { 0 }, 4)
+    };
+    Ok((0..batch.num_rows())
+        .map(|r| {
+            let dim = |i: usize| dims[i].is_valid(r).then(|| dims[i].value(r).to_string());
+            let key = WindowKey {
+                hour: hour.value(r),
+                source: dim(0),
+                campaign: dim(1),
+                link: dim(2),
+                country: dim(3),
+                device: dim(4),
+            };
+            let m = Measures {
+                clicks: clicks.value(r),
+                cost: dec(&cost, r),
+                conversions: conversions.value(r),
+                gross_revenue: dec(&gross, r),
+                refunds: refunds.value(r),
+                refund_amount: dec(&refund_amount, r),
+                chargebacks: chargebacks.value(r),
+                chargeback_amount: dec(&chargeback_amount, r),
+                refunded_conversions: refunded.value(r),
+            };
+            (key, m)
+        })
+        .collect())
+}
+
+/// The schema of a `stats_hourly` file (the view's columns without the partition's `date`).
+pub fn stats_schema() -> SchemaRef {
+    let text = |n: &str| Field::new(n, DataType::Utf8, true);
+    let count = |n: &str| Field::new(n, DataType::Int64, false);
+    let money = |n: &str| Field::new(n, netrev_storage::model::money_type(), false);
+    Arc::new(Schema::new(vec![
+        Field::new("hour", netrev_storage::model::ts_type(), true),
+        text("source"),
+        text("campaign"),
+        text("link"),
+        text("country"),
+        text("device"),
+        count("clicks"),
+        money("cost"),
+        count("conversions"),
+        money("gross_revenue"),
+        count("refunds"),
+        money("refund_amount"),
+        count("chargebacks"),
+        money("chargeback_amount"),
+        count("refunded_conversions"),
+    ]))
+}
+
+/// `rows` as one batch of [`stats_schema`].
+pub fn stats_batch(rows: &[(WindowKey, Measures)]) -> Result<RecordBatch> {
+    let dim = |f: fn(&WindowKey) -> &Option<String>| -> ArrayRef {
+        Arc::new(StringArray::from_iter(rows.iter().map(|(k, _)| f(k).as_deref())))
+    };
+    let count = |f: fn(&Measures) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, m)| f(m))))
+    };
+    let money = |f: fn(&Measures) -> Decimal| -> Result<ArrayRef> {
+        let units = rows
+            .iter()
+            .map(|(_, m)| {
+                netrev_storage::money::to_units(f(m)).ok_or_else(|| {
+                    Error::DataRoot(format!("{} does not fit Decimal(18,4)", f(m)))
+                })
+            })
+            .collect::<Result<Vec<i128>>>()?;
+        Ok(Arc::new(
+            Decimal128Array::from(units).with_data_type(netrev_storage::model::money_type()),
+        ))
+    };
+    let hours = TimestampMicrosecondArray::from_iter_values(rows.iter().map(|(k, _)| k.hour))
+        .with_timezone("UTC");
+    Ok(RecordBatch::try_new(
+        stats_schema(),
+        vec![
+            Arc::new(hours),
+            dim(|k| &k.source),
+            dim(|k| &k.campaign),
+            dim(|k| &k.link),
+            dim(|k| &k.country),
+            dim(|k| &k.device),
+            count(|m| m.clicks),
+            money(|m| m.cost)?,
+            count(|m| m.conversions),
+            money(|m| m.gross_revenue)?,
+            count(|m| m.refunds),
+            money(|m| m.refund_amount)?,
+            count(|m| m.chargebacks),
+            money(|m| m.chargeback_amount)?,
+            count(|m| m.refunded_conversions),
+        ],
+    )?)
 }
 
 /// Applies a changelog to a materialized copy of the rows, as a consumer would.

@@ -15,7 +15,9 @@ use object_store::path::Path;
 
 use netrev_storage::Store;
 
+use crate::click_lookup::ParquetClicks;
 use crate::jobs::{DERIVED, Derived};
+use crate::live::{LiveStats, Measures, WindowKey};
 use crate::{Error, Result};
 
 /// Which click days of `stats_hourly` to rebuild; both ends inclusive, open when `None`.
@@ -90,6 +92,28 @@ pub async fn recompute(
     range: DateRange,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Report> {
+    Ok(run(store, range, progress, None).await?.0)
+}
+
+/// A full recompute that also returns the live state of its snapshot (see
+/// [`LiveStats::from_session`]) and a lookup over the snapshot's click files, for the live
+/// stats of `serve`. Clicks before `horizon` are left to the lookup.
+pub async fn recompute_live(
+    store: &Store,
+    horizon: Option<NaiveDate>,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> Result<(Report, LiveStats, ParquetClicks)> {
+    let (report, live) = run(store, DateRange::default(), progress, Some(horizon)).await?;
+    let (stats, lookup) = live.expect("asked for the live state");
+    Ok((report, stats, lookup))
+}
+
+async fn run(
+    store: &Store,
+    range: DateRange,
+    progress: &mut (dyn FnMut(Progress) + Send),
+    live: Option<Option<NaiveDate>>,
+) -> Result<(Report, Option<(LiveStats, ParquetClicks)>)> {
     // One recompute at a time per data root (the scheduler in `serve` and the command line
     // may both start one); the lock is released when the file closes.
     let _lock = lock_data_root(store).await?;
@@ -99,16 +123,17 @@ pub async fn recompute(
     progress(Progress::Computing {
         table: "deduplicated events",
     });
-    let ctx = crate::materialized_job_session(store).await?;
+    let (ctx, files) = crate::materialized_job_session_with_files(store).await?;
     let mut report = Report::default();
+    let mut stats = Vec::new();
     for d in DERIVED {
         progress(Progress::Computing { table: d.name });
-        let batches = compute(&ctx, d, range).await?;
+        let mut batches = compute(&ctx, d, range).await?;
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let files = if d.partitioned_by_date {
             write_partitions(store, d, range, &batches).await?
         } else {
-            write_whole(store, d, &ctx, batches).await?
+            write_whole(store, d, &ctx, std::mem::take(&mut batches)).await?
         };
         progress(Progress::Written {
             table: d.name,
@@ -116,8 +141,40 @@ pub async fn recompute(
             files,
         });
         report.tables.push((d.name, rows, files));
+        if d.name == "stats_hourly" && live.is_some() {
+            stats = batches;
+        }
     }
-    Ok(report)
+    let live = match live {
+        Some(horizon) => {
+            progress(Progress::Computing { table: "live state" });
+            let state = LiveStats::from_session(&ctx, &stats, horizon).await?;
+            Some((state, ParquetClicks::new(&files)))
+        }
+        None => None,
+    };
+    Ok((report, live))
+}
+
+/// Replaces one `stats_hourly` partition with `rows` (all of that day's rows, as the live
+/// state holds them), or removes it when there are none.
+pub async fn write_stats_partition(
+    store: &Store,
+    date: NaiveDate,
+    rows: &[(WindowKey, Measures)],
+) -> Result<()> {
+    let d = DERIVED
+        .iter()
+        .find(|d| d.name == "stats_hourly")
+        .expect("stats_hourly is derived");
+    let path = file_path(d, Some(date));
+    if rows.is_empty() {
+        return Ok(store.delete(&path).await?);
+    }
+    store
+        .write_parquet(&path, &[crate::live::stats_batch(rows)?])
+        .await?;
+    Ok(())
 }
 
 /// Takes the data root's recompute lock (`tables/.recompute.lock`), waiting for a running

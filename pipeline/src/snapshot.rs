@@ -60,6 +60,11 @@ impl Snapshot {
         })
     }
 
+    /// Every object the snapshot lists.
+    pub fn files(&self) -> Arc<HashSet<Path>> {
+        self.files.clone()
+    }
+
     fn frozen(&self, prefix: Option<&Path>) -> bool {
         prefix.is_some_and(|p| {
             self.prefixes

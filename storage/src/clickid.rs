@@ -132,6 +132,21 @@ pub fn millis(cid: &str) -> Option<u64> {
     decode(cid).map(|b| millis_of(&b))
 }
 
+/// The 120 bits of a netrev-shaped ID (no MAC check), or `None` for any other string: a
+/// compact key for in-memory indexes. [`bits_millis`] reads the click time back.
+pub fn bits(cid: &str) -> Option<u128> {
+    decode(cid).map(|b| {
+        let mut full = [0u8; 16];
+        full[1..].copy_from_slice(&b);
+        u128::from_be_bytes(full)
+    })
+}
+
+/// The click time (ms since the epoch) of an ID's [`bits`].
+pub fn bits_millis(bits: u128) -> u64 {
+    (bits >> 72) as u64
+}
+
 fn millis_of(bytes: &[u8; 15]) -> u64 {
     bytes[..6]
         .iter()

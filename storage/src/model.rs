@@ -109,6 +109,15 @@ impl Event {
         }
     }
 
+    /// The click ID the event belongs to.
+    pub fn cid(&self) -> &str {
+        match self {
+            Event::Click(c) => &c.cid,
+            Event::Conversion(c) => &c.cid,
+            Event::Refund(r) => &r.cid,
+        }
+    }
+
     pub fn ts(&self) -> i64 {
         match self {
             Event::Click(c) => c.ts,

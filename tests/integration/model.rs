@@ -104,7 +104,7 @@ fn model(events: &[Event]) -> BTreeMap<Key, Measures> {
         match e {
             Event::Click(c) => {
                 let slot = clicks.entry(&c.cid).or_insert(c);
-                if (c.ts, &c.vid, &c.source, c.cost) < (slot.ts, &slot.vid, &slot.source, slot.cost)
+                if (c.ts, &c.source, c.cost, &c.vid) < (slot.ts, &slot.source, slot.cost, &slot.vid)
                 {
                     *slot = c;
                 }

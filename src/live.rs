@@ -1,0 +1,308 @@
+//! The live stats inside `serve`: every durable event goes from the ingest writer to one
+//! thread that applies it to the updating aggregate ([`LiveStats`]) within milliseconds, and
+//! rewrites the `stats_hourly` partitions it changed every `persist_every`.
+//!
+//! Where the state comes from (and why nothing counts twice):
+//! - A *rebase* builds a fresh state from a batch recompute over a snapshot of the raw files.
+//!   Before the snapshot is listed, the ingestor's flushed sequence `F` is read: every event
+//!   up to `F` is in a file the snapshot holds.
+//! - The thread keeps the events it received that may not be in a file yet (sequence above
+//!   the ingestor's flushed sequence, and above `F` while a rebase runs). Once the new state
+//!   is built, those above `F` are applied to it, then it replaces the old one.
+//! - Applying an event that the state already holds changes nothing (the per-click state
+//!   deduplicates exactly as the SQL jobs do), so an event both in the snapshot and re-applied
+//!   counts once.
+//!
+//! The first rebase runs at start (after the events replayed from the write-ahead log are
+//! flushed), so a restart, including after kill -9, rebuilds the same state from the raw
+//! tables. Later rebases, on the recompute schedule, pick up imports and drop old clicks
+//! from memory (they stay findable in Parquet, see `click_lookup`).
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+
+use netrev_ingest::Ingestor;
+use netrev_pipeline::click_lookup::ParquetClicks;
+use netrev_pipeline::live::{ClickLookup, LiveStats, NoLookup};
+use netrev_storage::{Event, Store};
+
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// UTC days of clicks (today included) held in memory; older ones are looked up.
+    pub days: u32,
+    /// How often changed `stats_hourly` partitions are rewritten.
+    pub persist_every: Duration,
+    /// Time between rebases (the scheduled recompute); `None`: only the one at start.
+    pub rebase_every: Option<Duration>,
+}
+
+/// What the HTTP handlers read.
+pub struct Live {
+    /// `None` until the first rebase is done.
+    pub state: RwLock<Option<LiveStats>>,
+    /// Highest event sequence received from ingest and applied (or held for the next state).
+    pub received_seq: AtomicU64,
+    /// Sequence floor of a running rebase: events above it must be kept for the new state.
+    floor: Mutex<Option<u64>>,
+}
+
+/// A finished rebase, handed from the recompute thread to the live thread.
+struct Rebased {
+    state: LiveStats,
+    lookup: ParquetClicks,
+    /// Every event up to this sequence is in the state's snapshot.
+    flushed: u64,
+}
+
+/// Starts the live thread and the rebase (recompute) thread; returns what the handlers read.
+pub fn start(ingestor: Arc<Ingestor>, store: Store, config: LiveConfig) -> anyhow::Result<Arc<Live>> {
+    let live = Arc::new(Live {
+        state: RwLock::new(None),
+        received_seq: AtomicU64::new(0),
+        floor: Mutex::new(None),
+    });
+    let (feed_tx, feed_rx) = std::sync::mpsc::channel();
+    ingestor.set_feed(feed_tx);
+    let (rebased_tx, rebased_rx) = std::sync::mpsc::channel();
+    {
+        let (live, ingestor, store, config) =
+            (live.clone(), ingestor.clone(), store.clone(), config.clone());
+        std::thread::Builder::new()
+            .name("netrev-live".into())
+            .spawn(move || apply_loop(&live, &ingestor, &store, &config, &feed_rx, &rebased_rx))?;
+    }
+    {
+        let live = live.clone();
+        std::thread::Builder::new()
+            .name("netrev-recompute".into())
+            .spawn(move || rebase_loop(&live, &ingestor, &store, &config, &rebased_tx))?;
+    }
+    Ok(live)
+}
+
+/// First retry after a failed recompute; doubled up to the interval.
+const RECOMPUTE_RETRY: Duration = Duration::from_secs(30);
+
+/// Runs the recompute at start and then on schedule, on a thread and runtime of its own (the
+/// SQL jobs are CPU-heavy; on the ingest runtime they would delay acknowledgements). Each
+/// successful run also rebuilds the live state from its snapshot. A failed run is logged and
+/// retried sooner, with backoff.
+fn rebase_loop(
+    live: &Live,
+    ingestor: &Ingestor,
+    store: &Store,
+    config: &LiveConfig,
+    rebased: &std::sync::mpsc::Sender<Rebased>,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("recompute runtime");
+    let mut retry = RECOMPUTE_RETRY;
+    let mut first = true;
+    loop {
+        let started = Instant::now();
+        let outcome = rt.block_on(async {
+            if first {
+                // Events replayed from the write-ahead log are only in the ingest buffer:
+                // into files with them, so the first snapshot holds them.
+                ingestor.flush().await.map_err(|e| e.to_string())?;
+            }
+            let flushed = {
+                let mut floor = live.floor.lock().expect("floor lock");
+                let f = ingestor.flushed_seq();
+                *floor = Some(f);
+                f
+            };
+            let today = chrono::Utc::now().date_naive();
+            let horizon = today - chrono::Days::new(u64::from(config.days.max(1) - 1));
+            let store = store.clone();
+            // A pass runs as a task of its own: a panic in it is a failed pass.
+            let pass = tokio::spawn(async move {
+                netrev_pipeline::recompute::recompute_live(&store, Some(horizon), &mut |_| {})
+                    .await
+            });
+            match pass.await {
+                Ok(Ok((report, state, lookup))) => Ok((report, state, lookup, flushed)),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(join) => Err(format!("the recompute panicked: {join}")),
+            }
+        });
+        match outcome {
+            Ok((report, state, lookup, flushed)) => {
+                tracing::info!(
+                    tables = report.tables.len(),
+                    live = ?state.sizes(),
+                    secs = started.elapsed().as_secs_f64(),
+                    "recompute done; live stats rebuilt"
+                );
+                if rebased
+                    .send(Rebased {
+                        state,
+                        lookup,
+                        flushed,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                retry = RECOMPUTE_RETRY;
+                first = false;
+                match config.rebase_every {
+                    Some(every) => std::thread::sleep(every),
+                    None => return,
+                }
+            }
+            Err(e) => {
+                *live.floor.lock().expect("floor lock") = None;
+                tracing::error!(error = %e, retry_in = ?retry, "recompute failed");
+                std::thread::sleep(retry);
+                retry = (retry * 2).min(config.rebase_every.unwrap_or(retry * 2));
+            }
+        }
+    }
+}
+
+/// The live thread: applies events, swaps in rebased states, persists changed partitions.
+fn apply_loop(
+    live: &Live,
+    ingestor: &Ingestor,
+    store: &Store,
+    config: &LiveConfig,
+    feed: &Receiver<(u64, Vec<Event>)>,
+    rebased: &Receiver<Rebased>,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("live runtime");
+    let mut lookup: Box<dyn ClickLookup + Send> = Box::new(NoLookup);
+    // Events that may not be in a raw file yet, in sequence order.
+    let mut log: VecDeque<(u64, Event)> = VecDeque::new();
+    // Events whose click lookup failed; applied again later.
+    let mut retry: Vec<Event> = Vec::new();
+    let mut dirty: BTreeSet<NaiveDate> = BTreeSet::new();
+    // Partitions written while a rebase ran: its recompute may have written them from its
+    // snapshot in between, so the new state writes them again.
+    let mut written_during_rebase: BTreeSet<NaiveDate> = BTreeSet::new();
+    let mut last_persist = Instant::now();
+    loop {
+        match feed.recv_timeout(Duration::from_millis(100)) {
+            Ok((first, events)) => {
+                let mut batch = vec![(first, events)];
+                // Take what else is waiting, to apply it under one lock.
+                while let Ok(more) = feed.try_recv() {
+                    batch.push(more);
+                }
+                let mut guard = live.state.write().expect("live lock");
+                for (first, events) in batch {
+                    let n = events.len() as u64;
+                    for (i, e) in events.into_iter().enumerate() {
+                        if let Some(state) = guard.as_mut() {
+                            apply(state, &e, lookup.as_mut(), &mut dirty, &mut retry);
+                        }
+                        log.push_back((first + i as u64, e));
+                    }
+                    live.received_seq.store(first + n - 1, Ordering::Release);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        match rebased.try_recv() {
+            Ok(r) => {
+                let mut state = r.state;
+                let mut new_lookup: Box<dyn ClickLookup + Send> = Box::new(r.lookup);
+                let mut failed = Vec::new();
+                for (_, e) in log.iter().filter(|(seq, _)| *seq > r.flushed) {
+                    apply(&mut state, e, new_lookup.as_mut(), &mut dirty, &mut failed);
+                }
+                for e in std::mem::take(&mut retry) {
+                    apply(&mut state, &e, new_lookup.as_mut(), &mut dirty, &mut failed);
+                }
+                retry = failed;
+                dirty.append(&mut written_during_rebase);
+                *live.state.write().expect("live lock") = Some(state);
+                lookup = new_lookup;
+                *live.floor.lock().expect("floor lock") = None;
+            }
+            Err(TryRecvError::Empty) => {}
+            // The recompute thread ends after its last rebase when there is no schedule.
+            Err(TryRecvError::Disconnected) => {}
+        }
+        // Forget events that a future snapshot is sure to hold.
+        {
+            let floor = live.floor.lock().expect("floor lock");
+            let limit = floor.map_or(ingestor.flushed_seq(), |f| f.min(ingestor.flushed_seq()));
+            while log.front().is_some_and(|(seq, _)| *seq <= limit) {
+                log.pop_front();
+            }
+        }
+        if last_persist.elapsed() >= config.persist_every {
+            last_persist = Instant::now();
+            if !retry.is_empty() {
+                let mut guard = live.state.write().expect("live lock");
+                if let Some(state) = guard.as_mut() {
+                    let mut failed = Vec::new();
+                    for e in std::mem::take(&mut retry) {
+                        apply(state, &e, lookup.as_mut(), &mut dirty, &mut failed);
+                    }
+                    retry = failed;
+                }
+            }
+            let rebasing = live.floor.lock().expect("floor lock").is_some();
+            let written = persist(live, store, &rt, &mut dirty);
+            if rebasing {
+                written_during_rebase.extend(written);
+            }
+        }
+    }
+}
+
+fn apply(
+    state: &mut LiveStats,
+    e: &Event,
+    lookup: &mut dyn ClickLookup,
+    dirty: &mut BTreeSet<NaiveDate>,
+    failed: &mut Vec<Event>,
+) {
+    match state.apply(e, lookup) {
+        Ok(changes) => dirty.extend(changes.iter().map(|c| c.key().date())),
+        Err(err) => {
+            tracing::warn!(error = %err, cid = e.cid(), "finding an event's click failed; will retry");
+            failed.push(e.clone());
+        }
+    }
+}
+
+/// Rewrites every changed `stats_hourly` partition from the live rows; returns the days
+/// written.
+fn persist(
+    live: &Live,
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+    dirty: &mut BTreeSet<NaiveDate>,
+) -> Vec<NaiveDate> {
+    let mut written = Vec::new();
+    for date in std::mem::take(dirty) {
+        let rows = match live.state.read().expect("live lock").as_ref() {
+            Some(state) => state.rows_of_date(date),
+            None => break,
+        };
+        match rt.block_on(netrev_pipeline::recompute::write_stats_partition(
+            store, date, &rows,
+        )) {
+            Ok(()) => written.push(date),
+            Err(e) => {
+                tracing::error!(error = %e, %date, "writing a stats_hourly partition failed; will retry");
+                dirty.insert(date);
+            }
+        }
+    }
+    written
+}

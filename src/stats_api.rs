@@ -1,0 +1,366 @@
+//! `GET /api/stats`: the stats table (DESIGN.md sections 5 and 8), answered from the live rows
+//! of `stats_hourly`, so an acknowledged refund shows at the next read.
+//!
+//! Days and hours are UTC; other time zones answer 400 until they are supported exactly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, Utc};
+use rust_decimal::{Decimal, RoundingStrategy};
+use serde_json::{Map, Value, json};
+
+use netrev_pipeline::live::{Measures, WindowKey};
+
+use crate::live::Live;
+
+/// Dimensions `group_by` accepts, in output order.
+const GROUPS: &[&str] = &["date", "hour", "source", "campaign", "link", "country", "device"];
+
+/// Every metric of DESIGN.md section 5, in output order.
+pub const METRICS: &[&str] = &[
+    "clicks",
+    "conversions",
+    "cost",
+    "gross_revenue",
+    "refunds",
+    "refund_amount",
+    "refund_rate",
+    "chargebacks",
+    "chargeback_amount",
+    "net_revenue",
+    "profit",
+    "roi",
+    "epc",
+    "cr",
+];
+
+/// Days shown when `from` is not given: the 30 days up to `to`.
+const DEFAULT_DAYS: u64 = 30;
+
+struct BadParam {
+    field: &'static str,
+    error: String,
+}
+
+fn bad(field: &'static str, error: impl Into<String>) -> BadParam {
+    BadParam {
+        field,
+        error: error.into(),
+    }
+}
+
+impl IntoResponse for BadParam {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"ok": false, "error": self.error, "field": self.field})),
+        )
+            .into_response()
+    }
+}
+
+/// A parsed, validated stats request.
+#[derive(Debug)]
+struct Request {
+    from: NaiveDate,
+    to: NaiveDate,
+    group_by: Vec<&'static str>,
+    columns: Vec<&'static str>,
+    filters: Vec<(&'static str, String)>,
+    csv: bool,
+}
+
+fn list(
+    params: &HashMap<String, String>,
+    field: &'static str,
+    allowed: &[&'static str],
+) -> Result<Option<Vec<&'static str>>, BadParam> {
+    let Some(text) = params.get(field) else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let known = allowed
+            .iter()
+            .find(|a| **a == name)
+            .ok_or_else(|| bad(field, format!("unknown name {name:?}; one of {}", allowed.join(","))))?;
+        if !out.contains(known) {
+            out.push(*known);
+        }
+    }
+    Ok(Some(out))
+}
+
+fn date(params: &HashMap<String, String>, field: &'static str) -> Result<Option<NaiveDate>, BadParam> {
+    params
+        .get(field)
+        .map(|s| {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map_err(|_| bad(field, format!("{s:?} is not a date (YYYY-MM-DD)")))
+        })
+        .transpose()
+}
+
+impl Request {
+    fn parse(params: &HashMap<String, String>) -> Result<Request, BadParam> {
+        match params.get("tz").map(String::as_str) {
+            None | Some("UTC" | "Etc/UTC") => {}
+            Some(other) => {
+                return Err(bad(
+                    "tz",
+                    format!("time zone {other:?} is not supported yet; days are UTC (tz=UTC)"),
+                ));
+            }
+        }
+        let to = date(params, "to")?.unwrap_or_else(|| Utc::now().date_naive());
+        let from = date(params, "from")?
+            .unwrap_or_else(|| to - chrono::Days::new(DEFAULT_DAYS - 1));
+        if from > to {
+            return Err(bad("from", format!("from {from} is after to {to}")));
+        }
+        let csv = match params.get("format").map(String::as_str) {
+            None | Some("json") => false,
+            Some("csv") => true,
+            Some(other) => return Err(bad("format", format!("unknown format {other:?}; json or csv"))),
+        };
+        let filters = ["source", "campaign", "link", "country", "device"]
+            .into_iter()
+            .filter_map(|f| params.get(f).map(|v| (f, v.clone())))
+            .collect();
+        Ok(Request {
+            from,
+            to,
+            group_by: list(params, "group_by", GROUPS)?.unwrap_or_default(),
+            columns: list(params, "columns", METRICS)?.unwrap_or_else(|| METRICS.to_vec()),
+            filters,
+            csv,
+        })
+    }
+
+    fn matches(&self, k: &WindowKey) -> bool {
+        let day = k.date();
+        day >= self.from
+            && day <= self.to
+            && self.filters.iter().all(|(f, v)| dim(k, f) == Some(v.as_str()))
+    }
+}
+
+fn dim<'a>(k: &'a WindowKey, name: &str) -> Option<&'a str> {
+    match name {
+        "source" => k.source.as_deref(),
+        "campaign" => k.campaign.as_deref(),
+        "link" => k.link.as_deref(),
+        "country" => k.country.as_deref(),
+        "device" => k.device.as_deref(),
+        _ => None,
+    }
+}
+
+/// The value of one group column of a window.
+fn group_value(k: &WindowKey, name: &str) -> Option<String> {
+    let hour = DateTime::<Utc>::from_timestamp_micros(k.hour).unwrap_or_default();
+    match name {
+        "date" => Some(hour.format("%Y-%m-%d").to_string()),
+        "hour" => Some(hour.format("%Y-%m-%dT%H:00:00Z").to_string()),
+        other => dim(k, other).map(str::to_string),
+    }
+}
+
+/// Money as an exact decimal string with at least two fraction digits.
+fn money(v: Decimal) -> String {
+    let mut n = v.normalize();
+    if n.scale() < 2 {
+        n.rescale(2);
+    }
+    n.to_string()
+}
+
+/// `100 × num / den` (or `num / den` when `percent` is false) rounded half-even to `places`;
+/// `None` when `den` is zero.
+fn ratio(num: Decimal, den: Decimal, percent: bool, places: u32) -> Option<Decimal> {
+    if den.is_zero() {
+        return None;
+    }
+    let scale = if percent { Decimal::ONE_HUNDRED } else { Decimal::ONE };
+    let mut r = (scale * num / den).round_dp_with_strategy(places, RoundingStrategy::MidpointNearestEven);
+    r.rescale(places);
+    Some(r)
+}
+
+/// One metric of a row, as JSON: counts as integers, money as strings, ratios as numbers or
+/// null.
+fn metric(name: &str, m: &Measures) -> Value {
+    let net = m.gross_revenue - m.refund_amount;
+    let profit = net - m.cost;
+    // Ratios are JSON numbers: the rounded decimal's digits, which a double prints back
+    // unchanged (shortest round trip). Money never takes this path.
+    let number = |d: Option<Decimal>| match d {
+        Some(d) => d
+            .to_string()
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Null, Value::Number),
+        None => Value::Null,
+    };
+    match name {
+        "clicks" => json!(m.clicks),
+        "conversions" => json!(m.conversions),
+        "refunds" => json!(m.refunds),
+        "chargebacks" => json!(m.chargebacks),
+        "cost" => json!(money(m.cost)),
+        "gross_revenue" => json!(money(m.gross_revenue)),
+        "refund_amount" => json!(money(m.refund_amount)),
+        "chargeback_amount" => json!(money(m.chargeback_amount)),
+        "net_revenue" => json!(money(net)),
+        "profit" => json!(money(profit)),
+        "refund_rate" => number(ratio(
+            m.refunded_conversions.into(),
+            m.conversions.into(),
+            true,
+            2,
+        )),
+        "roi" => number(ratio(profit, m.cost, true, 2)),
+        "epc" => number(ratio(net, m.clicks.into(), false, 4)),
+        "cr" => number(ratio(m.conversions.into(), m.clicks.into(), true, 2)),
+        _ => Value::Null,
+    }
+}
+
+fn row_json(req: &Request, groups: &[Option<String>], m: &Measures) -> Map<String, Value> {
+    let mut row = Map::new();
+    for (g, v) in req.group_by.iter().zip(groups) {
+        row.insert((*g).to_string(), json!(v));
+    }
+    for c in &req.columns {
+        row.insert((*c).to_string(), metric(c, m));
+    }
+    row
+}
+
+fn csv_field(v: &Value) -> String {
+    let text = match v {
+        Value::Null => return String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+pub async fn stats(
+    State(live): State<Arc<Live>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let req = match Request::parse(&params) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let mut grouped: BTreeMap<Vec<Option<String>>, Measures> = BTreeMap::new();
+    let mut totals = Measures::default();
+    {
+        let guard = live.state.read().expect("live lock");
+        let Some(state) = guard.as_ref() else {
+            let mut resp = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"ok": false, "error": "the live stats are being built from the raw tables; retry shortly"})),
+            )
+                .into_response();
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return resp;
+        };
+        for (k, m) in state.rows().filter(|(k, _)| req.matches(k)) {
+            let key: Vec<Option<String>> = req.group_by.iter().map(|g| group_value(k, g)).collect();
+            grouped.entry(key).or_default().add(m, 1);
+            totals.add(m, 1);
+        }
+    }
+    if req.csv {
+        let mut out = String::new();
+        let header: Vec<&str> = req.group_by.iter().chain(&req.columns).copied().collect();
+        out.push_str(&header.join(","));
+        out.push('\n');
+        for (groups, m) in &grouped {
+            let row = row_json(&req, groups, m);
+            let fields: Vec<String> = header.iter().map(|h| csv_field(&row[*h])).collect();
+            out.push_str(&fields.join(","));
+            out.push('\n');
+        }
+        return ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response();
+    }
+    let rows: Vec<Value> = grouped
+        .iter()
+        .map(|(groups, m)| Value::Object(row_json(&req, groups, m)))
+        .collect();
+    let totals = Value::Object(row_json(
+        &Request {
+            group_by: Vec::new(),
+            ..req
+        },
+        &[],
+        &totals,
+    ));
+    axum::Json(json!({"rows": rows, "totals": totals})).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn ratios_round_half_even_and_are_null_on_zero() {
+        assert_eq!(ratio(d("1"), d("3"), true, 2), Some(d("33.33")));
+        assert_eq!(ratio(d("2"), d("3"), true, 2), Some(d("66.67")));
+        assert_eq!(ratio(d("1"), d("8"), true, 2), Some(d("12.50")));
+        // 0.125 → 0.12 (half to even), 0.135 → 0.14
+        assert_eq!(ratio(d("0.125"), d("1"), false, 2), Some(d("0.12")));
+        assert_eq!(ratio(d("0.135"), d("1"), false, 2), Some(d("0.14")));
+        assert_eq!(ratio(d("5"), d("0"), true, 2), None);
+    }
+
+    #[test]
+    fn money_keeps_every_digit_and_at_least_cents() {
+        assert_eq!(money(d("49.9900")), "49.99");
+        assert_eq!(money(d("50")), "50.00");
+        assert_eq!(money(d("0.0125")), "0.0125");
+        assert_eq!(money(d("-3.5")), "-3.50");
+    }
+
+    #[test]
+    fn metrics_follow_the_formulas() {
+        let m = Measures {
+            clicks: 3,
+            cost: d("1.50"),
+            conversions: 2,
+            gross_revenue: d("100"),
+            refunds: 1,
+            refund_amount: d("30"),
+            chargebacks: 1,
+            chargeback_amount: d("30"),
+            refunded_conversions: 1,
+        };
+        assert_eq!(metric("net_revenue", &m), json!("70.00"));
+        assert_eq!(metric("profit", &m), json!("68.50"));
+        assert_eq!(metric("refund_rate", &m).to_string(), "50.0");
+        assert_eq!(metric("roi", &m).to_string(), "4566.67");
+        assert_eq!(metric("epc", &m).to_string(), "23.3333");
+        assert_eq!(metric("cr", &m).to_string(), "66.67");
+        let empty = Measures::default();
+        for r in ["refund_rate", "roi", "epc", "cr"] {
+            assert_eq!(metric(r, &empty), Value::Null, "{r}");
+        }
+    }
+}
