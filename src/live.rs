@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -47,8 +48,27 @@ pub struct Live {
     pub state: RwLock<Option<LiveStats>>,
     /// Highest event sequence received from ingest and applied (or held for the next state).
     pub received_seq: AtomicU64,
+    /// The same, for readers that wait for their own acknowledged events.
+    applied: tokio::sync::watch::Sender<u64>,
+    ingestor: Arc<Ingestor>,
     /// Sequence floor of a running rebase: events above it must be kept for the new state.
     floor: Mutex<Option<u64>>,
+}
+
+/// How long a read waits for events acknowledged before it to be applied.
+const READ_YOUR_WRITES: Duration = Duration::from_secs(1);
+
+impl Live {
+    /// Waits (at most a second) until every event acknowledged before this call is applied,
+    /// so a read that follows an acknowledgement sees it. Returns whether it got there.
+    pub async fn catch_up(&self) -> bool {
+        let target = self.ingestor.durable_seq();
+        let mut rx = self.applied.subscribe();
+        matches!(
+            tokio::time::timeout(READ_YOUR_WRITES, rx.wait_for(|&s| s >= target)).await,
+            Ok(Ok(_))
+        )
+    }
 }
 
 /// A finished rebase, handed from the recompute thread to the live thread.
@@ -60,18 +80,30 @@ struct Rebased {
 }
 
 /// Starts the live thread and the rebase (recompute) thread; returns what the handlers read.
-pub fn start(ingestor: Arc<Ingestor>, store: Store, config: LiveConfig) -> anyhow::Result<Arc<Live>> {
+pub fn start(
+    ingestor: Arc<Ingestor>,
+    store: Store,
+    config: LiveConfig,
+) -> anyhow::Result<Arc<Live>> {
+    // Events durable before now are replayed into files and the first snapshot, not fed.
+    let durable = ingestor.durable_seq();
     let live = Arc::new(Live {
         state: RwLock::new(None),
-        received_seq: AtomicU64::new(0),
+        received_seq: AtomicU64::new(durable),
+        applied: tokio::sync::watch::Sender::new(durable),
+        ingestor: ingestor.clone(),
         floor: Mutex::new(None),
     });
     let (feed_tx, feed_rx) = std::sync::mpsc::channel();
     ingestor.set_feed(feed_tx);
     let (rebased_tx, rebased_rx) = std::sync::mpsc::channel();
     {
-        let (live, ingestor, store, config) =
-            (live.clone(), ingestor.clone(), store.clone(), config.clone());
+        let (live, ingestor, store, config) = (
+            live.clone(),
+            ingestor.clone(),
+            store.clone(),
+            config.clone(),
+        );
         std::thread::Builder::new()
             .name("netrev-live".into())
             .spawn(move || apply_loop(&live, &ingestor, &store, &config, &feed_rx, &rebased_rx))?;
@@ -124,8 +156,7 @@ fn rebase_loop(
             let store = store.clone();
             // A pass runs as a task of its own: a panic in it is a failed pass.
             let pass = tokio::spawn(async move {
-                netrev_pipeline::recompute::recompute_live(&store, Some(horizon), &mut |_| {})
-                    .await
+                netrev_pipeline::recompute::recompute_live(&store, Some(horizon), &mut |_| {}).await
             });
             match pass.await {
                 Ok(Ok((report, state, lookup))) => Ok((report, state, lookup, flushed)),
@@ -210,6 +241,9 @@ fn apply_loop(
                     }
                     live.received_seq.store(first + n - 1, Ordering::Release);
                 }
+                drop(guard);
+                live.applied
+                    .send_replace(live.received_seq.load(Ordering::Acquire));
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,

@@ -18,7 +18,9 @@ use netrev_pipeline::live::{Measures, WindowKey};
 use crate::live::Live;
 
 /// Dimensions `group_by` accepts, in output order.
-const GROUPS: &[&str] = &["date", "hour", "source", "campaign", "link", "country", "device"];
+const GROUPS: &[&str] = &[
+    "date", "hour", "source", "campaign", "link", "country", "device",
+];
 
 /// Every metric of DESIGN.md section 5, in output order.
 pub const METRICS: &[&str] = &[
@@ -84,10 +86,12 @@ fn list(
     };
     let mut out = Vec::new();
     for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let known = allowed
-            .iter()
-            .find(|a| **a == name)
-            .ok_or_else(|| bad(field, format!("unknown name {name:?}; one of {}", allowed.join(","))))?;
+        let known = allowed.iter().find(|a| **a == name).ok_or_else(|| {
+            bad(
+                field,
+                format!("unknown name {name:?}; one of {}", allowed.join(",")),
+            )
+        })?;
         if !out.contains(known) {
             out.push(*known);
         }
@@ -95,7 +99,10 @@ fn list(
     Ok(Some(out))
 }
 
-fn date(params: &HashMap<String, String>, field: &'static str) -> Result<Option<NaiveDate>, BadParam> {
+fn date(
+    params: &HashMap<String, String>,
+    field: &'static str,
+) -> Result<Option<NaiveDate>, BadParam> {
     params
         .get(field)
         .map(|s| {
@@ -117,15 +124,20 @@ impl Request {
             }
         }
         let to = date(params, "to")?.unwrap_or_else(|| Utc::now().date_naive());
-        let from = date(params, "from")?
-            .unwrap_or_else(|| to - chrono::Days::new(DEFAULT_DAYS - 1));
+        let from =
+            date(params, "from")?.unwrap_or_else(|| to - chrono::Days::new(DEFAULT_DAYS - 1));
         if from > to {
             return Err(bad("from", format!("from {from} is after to {to}")));
         }
         let csv = match params.get("format").map(String::as_str) {
             None | Some("json") => false,
             Some("csv") => true,
-            Some(other) => return Err(bad("format", format!("unknown format {other:?}; json or csv"))),
+            Some(other) => {
+                return Err(bad(
+                    "format",
+                    format!("unknown format {other:?}; json or csv"),
+                ));
+            }
         };
         let filters = ["source", "campaign", "link", "country", "device"]
             .into_iter()
@@ -145,7 +157,10 @@ impl Request {
         let day = k.date();
         day >= self.from
             && day <= self.to
-            && self.filters.iter().all(|(f, v)| dim(k, f) == Some(v.as_str()))
+            && self
+                .filters
+                .iter()
+                .all(|(f, v)| dim(k, f) == Some(v.as_str()))
     }
 }
 
@@ -185,8 +200,13 @@ fn ratio(num: Decimal, den: Decimal, percent: bool, places: u32) -> Option<Decim
     if den.is_zero() {
         return None;
     }
-    let scale = if percent { Decimal::ONE_HUNDRED } else { Decimal::ONE };
-    let mut r = (scale * num / den).round_dp_with_strategy(places, RoundingStrategy::MidpointNearestEven);
+    let scale = if percent {
+        Decimal::ONE_HUNDRED
+    } else {
+        Decimal::ONE
+    };
+    let mut r =
+        (scale * num / den).round_dp_with_strategy(places, RoundingStrategy::MidpointNearestEven);
     r.rescale(places);
     Some(r)
 }
@@ -263,6 +283,13 @@ pub async fn stats(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    // A read after an acknowledgement sees that event (unless the live thread is a second
+    // behind, when the answer is what it has).
+    if !live.catch_up().await {
+        tracing::warn!(
+            "stats read without waiting for the latest events: the live thread is behind"
+        );
+    }
     let mut grouped: BTreeMap<Vec<Option<String>>, Measures> = BTreeMap::new();
     let mut totals = Measures::default();
     {

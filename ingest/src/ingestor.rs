@@ -382,6 +382,11 @@ impl Ingestor {
         }
     }
 
+    /// Highest sequence durable in the log: every acknowledged event is at or below it.
+    pub fn durable_seq(&self) -> u64 {
+        *self.shared.durable.borrow()
+    }
+
     /// Highest sequence flushed to Parquet: every event up to it is in a raw file that a
     /// listing started now will see.
     pub fn flushed_seq(&self) -> u64 {

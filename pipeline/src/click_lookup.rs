@@ -113,9 +113,10 @@ impl ParquetClicks {
                         let range = cid_col
                             .and_then(|c| md.row_group(g).column(c).statistics())
                             .and_then(|s| match s {
-                                Statistics::ByteArray(v) => {
-                                    Some((v.min_opt()?.data().to_vec(), v.max_opt()?.data().to_vec()))
-                                }
+                                Statistics::ByteArray(v) => Some((
+                                    v.min_opt()?.data().to_vec(),
+                                    v.max_opt()?.data().to_vec(),
+                                )),
                                 _ => None,
                             });
                         (g, range)
@@ -185,7 +186,9 @@ impl ParquetClicks {
                 };
                 let cids = text("cid")?;
                 let cids = cids.as_string::<i32>();
-                let ts = col("ts")?.as_primitive::<TimestampMicrosecondType>().clone();
+                let ts = col("ts")?
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .clone();
                 let cost = col("cost")?.as_primitive::<Decimal128Type>().clone();
                 let dims = ["source", "campaign", "link", "country", "device"]
                     .into_iter()

@@ -77,7 +77,10 @@ pub async fn materialized_job_session(store: &Store) -> Result<SessionContext> {
 /// file system's object store, [`local_files`]).
 pub async fn materialized_job_session_with_files(
     store: &Store,
-) -> Result<(SessionContext, Arc<std::collections::HashSet<object_store::path::Path>>)> {
+) -> Result<(
+    SessionContext,
+    Arc<std::collections::HashSet<object_store::path::Path>>,
+)> {
     let ctx = session(store).await?;
     let root = local_root(store)?;
     let local = local_files();

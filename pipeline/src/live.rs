@@ -189,7 +189,9 @@ impl CidKey {
     fn day(&self) -> Option<NaiveDate> {
         match self {
             CidKey::Native(b) => {
-                let micros = i64::try_from(clickid::bits_millis(*b)).ok()?.checked_mul(1000)?;
+                let micros = i64::try_from(clickid::bits_millis(*b))
+                    .ok()?
+                    .checked_mul(1000)?;
                 Some(date_of_micros(micros))
             }
             CidKey::Other(_) => None,
@@ -591,7 +593,9 @@ impl LiveStats {
             let cids = utf8(batch.column(0))?;
             let cids = cids.as_string::<i32>();
             let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
-            let dims: Vec<_> = (2..7).map(|i| utf8(batch.column(i))).collect::<Result<_>>()?;
+            let dims: Vec<_> = (2..7)
+                .map(|i| utf8(batch.column(i)))
+                .collect::<Result<_>>()?;
             let dims: Vec<_> = dims.iter().map(|a| a.as_string::<i32>()).collect();
             let cost = batch.column(7).as_primitive::<Decimal128Type>();
             for r in 0..batch.num_rows() {
@@ -646,9 +650,9 @@ fn utf8(a: &arrow::array::ArrayRef) -> Result<arrow::array::ArrayRef> {
 /// The rows of a `stats_hourly` batch (from the view or from its files).
 pub fn stats_rows(batch: &RecordBatch) -> Result<Vec<(WindowKey, Measures)>> {
     let col = |name: &str| {
-        batch.column_by_name(name).ok_or_else(|| {
-            Error::DataRoot(format!("stats_hourly rows without the column {name}"))
-        })
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| Error::DataRoot(format!("stats_hourly rows without the column {name}")))
     };
     let hour = col("hour")?
         .as_primitive_opt::<TimestampMicrosecondType>()
@@ -741,7 +745,9 @@ pub fn stats_schema() -> SchemaRef {
 /// `rows` as one batch of [`stats_schema`].
 pub fn stats_batch(rows: &[(WindowKey, Measures)]) -> Result<RecordBatch> {
     let dim = |f: fn(&WindowKey) -> &Option<String>| -> ArrayRef {
-        Arc::new(StringArray::from_iter(rows.iter().map(|(k, _)| f(k).as_deref())))
+        Arc::new(StringArray::from_iter(
+            rows.iter().map(|(k, _)| f(k).as_deref()),
+        ))
     };
     let count = |f: fn(&Measures) -> i64| -> ArrayRef {
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|(_, m)| f(m))))
@@ -750,9 +756,8 @@ pub fn stats_batch(rows: &[(WindowKey, Measures)]) -> Result<RecordBatch> {
         let units = rows
             .iter()
             .map(|(_, m)| {
-                netrev_storage::money::to_units(f(m)).ok_or_else(|| {
-                    Error::DataRoot(format!("{} does not fit Decimal(18,4)", f(m)))
-                })
+                netrev_storage::money::to_units(f(m))
+                    .ok_or_else(|| Error::DataRoot(format!("{} does not fit Decimal(18,4)", f(m))))
             })
             .collect::<Result<Vec<i128>>>()?;
         Ok(Arc::new(

@@ -147,7 +147,9 @@ async fn run(
     }
     let live = match live {
         Some(horizon) => {
-            progress(Progress::Computing { table: "live state" });
+            progress(Progress::Computing {
+                table: "live state",
+            });
             let state = LiveStats::from_session(&ctx, &stats, horizon).await?;
             Some((state, ParquetClicks::new(&files)))
         }

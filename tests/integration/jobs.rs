@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Server, client};
 
-fn netrev(data: &Path, args: &[&str]) -> Output {
+pub fn netrev(data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_netrev"))
         .args(args)
         .arg("--data")
@@ -17,7 +17,7 @@ fn netrev(data: &Path, args: &[&str]) -> Output {
         .expect("run netrev")
 }
 
-fn ok(out: Output) -> String {
+pub fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
         "netrev failed: {}\n{}",
@@ -27,7 +27,7 @@ fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn sql(data: &Path, query: &str) -> String {
+pub fn sql(data: &Path, query: &str) -> String {
     ok(netrev(data, &["sql", "--format", "csv", query]))
 }
 
@@ -53,7 +53,7 @@ A-2,2026-11-05T10:00:00Z,0.1,,cb,
 ZZ,2026-11-05T10:00:00Z,7,R9,chargeback,
 ";
 
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+pub fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p

@@ -5,6 +5,7 @@ mod crash;
 mod golden;
 mod harness;
 mod jobs;
+mod live;
 mod model;
 mod postbacks;
 mod storage;

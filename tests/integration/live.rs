@@ -1,0 +1,279 @@
+//! The live stats through the real server: an acknowledged refund is in the next
+//! `/api/stats` read, in its click's hour; a kill -9 restart rebuilds the same numbers; a
+//! refund for a click old enough to be left out of memory is attributed through that day's
+//! Parquet files; and the `stats_hourly` files the live state writes equal a batch recompute.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use netrev_pipeline::click_lookup::ParquetClicks;
+use netrev_pipeline::live::{ClickLookup, ClickRow};
+use netrev_storage::model::{self, Table};
+use netrev_storage::store::layout;
+use netrev_storage::{Click, Event, Store, clickid};
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use crate::harness::{Server, client};
+use crate::jobs::{netrev, ok, sql, write};
+
+/// `/api/stats` once the live state is built (it answers 503 while it is being built).
+async fn stats(server: &Server, http: &reqwest::Client, query: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = http
+            .get(server.url(&format!("/api/stats?{query}")))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            assert!(Instant::now() < deadline, "live stats never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        assert_eq!(r.status(), 200);
+        return r.json().await.unwrap();
+    }
+}
+
+async fn get_ok(http: &reqwest::Client, url: String) {
+    let r: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+}
+
+/// The one row of `answer` (grouped by source) for source `fb`.
+fn fb(answer: &Value) -> &Value {
+    let rows = answer["rows"].as_array().unwrap();
+    rows.iter()
+        .find(|r| r["source"] == "fb")
+        .unwrap_or_else(|| panic!("no fb row in {answer}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_refund_is_in_the_next_read_and_survives_kill9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let http = client();
+    let server = Server::start(&data, &["--live-persist-ms", "100"]);
+    assert_eq!(
+        stats(&server, &http, "").await["rows"],
+        Value::Array(vec![])
+    );
+
+    let (cid, _) = server.click(&http, "source=fb&campaign=c1&cost=0.50").await;
+    server.click(&http, "source=gg&cost=0.25").await;
+    get_ok(
+        &http,
+        server.url(&format!("/api/conversion?cid={cid}&amount=49.99&txid=T1")),
+    )
+    .await;
+    get_ok(
+        &http,
+        server.url(&format!("/api/conversion?cid={cid}&amount=10&txid=T2")),
+    )
+    .await;
+    let before = stats(&server, &http, "group_by=source").await;
+    assert_eq!(fb(&before)["refunds"], 0);
+    assert_eq!(fb(&before)["refund_rate"], 0.0);
+
+    get_ok(
+        &http,
+        server.url(&format!(
+            "/api/conversion/refund?cid={cid}&amount=20&ref=T1&txid=R1"
+        )),
+    )
+    .await;
+    // The very next read, with no waiting in between.
+    let after = stats(&server, &http, "group_by=hour,source").await;
+    let row = fb(&after);
+    let hour = chrono::Utc::now().format("%Y-%m-%dT%H:00:00Z").to_string();
+    assert_eq!(row["hour"], hour, "attributed to the click's hour: {after}");
+    assert_eq!(row["conversions"], 2);
+    assert_eq!(row["gross_revenue"], "59.99");
+    assert_eq!(row["refunds"], 1);
+    assert_eq!(row["refund_amount"], "20.00");
+    assert_eq!(row["net_revenue"], "39.99");
+    assert_eq!(row["refund_rate"], 50.0);
+    assert_eq!(row["profit"], "39.49");
+    assert_eq!(after["totals"]["clicks"], 2);
+    assert_eq!(after["totals"]["cost"], "0.75");
+    assert_eq!(after["totals"]["net_revenue"], "39.99");
+
+    // A retried refund changes nothing; a crash and restart keep the numbers.
+    get_ok(
+        &http,
+        server.url(&format!(
+            "/api/conversion/refund?cid={cid}&amount=20&ref=T1&txid=R1"
+        )),
+    )
+    .await;
+    let settled = stats(&server, &http, "group_by=hour,source").await;
+    assert_eq!(settled, after);
+    server.kill9();
+    let server = Server::start(&data, &["--live-persist-ms", "100"]);
+    assert_eq!(stats(&server, &http, "group_by=hour,source").await, after);
+
+    // After the restart: a chargeback of the other conversion, then the persisted files.
+    get_ok(
+        &http,
+        server.url(&format!(
+            "/api/conversion/refund?cid={cid}&amount=-10&type=cb&ref=T2"
+        )),
+    )
+    .await;
+    let last = stats(&server, &http, "group_by=source").await;
+    assert_eq!(fb(&last)["refunds"], 2);
+    assert_eq!(fb(&last)["chargeback_amount"], "10.00");
+    assert_eq!(fb(&last)["refund_rate"], 100.0);
+    assert_eq!(fb(&last)["net_revenue"], "29.99");
+    files_equal_batch(&data, server).await;
+}
+
+/// Waits for the live state's writes, stops the server, and compares `stats_hourly` as
+/// written live with what a batch recompute writes.
+async fn files_equal_batch(data: &Path, server: Server) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.stop();
+    let q = "SELECT hour, source, campaign, link, country, device, clicks, cost, conversions, \
+             gross_revenue, refunds, refund_amount, chargebacks, chargeback_amount, \
+             refunded_conversions FROM stats_hourly ORDER BY hour, source";
+    let live = sql(data, q);
+    ok(netrev(data, &["recompute"]));
+    let batch = sql(data, q);
+    assert_eq!(live, batch);
+    assert!(live.lines().count() >= 2, "{live}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_for_a_click_out_of_memory_is_found_in_parquet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let http = client();
+    // The first start creates the click-ID key; an import then brings clicks of ten days ago
+    // with IDs this install issued.
+    Server::start(&data, &[]).stop();
+    let store = Store::open(data.to_str().unwrap()).unwrap();
+    let ids = clickid::Generator::new(store.click_id_key().await.unwrap());
+    let old = chrono::Utc::now() - chrono::Duration::days(10);
+    let mut csv = String::from("cid,vid,ts,source,cost\n");
+    let mut cids = Vec::new();
+    for i in 0..50i64 {
+        let t = old + chrono::Duration::seconds(i);
+        let (cid, _) = ids.issue(u64::try_from(t.timestamp_millis()).unwrap());
+        csv.push_str(&format!("{cid},v{i},{},old{},1\n", t.to_rfc3339(), i % 2));
+        cids.push(cid);
+    }
+    let f = write(tmp.path(), "clicks.csv", &csv);
+    ok(netrev(
+        &data,
+        &["import", "--table", "clicks", f.to_str().unwrap()],
+    ));
+
+    // One day in memory: the imported clicks are left to the lookup.
+    let server = Server::start(&data, &["--live-days", "1", "--live-persist-ms", "100"]);
+    let day = old.format("%Y-%m-%d").to_string();
+    let q = format!("from={day}&to={day}&group_by=source");
+    let before = stats(&server, &http, &q).await;
+    assert_eq!(before["totals"]["clicks"], 50);
+    let health = server.health(&http).await;
+    assert_eq!(health["live"]["state"]["indexed_clicks"], 0, "{health}");
+
+    let cid = &cids[7];
+    get_ok(
+        &http,
+        server.url(&format!("/api/conversion?cid={cid}&amount=100&txid=S1")),
+    )
+    .await;
+    get_ok(
+        &http,
+        server.url(&format!("/api/conversion/refund?cid={cid}&amount=25")),
+    )
+    .await;
+    let after = stats(&server, &http, &q).await;
+    let row = after["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == "old1")
+        .unwrap();
+    assert_eq!(row["clicks"], 25);
+    assert_eq!(row["conversions"], 1);
+    assert_eq!(row["refund_amount"], "25.00");
+    assert_eq!(row["refund_rate"], 100.0);
+    assert_eq!(after["totals"]["net_revenue"], "75.00");
+    files_equal_batch(&data, server).await;
+}
+
+/// The Parquet lookup on its own: the smallest copy among that day's files, nothing from
+/// other days, and row groups pruned by their `cid` range.
+#[tokio::test]
+async fn parquet_lookup_finds_the_winning_copy_of_its_day_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().to_str().unwrap()).unwrap();
+    let ids = clickid::Generator::new(clickid::Key::new([3; 32]));
+    let day_ms: u64 = 1_793_491_200_000; // 2026-11-01
+    let click = |cid: &str, ms: u64, source: &str| Click {
+        cid: cid.to_string(),
+        vid: "v".into(),
+        ts: i64::try_from(ms).unwrap() * 1000,
+        source: Some(source.into()),
+        campaign: None,
+        link: None,
+        country: None,
+        device: None,
+        cost: Decimal::new(5, 1),
+        subs: Default::default(),
+    };
+    let mut cids = Vec::new();
+    let mut files = Vec::new();
+    for f in 0..3u64 {
+        let mut events = Vec::new();
+        for i in 0..100u64 {
+            let ms = day_ms + f * 3_600_000 + i * 1000;
+            let (cid, _) = ids.issue(ms);
+            events.push(Event::Click(click(&cid, ms, &format!("s{f}"))));
+            cids.push((cid, ms));
+        }
+        // A later copy of the first file's first click, in the last file.
+        if f == 2 {
+            let (cid, ms) = &cids[0];
+            events.push(Event::Click(click(cid, ms + 5, "late")));
+        }
+        let date = model::date_of_micros(i64::try_from(day_ms).unwrap() * 1000);
+        let path = layout::raw_file(Table::Clicks, date, "n1", f * 1000, f * 1000 + 999);
+        let batch = model::to_batch(Table::Clicks, events.iter()).unwrap();
+        store.write_parquet(&path, &[batch]).await.unwrap();
+        files.push(path);
+    }
+    let snapshot: HashSet<object_store::path::Path> = files
+        .iter()
+        .map(|p| {
+            object_store::path::Path::from_filesystem_path(tmp.path().join(p.as_ref())).unwrap()
+        })
+        .collect();
+    let mut lookup = ParquetClicks::new(&snapshot);
+    let day = model::date_of_micros(i64::try_from(day_ms).unwrap() * 1000);
+    let (cid0, ms0) = &cids[0];
+    let found = lookup.find(cid0, day).unwrap().unwrap();
+    assert_eq!(found, ClickRow::of(&click(cid0, *ms0, "s0")));
+    let (cid, ms) = &cids[250];
+    assert_eq!(
+        lookup.find(cid, day).unwrap(),
+        Some(ClickRow::of(&click(cid, *ms, "s2")))
+    );
+    // A click of the middle file: the first file's row group is pruned by its cid range; the
+    // last file's range spans both (it holds the late copy of the very first click).
+    let read = lookup.groups_read;
+    let (cid150, ms150) = &cids[150];
+    assert_eq!(
+        lookup.find(cid150, day).unwrap(),
+        Some(ClickRow::of(&click(cid150, *ms150, "s1")))
+    );
+    assert_eq!(lookup.groups_read, read + 2);
+    // The same ID asked for another day, and an ID never stored, are not found.
+    assert_eq!(lookup.find(cid, day.succ_opt().unwrap()).unwrap(), None);
+    let (missing, _) = ids.issue(day_ms + 10);
+    assert_eq!(lookup.find(&missing, day).unwrap(), None);
+    assert_eq!(lookup.footers_read, 3, "each footer of the day read once");
+}
