@@ -277,3 +277,49 @@ async fn parquet_lookup_finds_the_winning_copy_of_its_day_only() {
     assert_eq!(lookup.find(&missing, day).unwrap(), None);
     assert_eq!(lookup.footers_read, 3, "each footer of the day read once");
 }
+
+/// In a large file, only the page holding the ID is decoded.
+#[tokio::test]
+async fn parquet_lookup_decodes_one_page_of_a_large_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path().to_str().unwrap()).unwrap();
+    let ids = clickid::Generator::new(clickid::Key::new([4; 32]));
+    let day_ms: u64 = 1_793_491_200_000; // 2026-11-01
+    let n = 100_000u64;
+    let events: Vec<Event> = (0..n)
+        .map(|i| {
+            let ms = day_ms + i * 100;
+            Event::Click(Click {
+                cid: ids.issue(ms).0,
+                vid: format!("v{i}"),
+                ts: i64::try_from(ms).unwrap() * 1000,
+                source: Some(format!("s{}", i % 7)),
+                campaign: None,
+                link: None,
+                country: Some("DE".into()),
+                device: None,
+                cost: Decimal::new(i64::try_from(i).unwrap(), 4),
+                subs: Default::default(),
+            })
+        })
+        .collect();
+    let date = model::date_of_micros(i64::try_from(day_ms).unwrap() * 1000);
+    let path = layout::raw_file(Table::Clicks, date, "n1", 1, n);
+    let batch = model::to_batch(Table::Clicks, events.iter()).unwrap();
+    store.write_parquet(&path, &[batch]).await.unwrap();
+    let file =
+        object_store::path::Path::from_filesystem_path(tmp.path().join(path.as_ref())).unwrap();
+    let mut lookup = ParquetClicks::new(&HashSet::from([file]));
+    for i in [0usize, 31_337, 99_999] {
+        let Event::Click(c) = &events[i] else {
+            unreachable!()
+        };
+        let before = lookup.rows_read;
+        assert_eq!(lookup.find(&c.cid, date).unwrap(), Some(ClickRow::of(c)));
+        let decoded = lookup.rows_read - before;
+        assert!(
+            decoded <= 20_000,
+            "decoded {decoded} rows of {n} for one click"
+        );
+    }
+}
