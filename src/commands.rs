@@ -22,6 +22,7 @@ pub async fn recompute(data: &str, range: DateRange) -> anyhow::Result<()> {
     let report = recompute::recompute(&store, range, &mut |p| match p {
         Progress::Start { tables } => bar.set_length(tables as u64),
         Progress::Computing { table } => bar.set_message(format!("computing {table}")),
+        Progress::Skipped { table, why } => bar.suspend(|| eprintln!("{table}: skipped, {why}")),
         Progress::Written { table, rows, files } => {
             bar.inc(1);
             bar.suspend(|| {

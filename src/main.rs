@@ -1,7 +1,9 @@
 //! `netrev`: the binary. Parses the command line and environment, then hands over to the
 //! library crates: [`serve`] wires ingest and storage into one HTTP service.
 
+mod bench_live;
 mod commands;
+mod generate;
 mod live;
 mod serve;
 mod stats_api;
@@ -36,6 +38,19 @@ enum Command {
     Sql(SqlArgs),
     /// Load clicks, conversions or refunds with their own times from a CSV or Parquet file.
     Import(ImportArgs),
+    /// Write a realistic synthetic history (clicks, conversions, refunds) into an empty data
+    /// root's raw tables.
+    Generate(GenerateArgs),
+    /// Benchmark: the cost of one micro-batch of the live stats against this history.
+    #[command(hide = true)]
+    BenchLive {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+        #[arg(long, default_value_t = 3)]
+        live_days: u32,
+    },
     /// Benchmark baseline: a bare HTTP server whose postback routes only answer {"ok":true}.
     #[command(hide = true)]
     BenchBare {
@@ -94,6 +109,21 @@ fn parse_table(s: &str) -> Result<netrev_storage::Table, String> {
 fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .map_err(|_| format!("{s:?} is not a date like 2026-11-27"))
+}
+
+#[derive(Debug, Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Clicks to generate.
+    #[arg(long)]
+    clicks: u64,
+    /// UTC days the history spans, ending yesterday.
+    #[arg(long, default_value_t = 90)]
+    days: u32,
+    /// Seed of the generator: the same seed and sizes give the same events.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +191,26 @@ fn main() -> anyhow::Result<()> {
             Command::Import(args) => {
                 commands::import(&args.data.data, args.table, &args.file).await
             }
+            Command::Generate(args) => {
+                let store = netrev_storage::Store::open(&args.data.data)?;
+                let started = std::time::Instant::now();
+                let s = generate::generate(&store, args.clicks, args.days, args.seed).await?;
+                eprintln!(
+                    "generated {} clicks, {} conversions, {} refunds ({} retried twice) in {} files, {:.1}s",
+                    s.clicks,
+                    s.conversions,
+                    s.refunds,
+                    s.duplicates,
+                    s.files,
+                    started.elapsed().as_secs_f64()
+                );
+                Ok(())
+            }
+            Command::BenchLive {
+                data,
+                batch,
+                live_days,
+            } => bench_live::run(&data.data, batch, live_days).await,
             Command::BenchBare { listen } => serve::run_bare(listen).await,
         }
     })

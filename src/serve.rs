@@ -26,6 +26,9 @@ pub struct ServeConfig {
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let store =
         Store::open(&config.data).with_context(|| format!("opening data root {}", config.data))?;
+    // Held while we run: one server per data root, and stats_hourly is kept by our live stats
+    // (`netrev recompute` leaves it alone meanwhile).
+    let _live_lock = netrev_pipeline::recompute::take_live_lock(&store)?;
     let ingestor = Ingestor::open(store.clone(), config.ingest)
         .await
         .context("starting ingest")?;

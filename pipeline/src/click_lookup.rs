@@ -5,21 +5,22 @@
 //! for the [`DAYS_CACHED`] most recently used days); the min/max statistics of `cid` per row
 //! group and then per page leave only the pages whose range holds the ID, usually one, since
 //! files are written in arrival order and IDs sort by time. So a lookup decodes about one page
-//! (about 20,000 rows) per file of the day, however large the day or the history.
+//! (at most 4,096 rows, `PAGE_ROWS`) per file of the day, and only its `cid` column, however large the day or the history.
 //! Only the files of the snapshot the live state was built from are read: a click that
 //! arrived later is in the live index instead.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::{Array, AsArray, StringArray};
 use arrow::datatypes::{Decimal128Type, TimestampMicrosecondType};
 use chrono::NaiveDate;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection,
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    RowFilter, RowSelection,
 };
 use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::metadata::ParquetMetaData;
@@ -183,13 +184,31 @@ impl ParquetClicks {
                 .map(|(i, _)| i)
                 .collect();
             let mask = ProjectionMask::leaves(&schema, indices);
-            let reader =
+            // Only the `cid` column of the selected rows is decoded for every row; the others
+            // only for the rows that match.
+            let cid_leaf = schema.columns().iter().position(|c| c.name() == "cid");
+            let mut builder =
                 ParquetRecordBatchReaderBuilder::new_with_metadata(self.open(&path)?, meta)
                     .with_row_groups(groups)
                     .with_row_selection(selection)
-                    .with_projection(mask)
-                    .build()
-                    .map_err(|e| Error::DataRoot(format!("reading {path}: {e}")))?;
+                    .with_projection(mask);
+            if let Some(leaf) = cid_leaf {
+                let wanted = StringArray::new_scalar(cid);
+                let predicate = ArrowPredicateFn::new(
+                    ProjectionMask::leaves(&schema, [leaf]),
+                    move |batch: arrow::array::RecordBatch| {
+                        let cids = arrow::compute::cast(
+                            batch.column(0),
+                            &arrow::datatypes::DataType::Utf8,
+                        )?;
+                        arrow::compute::kernels::cmp::eq(&cids, &wanted)
+                    },
+                );
+                builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
+            }
+            let reader = builder
+                .build()
+                .map_err(|e| Error::DataRoot(format!("reading {path}: {e}")))?;
             let batches = reader.collect::<Result<Vec<_>, _>>()?;
             for batch in batches {
                 let col = |name: &str| {

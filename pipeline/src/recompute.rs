@@ -44,6 +44,11 @@ pub enum Progress {
     Start { tables: usize },
     /// Computing one table (running its SQL).
     Computing { table: &'static str },
+    /// A table is left alone.
+    Skipped {
+        table: &'static str,
+        why: &'static str,
+    },
     /// One table is written.
     Written {
         table: &'static str,
@@ -95,6 +100,55 @@ pub async fn recompute(
     Ok(run(store, range, progress, None).await?.0)
 }
 
+/// The lock a running `serve` holds on its data root (`tables/.live.lock`): while it is
+/// held, `stats_hourly` belongs to that server's live stats, which rewrite its partitions.
+pub fn live_lock_path(root: &std::path::Path) -> std::path::PathBuf {
+    root.join("tables").join(".live.lock")
+}
+
+/// Takes the live lock of a local data root for as long as the returned file is open;
+/// fails when another process holds it.
+pub fn take_live_lock(store: &Store) -> Result<Option<std::fs::File>> {
+    let Some(root) = store.local_root() else {
+        return Ok(None);
+    };
+    let path = live_lock_path(root);
+    let file = open_lock_file(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::DataRoot(format!(
+            "another netrev serve is running on {} (it holds {})",
+            store.location(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Error::DataRoot(format!("locking {}: {e}", path.display())))
+        }
+    }
+}
+
+/// Whether a running `serve` owns `stats_hourly` of this data root.
+fn live_server_running(store: &Store) -> Result<bool> {
+    match take_live_lock(store) {
+        Ok(_) => Ok(false),
+        Err(Error::DataRoot(m)) if m.starts_with("another netrev serve") => Ok(true),
+        Err(e) => Err(e),
+    }
+}
+
+fn open_lock_file(path: &std::path::Path) -> Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::DataRoot(format!("creating {}: {e}", dir.display())))?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::DataRoot(format!("opening {}: {e}", path.display())))
+}
+
 /// A full recompute that also returns the live state of its snapshot (see
 /// [`LiveStats::from_session`]) and a lookup over the snapshot's click files, for the live
 /// stats of `serve`. Clicks before `horizon` are left to the lookup.
@@ -117,16 +171,25 @@ async fn run(
     // One recompute at a time per data root (the scheduler in `serve` and the command line
     // may both start one); the lock is released when the file closes.
     let _lock = lock_data_root(store).await?;
+    // A running server keeps stats_hourly itself (its live stats rewrite the partitions they
+    // change); writing it from here would put older numbers under it.
+    let skip_stats = live.is_none() && live_server_running(store)?;
     progress(Progress::Start {
-        tables: DERIVED.len(),
+        tables: DERIVED.len() - usize::from(skip_stats),
     });
+    if skip_stats {
+        progress(Progress::Skipped {
+            table: "stats_hourly",
+            why: "a running netrev serve keeps it live",
+        });
+    }
     progress(Progress::Computing {
         table: "deduplicated events",
     });
     let (ctx, files) = crate::materialized_job_session_with_files(store).await?;
     let mut report = Report::default();
     let mut stats = Vec::new();
-    for d in DERIVED {
+    for d in DERIVED.iter().filter(|d| !(skip_stats && d.name == "stats_hourly")) {
         progress(Progress::Computing { table: d.name });
         let mut batches = compute(&ctx, d, range).await?;
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
@@ -187,19 +250,14 @@ async fn lock_data_root(store: &Store) -> Result<Option<std::fs::File>> {
     };
     let dir = root.join("tables");
     let path = dir.join(".recompute.lock");
-    let file = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-        std::fs::create_dir_all(&dir)?;
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
-        f.lock()?;
+    let file = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
+        let f = open_lock_file(&path)?;
+        f.lock()
+            .map_err(|e| Error::DataRoot(format!("taking the recompute lock: {e}")))?;
         Ok(f)
     })
     .await
-    .expect("lock task panicked")
-    .map_err(|e| Error::DataRoot(format!("taking the recompute lock: {e}")))?;
+    .expect("lock task panicked")?;
     Ok(Some(file))
 }
 

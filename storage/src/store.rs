@@ -256,6 +256,9 @@ fn parse_key(path: &Path, bytes: &[u8]) -> Result<clickid::Key> {
         })
 }
 
+/// Most rows in one data page of the files netrev writes.
+pub const PAGE_ROWS: usize = 4096;
+
 /// Parquet encoding of every file netrev writes: Snappy (fast, read by every engine) and
 /// page statistics so readers can prune by time and key.
 pub fn encode_parquet(batches: &[RecordBatch]) -> Result<Bytes> {
@@ -268,6 +271,9 @@ pub fn encode_parquet(batches: &[RecordBatch]) -> Result<Bytes> {
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_statistics_enabled(EnabledStatistics::Page)
+        // Pages of at most 4,096 rows: a lookup of one click ID (live stats, an analyst's
+        // `WHERE cid = …`) decodes one small page, however large the day's file.
+        .set_data_page_row_count_limit(PAGE_ROWS)
         .build();
     let mut buf = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buf, first.schema(), Some(props))?;

@@ -270,7 +270,8 @@ async fn serve_recomputes_on_schedule() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let want = "source,gross_revenue,refund_amount\nsched,30.0000,12.5000\n";
+    // visitors is only written by the recompute (stats_hourly is also kept live).
+    let want = "clicks,gross_revenue,refund_amount\n1,30.0000,12.5000\n";
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out = netrev(
@@ -279,7 +280,7 @@ async fn serve_recomputes_on_schedule() {
                 "sql",
                 "--format",
                 "csv",
-                "SELECT source, gross_revenue, refund_amount FROM stats_hourly",
+                "SELECT clicks, gross_revenue, refund_amount FROM visitors",
             ],
         );
         if out.status.success() && String::from_utf8_lossy(&out.stdout) == want {
