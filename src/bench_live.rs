@@ -163,6 +163,7 @@ pub async fn run(data: &str, batch: usize, days: u32) -> anyhow::Result<()> {
             "footers_read": lookup.footers_read,
             "row_groups_read": lookup.groups_read,
             "rows_decoded": lookup.rows_read,
+            "lookup_ms": lookup.busy.as_secs_f64() * 1000.0,
             "rss_mib": rss,
             "peak_rss_mib": hwm,
         })

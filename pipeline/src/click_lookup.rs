@@ -1,8 +1,8 @@
 //! Finding an old click in the raw Parquet files without scanning the history.
 //!
 //! A netrev click ID carries its click time, so only the files of that day's `clicks`
-//! partition are candidates. Their footers and page indexes are read once per day (and kept
-//! for the [`DAYS_CACHED`] most recently used days); the min/max statistics of `cid` per row
+//! partition are candidates. Their footers and page indexes are read once per day (the `cid`
+//! ranges are kept for the most recently used days, up to [`PAGES_CACHED`] pages); the min/max statistics of `cid` per row
 //! group and then per page leave only the pages whose range holds the ID, usually one, since
 //! files are written in arrival order and IDs sort by time. So a lookup decodes about one page
 //! (at most 4,096 rows, `PAGE_ROWS`) per file of the day, and only its `cid` column, however large the day or the history.
@@ -31,8 +31,9 @@ use rust_decimal::Decimal;
 use crate::live::{ClickLookup, ClickRow, HOUR_MICROS, WindowKey};
 use crate::{Error, Result};
 
-/// Days whose file footers are kept in memory.
-pub const DAYS_CACHED: usize = 32;
+/// Most pages whose `cid` ranges are kept in memory (about 60 bytes each), over all cached
+/// days; the least recently used days are dropped beyond it.
+pub const PAGES_CACHED: usize = 1_000_000;
 
 const COLUMNS: [&str; 8] = [
     "cid", "ts", "source", "campaign", "link", "country", "device", "cost",
@@ -56,11 +57,18 @@ struct Group {
     pages: Vec<(Range<usize>, CidRange)>,
 }
 
-/// One file of a day: its footer and the `cid` ranges of its row groups and pages.
+/// One file of a day: the `cid` ranges of its row groups and pages (its footer is read again
+/// when a lookup needs the file: a footer and offset index, without
+/// the column index, are small).
 struct FileIndex {
     path: Path,
-    meta: ArrowReaderMetadata,
     groups: Vec<Group>,
+}
+
+impl FileIndex {
+    fn pages(&self) -> usize {
+        self.groups.iter().map(|g| g.pages.len().max(1)).sum()
+    }
 }
 
 /// Looks clicks up in the `clicks` files of a snapshot.
@@ -69,11 +77,15 @@ pub struct ParquetClicks {
     /// The snapshot's click files by partition day.
     by_day: HashMap<NaiveDate, Vec<Path>>,
     days: HashMap<NaiveDate, Vec<FileIndex>>,
+    /// Cached days, least recently used first.
     recent: VecDeque<NaiveDate>,
+    pages_cached: usize,
     /// Footers read, row groups read and rows decoded, for tests and the benchmark.
     pub footers_read: u64,
     pub groups_read: u64,
     pub rows_read: u64,
+    /// Time spent in lookups.
+    pub busy: std::time::Duration,
 }
 
 impl std::fmt::Debug for ParquetClicks {
@@ -106,9 +118,11 @@ impl ParquetClicks {
             by_day,
             days: HashMap::new(),
             recent: VecDeque::new(),
+            pages_cached: 0,
             footers_read: 0,
             groups_read: 0,
             rows_read: 0,
+            busy: std::time::Duration::ZERO,
         }
     }
 
@@ -131,16 +145,22 @@ impl ParquetClicks {
                 .map_err(|e| Error::DataRoot(format!("reading {path}: {e}")))?;
                 self.footers_read += 1;
                 let groups = index_groups(meta.metadata());
-                files.push(FileIndex { path, meta, groups });
+                files.push(FileIndex { path, groups });
             }
+            self.pages_cached += files.iter().map(FileIndex::pages).sum::<usize>();
             self.days.insert(day, files);
-            self.recent.push_back(day);
-            if self.recent.len() > DAYS_CACHED
-                && let Some(old) = self.recent.pop_front()
-            {
-                self.days.remove(&old);
+            while self.pages_cached > PAGES_CACHED && self.recent.len() > 1 {
+                let Some(old) = self.recent.pop_front() else {
+                    break;
+                };
+                if let Some(files) = self.days.remove(&old) {
+                    self.pages_cached -= files.iter().map(FileIndex::pages).sum::<usize>();
+                }
             }
+        } else {
+            self.recent.retain(|d| *d != day);
         }
+        self.recent.push_back(day);
         Ok(&self.days[&day])
     }
 
@@ -168,13 +188,21 @@ impl ParquetClicks {
             if !ranges.is_empty() {
                 let selected: usize = ranges.iter().map(|r| r.len()).sum();
                 let selection = RowSelection::from_consecutive_ranges(ranges.into_iter(), offset);
-                reads.push((f.path.clone(), f.meta.clone(), groups, selection, selected));
+                reads.push((f.path.clone(), groups, selection, selected));
             }
         }
         let mut best: Option<ClickRow> = None;
-        for (path, meta, groups, selection, selected) in reads {
+        for (path, groups, selection, selected) in reads {
             self.groups_read += groups.len() as u64;
             self.rows_read += selected as u64;
+            let meta = ArrowReaderMetadata::load(
+                &self.open(&path)?,
+                // The offset index lets the reader jump to the selected pages.
+                ArrowReaderOptions::new()
+                    .with_column_index_policy(PageIndexPolicy::Skip)
+                    .with_offset_index_policy(PageIndexPolicy::Optional),
+            )
+            .map_err(|e| Error::DataRoot(format!("reading {path}: {e}")))?;
             let schema = meta.metadata().file_metadata().schema_descr_ptr();
             let indices: Vec<usize> = schema
                 .columns()
@@ -332,6 +360,9 @@ fn row_count(md: &ParquetMetaData, g: usize) -> usize {
 
 impl ClickLookup for ParquetClicks {
     fn find(&mut self, cid: &str, day: NaiveDate) -> Result<Option<ClickRow>> {
-        self.find_click(cid, day)
+        let started = std::time::Instant::now();
+        let found = self.find_click(cid, day);
+        self.busy += started.elapsed();
+        found
     }
 }

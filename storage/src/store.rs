@@ -19,6 +19,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::clickid;
 use crate::model::{self, Event, Table};
@@ -274,6 +275,12 @@ pub fn encode_parquet(batches: &[RecordBatch]) -> Result<Bytes> {
         // Pages of at most 4,096 rows: a lookup of one click ID (live stats, an analyst's
         // `WHERE cid = …`) decodes one small page, however large the day's file.
         .set_data_page_row_count_limit(PAGE_ROWS)
+        // Near-unique columns: a dictionary would grow to its size limit in every file and
+        // be read whole before any page of the column.
+        .set_column_dictionary_enabled(ColumnPath::from("cid"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("txid"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("ts"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("vid"), false)
         .build();
     let mut buf = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut buf, first.schema(), Some(props))?;
