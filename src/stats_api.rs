@@ -154,13 +154,72 @@ impl Request {
     }
 
     fn matches(&self, k: &WindowKey) -> bool {
-        let day = k.date();
-        day >= self.from
-            && day <= self.to
-            && self
-                .filters
-                .iter()
-                .all(|(f, v)| dim(k, f) == Some(v.as_str()))
+        self.filters
+            .iter()
+            .all(|(f, v)| dim(k, f) == Some(v.as_str()))
+    }
+
+    /// The hours the request covers: `[from 00:00, to + 1 day 00:00)` UTC, in microseconds.
+    fn hours(&self) -> (i64, i64) {
+        let micros = |d: NaiveDate| {
+            d.and_hms_opt(0, 0, 0)
+                .expect("midnight")
+                .and_utc()
+                .timestamp_micros()
+        };
+        (micros(self.from), micros(self.to) + DAY_MICROS)
+    }
+
+    /// A row's group: day and hour (when grouped by them) and the grouped dimensions, borrowed
+    /// from the row (nothing allocated per row).
+    fn group<'a>(&self, k: &'a WindowKey) -> Group<'a> {
+        let mut g = Group::default();
+        for name in &self.group_by {
+            match *name {
+                "date" => g.day = Some(k.hour.div_euclid(DAY_MICROS)),
+                "hour" => g.hour = Some(k.hour),
+                other => {
+                    let i = GROUPS.iter().position(|n| n == &other).expect("validated") - 2;
+                    g.dims[i] = Some(dim(k, other));
+                }
+            }
+        }
+        g
+    }
+}
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// A group key; `None` fields are not grouped by.
+#[derive(Debug, Default, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Group<'a> {
+    day: Option<i64>,
+    hour: Option<i64>,
+    /// source, campaign, link, country, device: `Some(value)` when grouped by it.
+    dims: [Option<Option<&'a str>>; 5],
+}
+
+impl Group<'_> {
+    /// The value of one group column.
+    fn value(&self, name: &str) -> Option<String> {
+        match name {
+            "date" => self.day.map(|d| {
+                DateTime::<Utc>::from_timestamp_micros(d * DAY_MICROS)
+                    .unwrap_or_default()
+                    .format("%Y-%m-%d")
+                    .to_string()
+            }),
+            "hour" => self.hour.map(|h| {
+                DateTime::<Utc>::from_timestamp_micros(h)
+                    .unwrap_or_default()
+                    .format("%Y-%m-%dT%H:00:00Z")
+                    .to_string()
+            }),
+            other => {
+                let i = GROUPS.iter().position(|n| n == &other)? - 2;
+                self.dims[i].flatten().map(str::to_string)
+            }
+        }
     }
 }
 
@@ -172,16 +231,6 @@ fn dim<'a>(k: &'a WindowKey, name: &str) -> Option<&'a str> {
         "country" => k.country.as_deref(),
         "device" => k.device.as_deref(),
         _ => None,
-    }
-}
-
-/// The value of one group column of a window.
-fn group_value(k: &WindowKey, name: &str) -> Option<String> {
-    let hour = DateTime::<Utc>::from_timestamp_micros(k.hour).unwrap_or_default();
-    match name {
-        "date" => Some(hour.format("%Y-%m-%d").to_string()),
-        "hour" => Some(hour.format("%Y-%m-%dT%H:00:00Z").to_string()),
-        other => dim(k, other).map(str::to_string),
     }
 }
 
@@ -251,10 +300,10 @@ fn metric(name: &str, m: &Measures) -> Value {
     }
 }
 
-fn row_json(req: &Request, groups: &[Option<String>], m: &Measures) -> Map<String, Value> {
+fn row_json(req: &Request, group: &Group, m: &Measures) -> Map<String, Value> {
     let mut row = Map::new();
-    for (g, v) in req.group_by.iter().zip(groups) {
-        row.insert((*g).to_string(), json!(v));
+    for g in &req.group_by {
+        row.insert((*g).to_string(), json!(group.value(g)));
     }
     for c in &req.columns {
         row.insert((*c).to_string(), metric(c, m));
@@ -290,33 +339,41 @@ pub async fn stats(
             "stats read without waiting for the latest events: the live thread is behind"
         );
     }
-    let mut grouped: BTreeMap<Vec<Option<String>>, Measures> = BTreeMap::new();
-    let mut totals = Measures::default();
-    {
+    // Grouping reads many rows: off the async workers, which answer postbacks.
+    let answer = tokio::task::spawn_blocking(move || {
         let guard = live.state.read().expect("live lock");
-        let Some(state) = guard.as_ref() else {
-            let mut resp = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"ok": false, "error": "the live stats are being built from the raw tables; retry shortly"})),
-            )
-                .into_response();
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return resp;
-        };
-        for (k, m) in state.rows().filter(|(k, _)| req.matches(k)) {
-            let key: Vec<Option<String>> = req.group_by.iter().map(|g| group_value(k, g)).collect();
-            grouped.entry(key).or_default().add(m, 1);
+        let state = guard.as_ref()?;
+        let (from, to) = req.hours();
+        let mut grouped: BTreeMap<Group, Measures> = BTreeMap::new();
+        let mut totals = Measures::default();
+        for (k, m) in state.rows_between(from, to).filter(|(k, _)| req.matches(k)) {
+            grouped.entry(req.group(k)).or_default().add(m, 1);
             totals.add(m, 1);
         }
-    }
+        Some(render(&req, &grouped, &totals))
+    })
+    .await
+    .expect("stats task panicked");
+    answer.unwrap_or_else(|| {
+        let mut resp = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"ok": false, "error": "the live stats are being built from the raw tables; retry shortly"})),
+        )
+            .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        resp
+    })
+}
+
+fn render(req: &Request, grouped: &BTreeMap<Group, Measures>, totals: &Measures) -> Response {
     if req.csv {
         let mut out = String::new();
         let header: Vec<&str> = req.group_by.iter().chain(&req.columns).copied().collect();
         out.push_str(&header.join(","));
         out.push('\n');
-        for (groups, m) in &grouped {
-            let row = row_json(&req, groups, m);
+        for (group, m) in grouped {
+            let row = row_json(req, group, m);
             let fields: Vec<String> = header.iter().map(|h| csv_field(&row[*h])).collect();
             out.push_str(&fields.join(","));
             out.push('\n');
@@ -325,17 +382,13 @@ pub async fn stats(
     }
     let rows: Vec<Value> = grouped
         .iter()
-        .map(|(groups, m)| Value::Object(row_json(&req, groups, m)))
+        .map(|(group, m)| Value::Object(row_json(req, group, m)))
         .collect();
-    let totals = Value::Object(row_json(
-        &Request {
-            group_by: Vec::new(),
-            ..req
-        },
-        &[],
-        &totals,
-    ));
-    axum::Json(json!({"rows": rows, "totals": totals})).into_response()
+    let mut total = Map::new();
+    for c in &req.columns {
+        total.insert((*c).to_string(), metric(c, totals));
+    }
+    axum::Json(json!({"rows": rows, "totals": Value::Object(total)})).into_response()
 }
 
 #[cfg(test)]

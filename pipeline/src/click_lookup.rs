@@ -263,7 +263,7 @@ impl ParquetClicks {
                 for r in (0..batch.num_rows()).filter(|&r| cids.value(r) == cid) {
                     let dim = |i: usize| {
                         let a = dims[i].as_string::<i32>();
-                        a.is_valid(r).then(|| a.value(r).to_string())
+                        a.is_valid(r).then(|| std::sync::Arc::from(a.value(r)))
                     };
                     let t = ts.value(r);
                     let row = ClickRow {

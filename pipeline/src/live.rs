@@ -24,7 +24,8 @@
 //! A live state starts from a batch recompute ([`LiveStats::from_session`]): the rows of
 //! `stats_hourly` plus the per-click state, read from the same snapshot of the raw files.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -52,11 +53,16 @@ pub const HOUR_MICROS: i64 = 3_600_000_000;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WindowKey {
     pub hour: i64,
-    pub source: Option<String>,
-    pub campaign: Option<String>,
-    pub link: Option<String>,
-    pub country: Option<String>,
-    pub device: Option<String>,
+    pub source: Option<Arc<str>>,
+    pub campaign: Option<Arc<str>>,
+    pub link: Option<Arc<str>>,
+    pub country: Option<Arc<str>>,
+    pub device: Option<Arc<str>>,
+}
+
+/// A dimension value as a [`WindowKey`] holds it.
+pub fn text(s: Option<&str>) -> Option<Arc<str>> {
+    s.map(Arc::from)
 }
 
 impl WindowKey {
@@ -126,11 +132,11 @@ impl ClickRow {
         ClickRow {
             window: WindowKey {
                 hour: c.ts - c.ts.rem_euclid(HOUR_MICROS),
-                source: c.source.clone(),
-                campaign: c.campaign.clone(),
-                link: c.link.clone(),
-                country: c.country.clone(),
-                device: c.device.clone(),
+                source: text(c.source.as_deref()),
+                campaign: text(c.campaign.as_deref()),
+                link: text(c.link.as_deref()),
+                country: text(c.country.as_deref()),
+                device: text(c.device.as_deref()),
             },
             ts: c.ts,
             cost: c.cost,
@@ -300,9 +306,15 @@ pub struct Sizes {
 /// The live `stats_hourly`.
 #[derive(Debug, Default)]
 pub struct LiveStats {
+    /// Every window seen, by id; its dimension values shared through `strings`.
     windows: Vec<WindowKey>,
-    window_ids: HashMap<WindowKey, u32>,
-    rows: HashMap<u32, Measures>,
+    /// Window → id, stored as ids hashed by their window (no second copy of the keys).
+    window_ids: hashbrown::HashTable<u32>,
+    hasher: std::hash::RandomState,
+    /// Distinct dimension values.
+    strings: HashSet<Arc<str>>,
+    /// Rows by (hour, window): in time order, so a day or a range of days is read alone.
+    rows: BTreeMap<(i64, u32), Measures>,
     /// Clicks without conversions or refunds.
     index: HashMap<CidKey, Entry>,
     /// Click IDs with conversions or refunds.
@@ -318,12 +330,33 @@ impl LiveStats {
     }
 
     fn intern(&mut self, w: WindowKey) -> u32 {
-        if let Some(&id) = self.window_ids.get(&w) {
+        let hash = self.hasher.hash_one(&w);
+        let windows = &self.windows;
+        if let Some(&id) = self.window_ids.find(hash, |&id| windows[id as usize] == w) {
             return id;
         }
+        let mut share = |s: Option<Arc<str>>| {
+            s.map(|s| match self.strings.get(&s) {
+                Some(known) => known.clone(),
+                None => {
+                    self.strings.insert(s.clone());
+                    s
+                }
+            })
+        };
+        let w = WindowKey {
+            hour: w.hour,
+            source: share(w.source),
+            campaign: share(w.campaign),
+            link: share(w.link),
+            country: share(w.country),
+            device: share(w.device),
+        };
         let id = u32::try_from(self.windows.len()).expect("fewer than 2^32 windows");
-        self.windows.push(w.clone());
-        self.window_ids.insert(w, id);
+        self.windows.push(w);
+        let (windows, hasher) = (&self.windows, &self.hasher);
+        self.window_ids
+            .insert_unique(hash, id, |&i| hasher.hash_one(&windows[i as usize]));
         id
     }
 
@@ -457,7 +490,11 @@ impl LiveStats {
         match (old, new) {
             (Some((ow, om)), Some((nw, nm))) if ow == nw => {
                 if om != nm {
-                    let row = self.rows.get_mut(&ow).expect("a contributed row exists");
+                    let hour = self.windows[ow as usize].hour;
+                    let row = self
+                        .rows
+                        .get_mut(&(hour, ow))
+                        .expect("a contributed row exists");
                     let before = row.clone();
                     row.add(&om, -1);
                     row.add(&nm, 1);
@@ -482,11 +519,14 @@ impl LiveStats {
 
     fn remove(&mut self, w: u32, m: &Measures, changes: &mut Vec<Change>) {
         let key = self.windows[w as usize].clone();
-        let row = self.rows.get_mut(&w).expect("a contributed row exists");
+        let row = self
+            .rows
+            .get_mut(&(key.hour, w))
+            .expect("a contributed row exists");
         let before = row.clone();
         row.add(m, -1);
         if row.clicks == 0 {
-            self.rows.remove(&w);
+            self.rows.remove(&(key.hour, w));
             changes.push(Change::Retract(key, before));
         } else {
             changes.push(Change::Update(key, before, row.clone()));
@@ -495,31 +535,45 @@ impl LiveStats {
 
     fn insert(&mut self, w: u32, m: &Measures, changes: &mut Vec<Change>) {
         let key = self.windows[w as usize].clone();
-        match self.rows.get_mut(&w) {
+        match self.rows.get_mut(&(key.hour, w)) {
             Some(row) => {
                 let before = row.clone();
                 row.add(m, 1);
                 changes.push(Change::Update(key, before, row.clone()));
             }
             None => {
-                self.rows.insert(w, m.clone());
+                self.rows.insert((key.hour, w), m.clone());
                 changes.push(Change::Append(key, m.clone()));
             }
         }
     }
 
-    /// The current rows.
+    /// The current rows, in hour order.
     pub fn rows(&self) -> impl Iterator<Item = (&WindowKey, &Measures)> {
+        self.rows_between(i64::MIN, i64::MAX)
+    }
+
+    /// The rows of the hours in `[from, to)` (microseconds since the epoch), in hour order.
+    pub fn rows_between(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> impl Iterator<Item = (&WindowKey, &Measures)> {
+        let range = (from.min(to), 0)..(to, 0);
         self.rows
-            .iter()
-            .map(|(w, m)| (&self.windows[*w as usize], m))
+            .range(range)
+            .map(|((_, w), m)| (&self.windows[*w as usize], m))
     }
 
     /// The rows of one UTC day (one `stats_hourly` partition), in the order of the files.
     pub fn rows_of_date(&self, date: NaiveDate) -> Vec<(WindowKey, Measures)> {
+        let start = date
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp_micros();
         let mut out: Vec<(WindowKey, Measures)> = self
-            .rows()
-            .filter(|(k, _)| k.date() == date)
+            .rows_between(start, start + 24 * HOUR_MICROS)
             .map(|(k, m)| (k.clone(), m.clone()))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -549,8 +603,9 @@ impl LiveStats {
         };
         for batch in stats {
             for (key, m) in stats_rows(batch)? {
+                let hour = key.hour;
                 let w = live.intern(key);
-                live.rows.insert(w, m);
+                live.rows.insert((hour, w), m);
             }
         }
         let events = |sql: &'static str, table: Table| async move {
@@ -605,7 +660,7 @@ impl LiveStats {
                 if !in_state && !live.keeps(&key, ts) {
                     continue;
                 }
-                let dim = |i: usize| dims[i].is_valid(r).then(|| dims[i].value(r).to_string());
+                let dim = |i: usize| dims[i].is_valid(r).then(|| Arc::from(dims[i].value(r)));
                 let row = ClickRow {
                     window: WindowKey {
                         hour: ts - ts.rem_euclid(HOUR_MICROS),
@@ -693,7 +748,7 @@ pub fn stats_rows(batch: &RecordBatch) -> Result<Vec<(WindowKey, Measures)>> {
     };
     Ok((0..batch.num_rows())
         .map(|r| {
-            let dim = |i: usize| dims[i].is_valid(r).then(|| dims[i].value(r).to_string());
+            let dim = |i: usize| dims[i].is_valid(r).then(|| Arc::from(dims[i].value(r)));
             let key = WindowKey {
                 hour: hour.value(r),
                 source: dim(0),
@@ -744,7 +799,7 @@ pub fn stats_schema() -> SchemaRef {
 
 /// `rows` as one batch of [`stats_schema`].
 pub fn stats_batch(rows: &[(WindowKey, Measures)]) -> Result<RecordBatch> {
-    let dim = |f: fn(&WindowKey) -> &Option<String>| -> ArrayRef {
+    let dim = |f: fn(&WindowKey) -> &Option<Arc<str>>| -> ArrayRef {
         Arc::new(StringArray::from_iter(
             rows.iter().map(|(k, _)| f(k).as_deref()),
         ))

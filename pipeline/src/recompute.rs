@@ -189,7 +189,10 @@ async fn run(
     let (ctx, files) = crate::materialized_job_session_with_files(store).await?;
     let mut report = Report::default();
     let mut stats = Vec::new();
-    for d in DERIVED.iter().filter(|d| !(skip_stats && d.name == "stats_hourly")) {
+    for d in DERIVED
+        .iter()
+        .filter(|d| !(skip_stats && d.name == "stats_hourly"))
+    {
         progress(Progress::Computing { table: d.name });
         let mut batches = compute(&ctx, d, range).await?;
         let rows = batches.iter().map(RecordBatch::num_rows).sum();

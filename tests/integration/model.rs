@@ -238,7 +238,7 @@ proptest! {
 fn live_stats<'a>(
     rows: impl Iterator<Item = (&'a WindowKey, &'a Measures)>,
 ) -> BTreeMap<Key, Measures> {
-    rows.map(|(k, m)| ((k.hour, k.source.clone()), m.clone()))
+    rows.map(|(k, m)| ((k.hour, k.source.as_deref().map(String::from)), m.clone()))
         .collect()
 }
 
