@@ -1,9 +1,17 @@
--- wrk script for bench/ingest: a mix of clicks, conversions and refunds in equal parts, every
--- conversion and refund with its own cid/txid so none is a duplicate. Foreign-style click IDs
--- (allowed by the contract) keep the generator independent of the server's MAC key.
+-- wrk script for bench/ingest and bench/live: a mix of clicks, conversions and refunds in equal
+-- parts, every conversion and refund with its own cid/txid so none is a duplicate. Foreign-style
+-- click IDs (allowed by the contract) keep the generator independent of the server's MAC key.
+-- With WRK_DELAY_MS set, each connection waits that long between requests (a paced load of
+-- about connections * 1000 / WRK_DELAY_MS postbacks per second); without it, full speed.
 local counter = 0
 local thread_id = 0
 local threads = {}
+local pause = tonumber(os.getenv("WRK_DELAY_MS") or "")
+if pause then
+  function delay()
+    return pause
+  end
+end
 
 function setup(thread)
   thread:set("thread_id", #threads)

@@ -12,8 +12,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 
-use arrow::array::{Array, AsArray, StringArray};
-use arrow::datatypes::{Decimal128Type, TimestampMicrosecondType};
+use arrow::array::StringArray;
 use chrono::NaiveDate;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -26,9 +25,8 @@ use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::statistics::Statistics;
-use rust_decimal::Decimal;
 
-use crate::live::{ClickLookup, ClickRow, HOUR_MICROS, WindowKey};
+use crate::live::{ClickColumns, ClickLookup, ClickRow};
 use crate::{Error, Result};
 
 /// Most pages whose `cid` ranges are kept in memory (about 60 bytes each), over all cached
@@ -239,45 +237,9 @@ impl ParquetClicks {
                 .map_err(|e| Error::DataRoot(format!("reading {path}: {e}")))?;
             let batches = reader.collect::<Result<Vec<_>, _>>()?;
             for batch in batches {
-                let col = |name: &str| {
-                    batch
-                        .column_by_name(name)
-                        .ok_or_else(|| Error::DataRoot(format!("{path} has no column {name}")))
-                };
-                let text = |name: &str| -> Result<arrow::array::ArrayRef> {
-                    Ok(arrow::compute::cast(
-                        col(name)?,
-                        &arrow::datatypes::DataType::Utf8,
-                    )?)
-                };
-                let cids = text("cid")?;
-                let cids = cids.as_string::<i32>();
-                let ts = col("ts")?
-                    .as_primitive::<TimestampMicrosecondType>()
-                    .clone();
-                let cost = col("cost")?.as_primitive::<Decimal128Type>().clone();
-                let dims = ["source", "campaign", "link", "country", "device"]
-                    .into_iter()
-                    .map(text)
-                    .collect::<Result<Vec<_>>>()?;
-                for r in (0..batch.num_rows()).filter(|&r| cids.value(r) == cid) {
-                    let dim = |i: usize| {
-                        let a = dims[i].as_string::<i32>();
-                        a.is_valid(r).then(|| std::sync::Arc::from(a.value(r)))
-                    };
-                    let t = ts.value(r);
-                    let row = ClickRow {
-                        window: WindowKey {
-                            hour: t - t.rem_euclid(HOUR_MICROS),
-                            source: dim(0),
-                            campaign: dim(1),
-                            link: dim(2),
-                            country: dim(3),
-                            device: dim(4),
-                        },
-                        ts: t,
-                        cost: Decimal::from_i128_with_scale(cost.value(r), 4),
-                    };
+                let columns = ClickColumns::new(&batch)?;
+                for r in (0..columns.len()).filter(|&r| columns.cid(r) == cid) {
+                    let row = columns.row(r);
                     if best.as_ref().is_none_or(|b| row.order() < b.order()) {
                         best = Some(row);
                     }

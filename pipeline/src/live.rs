@@ -644,35 +644,13 @@ impl LiveStats {
             .execute_stream()
             .await?;
         while let Some(batch) = clicks.next().await {
-            let batch = batch?;
-            let cids = utf8(batch.column(0))?;
-            let cids = cids.as_string::<i32>();
-            let ts = batch.column(1).as_primitive::<TimestampMicrosecondType>();
-            let dims: Vec<_> = (2..7)
-                .map(|i| utf8(batch.column(i)))
-                .collect::<Result<_>>()?;
-            let dims: Vec<_> = dims.iter().map(|a| a.as_string::<i32>()).collect();
-            let cost = batch.column(7).as_primitive::<Decimal128Type>();
-            for r in 0..batch.num_rows() {
-                let key = CidKey::new(cids.value(r));
-                let ts = ts.value(r);
-                let in_state = live.states.contains_key(&key);
-                if !in_state && !live.keeps(&key, ts) {
+            let columns = ClickColumns::new(&batch?)?;
+            for r in 0..columns.len() {
+                let key = CidKey::new(columns.cid(r));
+                let row = columns.row(r);
+                if !live.states.contains_key(&key) && !live.keeps(&key, row.ts) {
                     continue;
                 }
-                let dim = |i: usize| dims[i].is_valid(r).then(|| Arc::from(dims[i].value(r)));
-                let row = ClickRow {
-                    window: WindowKey {
-                        hour: ts - ts.rem_euclid(HOUR_MICROS),
-                        source: dim(0),
-                        campaign: dim(1),
-                        link: dim(2),
-                        country: dim(3),
-                        device: dim(4),
-                    },
-                    ts,
-                    cost: Decimal::from_i128_with_scale(cost.value(r), 4),
-                };
                 let entry = live.entry(row);
                 match live.states.get_mut(&key) {
                     Some(state) => state.click = Some(entry),
@@ -694,6 +672,71 @@ impl LiveStats {
         match (self.horizon, key.day()) {
             (Some(h), Some(day)) => day >= h || date_of_micros(ts) != day,
             _ => true,
+        }
+    }
+}
+
+/// The columns of clicks that the stats need (`cid`, `ts`, the dimensions and `cost`, found by
+/// name in a batch of `clicks` or `clicks_dedup`), read row by row.
+pub struct ClickColumns {
+    cids: ArrayRef,
+    ts: TimestampMicrosecondArray,
+    dims: Vec<ArrayRef>,
+    cost: Decimal128Array,
+}
+
+impl ClickColumns {
+    pub fn new(batch: &RecordBatch) -> Result<Self> {
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| Error::DataRoot(format!("clicks without the column {name}")))
+        };
+        Ok(ClickColumns {
+            cids: utf8(col("cid")?)?,
+            ts: col("ts")?
+                .as_primitive_opt::<TimestampMicrosecondType>()
+                .ok_or_else(|| Error::DataRoot("clicks.ts is not a timestamp".into()))?
+                .clone(),
+            dims: ["source", "campaign", "link", "country", "device"]
+                .into_iter()
+                .map(|n| utf8(col(n)?))
+                .collect::<Result<_>>()?,
+            cost: arrow::compute::cast(col("cost")?, &netrev_storage::model::money_type())?
+                .as_primitive::<Decimal128Type>()
+                .clone(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    pub fn cid(&self, r: usize) -> &str {
+        self.cids.as_string::<i32>().value(r)
+    }
+
+    pub fn row(&self, r: usize) -> ClickRow {
+        let dim = |i: usize| {
+            let a = self.dims[i].as_string::<i32>();
+            a.is_valid(r).then(|| Arc::from(a.value(r)))
+        };
+        let ts = self.ts.value(r);
+        ClickRow {
+            window: WindowKey {
+                hour: ts - ts.rem_euclid(HOUR_MICROS),
+                source: dim(0),
+                campaign: dim(1),
+                link: dim(2),
+                country: dim(3),
+                device: dim(4),
+            },
+            ts,
+            cost: Decimal::from_i128_with_scale(self.cost.value(r), 4),
         }
     }
 }
