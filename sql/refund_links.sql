@@ -8,6 +8,7 @@
 --   unmatched          no click with this cid is known (kept, never dropped)
 --   over_refund        the refunds linked to that conversion, up to and including this one
 --                      (by ts, then txid, amount, type, ref), exceed its amount
+--   vid, source, click_ts   the click's visitor, traffic source and time (null when unmatched)
 CREATE OR REPLACE VIEW refund_links AS
 WITH first_conversion AS (
   SELECT cid, txid, ts, amount
@@ -24,14 +25,15 @@ linked AS (
          CASE WHEN m.cid IS NOT NULL THEN m.txid ELSE f.txid END AS conversion_txid,
          CASE WHEN m.cid IS NOT NULL THEN m.ts ELSE f.ts END AS conversion_ts,
          CASE WHEN m.cid IS NOT NULL THEN m.amount ELSE f.amount END AS conversion_amount,
-         k.cid IS NULL AS unmatched
+         k.cid IS NULL AS unmatched,
+         k.vid, k.source, k.ts AS click_ts
   FROM refunds_dedup AS r
   LEFT JOIN conversions_dedup AS m ON m.cid = r.cid AND m.txid = r."ref"
   LEFT JOIN first_conversion AS f ON f.cid = r.cid
   LEFT JOIN converting_clicks AS k ON k.cid = r.cid
 )
 SELECT cid, ts, amount, txid, "type", "ref", linked,
-       conversion_txid, conversion_ts, conversion_amount, unmatched,
+       conversion_txid, conversion_ts, conversion_amount, unmatched, vid, source, click_ts,
        linked AND sum(amount) OVER (
          PARTITION BY cid, linked, conversion_txid
          ORDER BY ts, txid NULLS FIRST, amount, "type", "ref" NULLS FIRST

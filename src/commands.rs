@@ -48,17 +48,13 @@ pub async fn recompute(data: &str, range: DateRange) -> anyhow::Result<()> {
 pub async fn sql(data: &str, query: &str, format: Format) -> anyhow::Result<()> {
     let store = Store::open(data).with_context(|| format!("opening data root {data}"))?;
     let ctx = netrev_pipeline::query_session(&store).await?;
-    // Analysts' queries read; they never create, write or change settings.
-    let read_only = datafusion::execution::context::SQLOptions::new()
-        .with_allow_ddl(false)
-        .with_allow_dml(false)
-        .with_allow_statements(false);
-    let batches = ctx
-        .sql_with_options(query, read_only)
-        .await?
-        .collect()
-        .await?;
-    let text = output::render(&batches, format)?;
+    // The same read-only rules as POST /api/sql; on the command line nothing is cut.
+    let limits = netrev_pipeline::query::Limits {
+        max_rows: usize::MAX,
+        timeout: std::time::Duration::from_secs(24 * 3600),
+    };
+    let answer = netrev_pipeline::query::run(&ctx, query, limits).await?;
+    let text = output::render(&answer.batches, format)?;
     print!("{text}");
     if !text.ends_with('\n') {
         println!();

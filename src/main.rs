@@ -1,7 +1,9 @@
 //! `netrev`: the binary. Parses the command line and environment, then hands over to the
 //! library crates: [`serve`] wires ingest and storage into one HTTP service.
 
+mod api;
 mod bench_live;
+mod cohorts;
 mod commands;
 mod generate;
 mod live;
@@ -107,8 +109,8 @@ fn parse_table(s: &str) -> Result<netrev_storage::Table, String> {
 }
 
 fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| format!("{s:?} is not a date like 2026-11-27"))
+    netrev_storage::model::parse_day(s)
+        .ok_or_else(|| format!("{s:?} is not a date like 2026-11-27"))
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +167,16 @@ struct ServeArgs {
     /// Milliseconds between rewrites of the stats_hourly partitions the live stats changed.
     #[arg(long, env = "NETREV_LIVE_PERSIST_MS", default_value_t = 2000)]
     live_persist_ms: u64,
+    /// API key of the query routes (`Authorization: Bearer KEY`); required to listen on an
+    /// address other than loopback.
+    #[arg(long, env = "NETREV_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Most rows a `POST /api/sql` answer holds (more are cut, header x-netrev-truncated).
+    #[arg(long, env = "NETREV_SQL_MAX_ROWS", default_value_t = 100_000)]
+    sql_max_rows: usize,
+    /// Seconds a `POST /api/sql` query may run.
+    #[arg(long, env = "NETREV_SQL_TIMEOUT_SECS", default_value_t = 30)]
+    sql_timeout_secs: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -241,6 +253,11 @@ impl ServeArgs {
                 persist_every: std::time::Duration::from_millis(self.live_persist_ms),
                 rebase_every: (self.recompute_interval_secs > 0)
                     .then(|| std::time::Duration::from_secs(self.recompute_interval_secs)),
+            },
+            api_key: self.api_key,
+            sql_limits: netrev_pipeline::query::Limits {
+                max_rows: self.sql_max_rows,
+                timeout: std::time::Duration::from_secs(self.sql_timeout_secs),
             },
         }
     }

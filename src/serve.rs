@@ -21,9 +21,21 @@ pub struct ServeConfig {
     pub postbacks: PostbackConfig,
     /// The live stats and the recompute schedule that rebuilds them.
     pub live: crate::live::LiveConfig,
+    /// Key the query routes require (`Authorization: Bearer …`); needed on a non-loopback
+    /// address.
+    pub api_key: Option<String>,
+    /// Limits of `POST /api/sql`.
+    pub sql_limits: netrev_pipeline::query::Limits,
 }
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    if config.api_key.is_none() && !config.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {} without an API key: the query routes would be open to the \
+             network; set --api-key (NETREV_API_KEY) or listen on 127.0.0.1",
+            config.listen
+        );
+    }
     let store =
         Store::open(&config.data).with_context(|| format!("opening data root {}", config.data))?;
     // Held while we run: one server per data root, and stats_hourly is kept by our live stats
@@ -32,18 +44,18 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let ingestor = Ingestor::open(store.clone(), config.ingest)
         .await
         .context("starting ingest")?;
-    let live = crate::live::start(ingestor.clone(), store, config.live)?;
+    let live = crate::live::start(ingestor.clone(), store.clone(), config.live)?;
+    let api_key = config
+        .api_key
+        .as_deref()
+        .map(netrev_ingest::http::Secret::new);
     let app = netrev_ingest::http::router(ingestor.clone(), &config.postbacks)
         .merge(
             Router::new()
                 .route("/api/health", get(health))
                 .with_state((ingestor.clone(), live.clone())),
         )
-        .merge(
-            Router::new()
-                .route("/api/stats", get(crate::stats_api::stats))
-                .with_state(live),
-        );
+        .merge(crate::api::router(store, live, api_key, config.sql_limits));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -1,7 +1,9 @@
 //! `GET /api/stats`: the stats table (DESIGN.md sections 5 and 8), answered from the live rows
 //! of `stats_hourly`, so an acknowledged refund shows at the next read.
 //!
-//! Days and hours are UTC; other time zones answer 400 until they are supported exactly.
+//! Days follow `tz` (default UTC). The windows are UTC hours, so a local day is exact in any
+//! zone whose offset is a whole number of hours, daylight saving included (such a day has 23 or
+//! 25 of them); a zone with a part-hour offset (Asia/Kolkata) is refused with 400.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -9,12 +11,14 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Map, Value, json};
 
 use netrev_pipeline::live::{Measures, WindowKey};
 
+use crate::api::{ApiError, bad};
 use crate::live::Live;
 
 /// Dimensions `group_by` accepts, in output order.
@@ -43,33 +47,12 @@ pub const METRICS: &[&str] = &[
 /// Days shown when `from` is not given: the 30 days up to `to`.
 const DEFAULT_DAYS: u64 = 30;
 
-struct BadParam {
-    field: &'static str,
-    error: String,
-}
-
-fn bad(field: &'static str, error: impl Into<String>) -> BadParam {
-    BadParam {
-        field,
-        error: error.into(),
-    }
-}
-
-impl IntoResponse for BadParam {
-    fn into_response(self) -> Response {
-        (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({"ok": false, "error": self.error, "field": self.field})),
-        )
-            .into_response()
-    }
-}
-
 /// A parsed, validated stats request.
 #[derive(Debug)]
 struct Request {
     from: NaiveDate,
     to: NaiveDate,
+    tz: Tz,
     group_by: Vec<&'static str>,
     columns: Vec<&'static str>,
     filters: Vec<(&'static str, String)>,
@@ -80,7 +63,7 @@ fn list(
     params: &HashMap<String, String>,
     field: &'static str,
     allowed: &[&'static str],
-) -> Result<Option<Vec<&'static str>>, BadParam> {
+) -> Result<Option<Vec<&'static str>>, ApiError> {
     let Some(text) = params.get(field) else {
         return Ok(None);
     };
@@ -102,28 +85,28 @@ fn list(
 fn date(
     params: &HashMap<String, String>,
     field: &'static str,
-) -> Result<Option<NaiveDate>, BadParam> {
+) -> Result<Option<NaiveDate>, ApiError> {
     params
         .get(field)
         .map(|s| {
-            NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                .map_err(|_| bad(field, format!("{s:?} is not a date (YYYY-MM-DD)")))
+            netrev_storage::model::parse_day(s)
+                .ok_or_else(|| bad(field, format!("{s:?} is not a date (YYYY-MM-DD)")))
         })
         .transpose()
 }
 
 impl Request {
-    fn parse(params: &HashMap<String, String>) -> Result<Request, BadParam> {
-        match params.get("tz").map(String::as_str) {
-            None | Some("UTC" | "Etc/UTC") => {}
-            Some(other) => {
-                return Err(bad(
+    fn parse(params: &HashMap<String, String>) -> Result<Request, ApiError> {
+        let tz: Tz = match params.get("tz") {
+            None => Tz::UTC,
+            Some(name) => name.parse().map_err(|_| {
+                bad(
                     "tz",
-                    format!("time zone {other:?} is not supported yet; days are UTC (tz=UTC)"),
-                ));
-            }
-        }
-        let to = date(params, "to")?.unwrap_or_else(|| Utc::now().date_naive());
+                    format!("unknown time zone {name:?}; an IANA name such as Europe/Berlin"),
+                )
+            })?,
+        };
+        let to = date(params, "to")?.unwrap_or_else(|| Utc::now().with_timezone(&tz).date_naive());
         let from =
             date(params, "from")?.unwrap_or_else(|| to - chrono::Days::new(DEFAULT_DAYS - 1));
         if from > to {
@@ -143,14 +126,41 @@ impl Request {
             .into_iter()
             .filter_map(|f| params.get(f).map(|v| (f, v.clone())))
             .collect();
-        Ok(Request {
+        let req = Request {
             from,
             to,
+            tz,
             group_by: list(params, "group_by", GROUPS)?.unwrap_or_default(),
             columns: list(params, "columns", METRICS)?.unwrap_or_else(|| METRICS.to_vec()),
             filters,
             csv,
-        })
+        };
+        req.check_whole_hours()?;
+        Ok(req)
+    }
+
+    /// The windows are UTC hours: a local day is a whole number of them only while the zone's
+    /// offset is a whole number of hours. Otherwise the answer could not be exact: refused.
+    fn check_whole_hours(&self) -> Result<(), ApiError> {
+        let (from, to) = self.hours();
+        let mut t = from;
+        while t < to {
+            let utc = DateTime::<Utc>::from_timestamp_micros(t).unwrap_or_default();
+            let offset = self.tz.offset_from_utc_datetime(&utc.naive_utc()).fix();
+            if offset.local_minus_utc() % 3600 != 0 {
+                return Err(bad(
+                    "tz",
+                    format!(
+                        "{} is at UTC{offset} on {}: stats are kept in UTC hours, so days in a zone with a \
+                         part-hour offset cannot be answered exactly; use a zone with whole-hour offsets or UTC",
+                        self.tz,
+                        utc.with_timezone(&self.tz).date_naive()
+                    ),
+                ));
+            }
+            t += HOUR_MICROS;
+        }
+        Ok(())
     }
 
     fn matches(&self, k: &WindowKey) -> bool {
@@ -159,15 +169,13 @@ impl Request {
             .all(|(f, v)| dim(k, f) == Some(v.as_str()))
     }
 
-    /// The hours the request covers: `[from 00:00, to + 1 day 00:00)` UTC, in microseconds.
+    /// The hours the request covers, from the start of `from` to the end of `to` in the
+    /// request's zone (a local day may have 23 or 25 hours), in UTC microseconds.
     fn hours(&self) -> (i64, i64) {
-        let micros = |d: NaiveDate| {
-            d.and_hms_opt(0, 0, 0)
-                .expect("midnight")
-                .and_utc()
-                .timestamp_micros()
-        };
-        (micros(self.from), micros(self.to) + DAY_MICROS)
+        (
+            start_of_day(self.from, self.tz),
+            start_of_day(self.to + chrono::Days::new(1), self.tz),
+        )
     }
 
     /// A row's group: day and hour (when grouped by them) and the grouped dimensions, borrowed
@@ -176,7 +184,12 @@ impl Request {
         let mut g = Group::default();
         for name in &self.group_by {
             match *name {
-                "date" => g.day = Some(k.hour.div_euclid(DAY_MICROS)),
+                "date" => {
+                    let utc = DateTime::<Utc>::from_timestamp_micros(k.hour).unwrap_or_default();
+                    g.day = Some(i64::from(
+                        utc.with_timezone(&self.tz).date_naive().num_days_from_ce(),
+                    ));
+                }
                 "hour" => g.hour = Some(k.hour),
                 other => {
                     let i = GROUPS.iter().position(|n| n == &other).expect("validated") - 2;
@@ -188,7 +201,19 @@ impl Request {
     }
 }
 
-const DAY_MICROS: i64 = 86_400_000_000;
+const HOUR_MICROS: i64 = 3_600_000_000;
+
+/// The first instant of local day `d` in `tz` (the end of a gap when midnight is skipped).
+fn start_of_day(d: NaiveDate, tz: Tz) -> i64 {
+    let midnight = d.and_hms_opt(0, 0, 0).expect("midnight");
+    let local = (0..24)
+        .find_map(|h| {
+            tz.from_local_datetime(&(midnight + chrono::Duration::hours(h)))
+                .earliest()
+        })
+        .expect("a day has a valid local hour");
+    local.with_timezone(&Utc).timestamp_micros()
+}
 
 /// A group key; `None` fields are not grouped by.
 #[derive(Debug, Default, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -200,11 +225,12 @@ struct Group<'a> {
 }
 
 impl Group<'_> {
-    /// The value of one group column.
-    fn value(&self, name: &str) -> Option<String> {
+    /// The value of one group column: a local date, an hour's local start with its offset
+    /// (`Z` in UTC), or a dimension.
+    fn value(&self, name: &str, tz: Tz) -> Option<String> {
         match name {
             "date" => self.day.map(|d| {
-                DateTime::<Utc>::from_timestamp_micros(d * DAY_MICROS)
+                NaiveDate::from_num_days_from_ce_opt(i32::try_from(d).unwrap_or_default())
                     .unwrap_or_default()
                     .format("%Y-%m-%d")
                     .to_string()
@@ -212,8 +238,8 @@ impl Group<'_> {
             "hour" => self.hour.map(|h| {
                 DateTime::<Utc>::from_timestamp_micros(h)
                     .unwrap_or_default()
-                    .format("%Y-%m-%dT%H:00:00Z")
-                    .to_string()
+                    .with_timezone(&tz)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             }),
             other => {
                 let i = GROUPS.iter().position(|n| n == &other)? - 2;
@@ -234,14 +260,7 @@ fn dim<'a>(k: &'a WindowKey, name: &str) -> Option<&'a str> {
     }
 }
 
-/// Money as an exact decimal string with at least two fraction digits.
-fn money(v: Decimal) -> String {
-    let mut n = v.normalize();
-    if n.scale() < 2 {
-        n.rescale(2);
-    }
-    n.to_string()
-}
+use netrev_storage::money::display as money;
 
 /// `100 × num / den` (or `num / den` when `percent` is false) rounded half-even to `places`;
 /// `None` when `den` is zero.
@@ -303,7 +322,7 @@ fn metric(name: &str, m: &Measures) -> Value {
 fn row_json(req: &Request, group: &Group, m: &Measures) -> Map<String, Value> {
     let mut row = Map::new();
     for g in &req.group_by {
-        row.insert((*g).to_string(), json!(group.value(g)));
+        row.insert((*g).to_string(), json!(group.value(g, req.tz)));
     }
     for c in &req.columns {
         row.insert((*c).to_string(), metric(c, m));

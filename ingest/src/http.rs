@@ -54,9 +54,8 @@ pub const TOKEN_HEADER: &str = "x-postback-token";
 #[derive(Clone)]
 struct AppState {
     ingestor: Arc<Ingestor>,
-    /// SHA-256 of the configured token: comparing fixed-size digests in constant time leaks
-    /// neither the token nor its length.
-    token_digest: Option<[u8; 32]>,
+    /// The configured postback token.
+    token: Option<Secret>,
     body_limit: usize,
 }
 
@@ -133,10 +132,7 @@ impl From<Invalid> for PostbackError {
 pub fn router(ingestor: Arc<Ingestor>, config: &PostbackConfig) -> Router {
     let state = AppState {
         ingestor,
-        token_digest: config
-            .token
-            .as_ref()
-            .map(|t| Sha256::digest(t.as_bytes()).into()),
+        token: config.token.as_deref().map(Secret::new),
         body_limit: config.body_limit,
     };
     Router::new()
@@ -187,7 +183,7 @@ async fn read_params(state: &AppState, req: Request) -> Result<Params, PostbackE
     let parsed = params::parse(query.as_deref(), &body, kind);
     // Authenticate before judging the input, so a caller without the token learns nothing
     // about what would be accepted.
-    if let Some(want) = &state.token_digest {
+    if let Some(want) = &state.token {
         let given = parts
             .headers
             .get(TOKEN_HEADER)
@@ -198,19 +194,36 @@ async fn read_params(state: &AppState, req: Request) -> Result<Params, PostbackE
                 Err(_) => params::find(query.as_deref().unwrap_or("").as_bytes(), "token")
                     .or_else(|| params::find(&body, "token")),
             });
-        if !token_matches(want, given.as_deref()) {
+        if !want.matches(given.as_deref()) {
             return Err(PostbackError::Unauthorized);
         }
     }
     Ok(parsed?)
 }
 
-fn token_matches(want: &[u8; 32], given: Option<&str>) -> bool {
-    let Some(given) = given else {
-        return false;
-    };
-    let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-    bool::from(digest.ct_eq(want))
+/// A configured secret (postback token, API key), kept as its SHA-256: comparing fixed-size
+/// digests in constant time leaks neither the secret nor its length.
+#[derive(Clone)]
+pub struct Secret([u8; 32]);
+
+impl Secret {
+    pub fn new(secret: &str) -> Self {
+        Secret(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    pub fn matches(&self, given: Option<&str>) -> bool {
+        let Some(given) = given else {
+            return false;
+        };
+        let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        bool::from(digest.ct_eq(&self.0))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
 }
 
 async fn submit(state: &AppState, event: Event) -> Result<Outcome, PostbackError> {

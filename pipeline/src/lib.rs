@@ -19,6 +19,7 @@ pub mod click_lookup;
 pub mod jobs;
 pub mod live;
 pub mod output;
+pub mod query;
 pub mod recompute;
 pub mod snapshot;
 

@@ -132,6 +132,20 @@ impl Event {
     }
 }
 
+/// A day written exactly `YYYY-MM-DD` (chrono alone would take `2026-3-8`).
+pub fn parse_day(s: &str) -> Option<NaiveDate> {
+    let b = s.as_bytes();
+    let shaped = b.len() == 10
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b.iter()
+            .enumerate()
+            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    shaped
+        .then(|| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+        .flatten()
+}
+
 /// The UTC calendar day of a timestamp in microseconds.
 pub fn date_of_micros(ts: i64) -> NaiveDate {
     DateTime::<Utc>::from_timestamp_micros(ts)

@@ -94,6 +94,16 @@ pub fn from_units(units: i128) -> Decimal {
     Decimal::from_i128_with_scale(units, SCALE)
 }
 
+/// Money for people and JSON: every digit it has, and at least cents (`"49.99"`, `"50.00"`,
+/// `"0.0125"`).
+pub fn display(value: Decimal) -> String {
+    let mut n = value.normalize();
+    if n.scale() < 2 {
+        n.rescale(2);
+    }
+    n.to_string()
+}
+
 /// Formats money with exactly `places` fraction digits, rounding half-even, e.g. `"49.99"`.
 pub fn format(value: Decimal, places: u32) -> String {
     let mut v =

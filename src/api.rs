@@ -1,0 +1,496 @@
+//! The query API (DESIGN.md section 8) apart from `/api/stats`: read-only SQL, cohorts,
+//! visitor profiles and the refund log, answered from the derived tables as the last recompute
+//! wrote them; the API key; the OpenAPI description.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::NaiveDate;
+use datafusion::prelude::{DataFrame, SessionContext, col, lit};
+use serde_json::{Value, json};
+
+use netrev_ingest::http::Secret;
+use netrev_pipeline::query::{self, Limits, QueryError};
+use netrev_storage::Store;
+
+use crate::live::Live;
+
+/// The OpenAPI description, embedded.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+#[derive(Clone)]
+pub struct ApiState {
+    store: Store,
+    limits: Limits,
+}
+
+/// The query routes, behind `api_key` when one is configured, plus the OpenAPI description.
+pub fn router(store: Store, live: Arc<Live>, api_key: Option<Secret>, limits: Limits) -> Router {
+    let state = ApiState { store, limits };
+    let protected = Router::new()
+        .route("/api/stats", get(crate::stats_api::stats).with_state(live))
+        .route("/api/sql", post(sql))
+        .route("/api/cohorts", get(cohorts))
+        .route("/api/visitors/{vid}", get(visitor))
+        .route("/api/refunds", get(refunds))
+        .route("/api/refunds/unmatched", get(unmatched))
+        .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(api_key),
+            require_key,
+        ));
+    protected.route(
+        "/api/openapi.json",
+        get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+    )
+}
+
+/// `Authorization: Bearer <key>` on every query route when a key is configured: 401
+/// otherwise, with nothing about the key in the answer or the logs.
+async fn require_key(
+    State(key): State<Arc<Option<Secret>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(key) = key.as_ref() {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !key.matches(given) {
+            let mut resp = error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API key (Authorization: Bearer …)",
+                None,
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+    }
+    next.run(request).await
+}
+
+/// An error answer: `{"ok":false,"error":…,"field":…}` with its status.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<&'static str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"ok": false, "error": self.message});
+        if let Some(f) = self.field {
+            body["field"] = json!(f);
+        }
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+pub fn error(
+    status: StatusCode,
+    message: impl Into<String>,
+    field: Option<&'static str>,
+) -> ApiError {
+    ApiError {
+        status,
+        message: message.into(),
+        field,
+    }
+}
+
+/// 400 naming the parameter at fault.
+pub fn bad(field: &'static str, message: impl Into<String>) -> ApiError {
+    error(StatusCode::BAD_REQUEST, message, Some(field))
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "query failed");
+    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)
+}
+
+type Answer = Result<Response, ApiError>;
+
+async fn session(state: &ApiState) -> Result<SessionContext, ApiError> {
+    netrev_pipeline::query_session(&state.store)
+        .await
+        .map_err(internal)
+}
+
+/// Runs `df` and answers its rows as JSON objects (money as exact strings).
+async fn rows(df: DataFrame, limits: Limits) -> Result<Vec<Value>, ApiError> {
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let batches = tokio::time::timeout(
+        limits.timeout,
+        df.limit(
+            0,
+            (limits.max_rows != usize::MAX).then_some(limits.max_rows),
+        )
+        .map_err(internal)?
+        .collect(),
+    )
+    .await
+    .map_err(|_| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the query took too long",
+            None,
+        )
+    })?
+    .map_err(internal)?;
+    let answer = query::Answer {
+        batches,
+        schema,
+        truncated: false,
+    };
+    let json = query::to_json(&answer).map_err(internal)?;
+    Ok(json["rows"].as_array().cloned().unwrap_or_default())
+}
+
+fn date_param(
+    params: &HashMap<String, String>,
+    field: &'static str,
+) -> Result<Option<NaiveDate>, ApiError> {
+    params
+        .get(field)
+        .map(|s| {
+            netrev_storage::model::parse_day(s)
+                .ok_or_else(|| bad(field, format!("{s:?} is not a date (YYYY-MM-DD)")))
+        })
+        .transpose()
+}
+
+/// `POST /api/sql` with `{"sql": "…"}`; `format=json|csv|arrow` (query string or body).
+async fn sql(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Answer {
+    let request = serde_json::from_slice::<Value>(&body).ok();
+    let text = request
+        .as_ref()
+        .and_then(|r| r.get("sql"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("sql", r#"the body must be JSON: {"sql": "SELECT …"}"#))?;
+    let format = params
+        .get("format")
+        .map(String::as_str)
+        .or_else(|| request.as_ref()?.get("format")?.as_str())
+        .unwrap_or("json");
+    if !["json", "csv", "arrow"].contains(&format) {
+        return Err(bad(
+            "format",
+            format!("unknown format {format:?}; json, csv or arrow"),
+        ));
+    }
+    let ctx = session(&state).await?;
+    let answer = query::run(&ctx, text, state.limits)
+        .await
+        .map_err(|e| match e {
+            QueryError::Refused(m) => bad("sql", m),
+            e @ QueryError::Timeout(_) => {
+                error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string(), Some("sql"))
+            }
+            QueryError::Failed(e) => bad("sql", e.to_string()),
+        })?;
+    let mut resp = match format {
+        "csv" => {
+            let text = netrev_pipeline::output::render(
+                &answer.batches,
+                netrev_pipeline::output::Format::Csv,
+            )
+            .map_err(internal)?;
+            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response()
+        }
+        "arrow" => {
+            let bytes = query::to_arrow_ipc(&answer).map_err(internal)?;
+            (
+                [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
+                bytes,
+            )
+                .into_response()
+        }
+        _ => axum::Json(query::to_json(&answer).map_err(internal)?).into_response(),
+    };
+    resp.headers_mut().insert(
+        "x-netrev-truncated",
+        HeaderValue::from_static(if answer.truncated { "true" } else { "false" }),
+    );
+    Ok(resp)
+}
+
+/// The `from`/`to` days of a request, refused when `from` is after `to`.
+fn range(
+    params: &HashMap<String, String>,
+) -> Result<(Option<NaiveDate>, Option<NaiveDate>), ApiError> {
+    let (from, to) = (date_param(params, "from")?, date_param(params, "to")?);
+    if let (Some(f), Some(t)) = (from, to)
+        && f > t
+    {
+        return Err(bad("from", format!("from {f} is after to {t}")));
+    }
+    Ok((from, to))
+}
+
+/// Applies `filters` to `df`.
+fn filtered(
+    mut df: DataFrame,
+    filters: Vec<datafusion::prelude::Expr>,
+) -> Result<DataFrame, ApiError> {
+    for f in filters {
+        df = df.filter(f).map_err(internal)?;
+    }
+    Ok(df)
+}
+
+/// `GET /api/cohorts`: cohort LTV curves from `cohort_ltv`, by day, ISO week or month.
+async fn cohorts(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Answer {
+    let granularity = params.get("granularity").map_or("day", String::as_str);
+    if !["day", "week", "month"].contains(&granularity) {
+        return Err(bad(
+            "granularity",
+            format!("unknown granularity {granularity:?}; day, week or month"),
+        ));
+    }
+    let (from, to) = range(&params)?;
+    let max_age: i64 = match params.get("max_age").map(|s| s.parse::<i64>()) {
+        None => 90,
+        Some(Ok(n)) if (0..=365).contains(&n) => n,
+        Some(_) => {
+            return Err(bad(
+                "max_age",
+                "must be a whole number of days from 0 to 365",
+            ));
+        }
+    };
+    if params.contains_key("source") {
+        return Err(bad(
+            "source",
+            "cohorts by traffic source are not kept yet (cohort_ltv has no source column)",
+        ));
+    }
+    let day = |d: NaiveDate| lit(datafusion::scalar::ScalarValue::Date32(Some(days(d))));
+    let mut filters = vec![col("age").lt_eq(lit(max_age))];
+    filters.extend(from.map(|f| col("cohort").gt_eq(day(f))));
+    filters.extend(to.map(|t| col("cohort").lt_eq(day(t))));
+    let ctx = session(&state).await?;
+    let df = filtered(ctx.table("cohort_ltv").await.map_err(internal)?, filters)?
+        .sort(vec![
+            col("cohort").sort(true, false),
+            col("age").sort(true, false),
+        ])
+        .map_err(internal)?;
+    let limits = Limits {
+        max_rows: usize::MAX,
+        ..state.limits
+    };
+    let rows = rows(df, limits).await?;
+    let grouped = crate::cohorts::group(&rows, granularity).map_err(internal)?;
+    Ok(axum::Json(grouped).into_response())
+}
+
+fn days(d: NaiveDate) -> i32 {
+    i32::try_from((d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days())
+        .unwrap_or(i32::MAX)
+}
+
+/// `GET /api/visitors/{vid}`: the profile and refund history; 404 when unknown.
+async fn visitor(State(state): State<ApiState>, Path(vid): Path<String>) -> Answer {
+    let ctx = session(&state).await?;
+    let df = filtered(
+        ctx.table("visitors").await.map_err(internal)?,
+        vec![col("vid").eq(lit(vid.clone()))],
+    )?;
+    let mut profile = rows(df, state.limits)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            error(
+                StatusCode::NOT_FOUND,
+                format!("no visitor {vid:?}"),
+                Some("vid"),
+            )
+        })?;
+    let history = filtered(
+        ctx.table("refund_links").await.map_err(internal)?,
+        vec![col("vid").eq(lit(vid))],
+    )?
+    .select_columns(&[
+        "ts",
+        "cid",
+        "amount",
+        "type",
+        "txid",
+        "ref",
+        "conversion_txid",
+        "conversion_ts",
+        "conversion_amount",
+        "over_refund",
+    ])
+    .and_then(|t| t.sort(vec![col("ts").sort(true, false)]))
+    .map_err(internal)?;
+    profile["refund_history"] = Value::Array(rows(history, state.limits).await?);
+    Ok(axum::Json(profile).into_response())
+}
+
+const REFUND_COLUMNS: &[&str] = &[
+    "ts",
+    "cid",
+    "vid",
+    "source",
+    "amount",
+    "type",
+    "txid",
+    "ref",
+    "linked",
+    "conversion_txid",
+    "conversion_amount",
+    "over_refund",
+    "unmatched",
+];
+
+/// `GET /api/refunds`: the refund log, newest first; filters `from`, `to` (UTC days of the
+/// refund), `source`, `type`, and `limit` (default 1,000).
+async fn refunds(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Answer {
+    refund_log(state, params, false).await
+}
+
+/// `GET /api/refunds/unmatched`: refunds whose click is unknown.
+async fn unmatched(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Answer {
+    refund_log(state, params, true).await
+}
+
+async fn refund_log(
+    state: ApiState,
+    params: HashMap<String, String>,
+    only_unmatched: bool,
+) -> Answer {
+    let (from, to) = range(&params)?;
+    let kind = match params.get("type").map(String::as_str) {
+        None => None,
+        Some(t @ ("chargeback" | "customer_request")) => Some(t.to_string()),
+        Some(other) => {
+            return Err(bad(
+                "type",
+                format!("unknown type {other:?}; chargeback or customer_request"),
+            ));
+        }
+    };
+    let limit = match params.get("limit").map(|s| s.parse::<usize>()) {
+        None => 1000,
+        Some(Ok(n)) if (1..=state.limits.max_rows).contains(&n) => n,
+        Some(_) => {
+            return Err(bad(
+                "limit",
+                format!("must be a whole number from 1 to {}", state.limits.max_rows),
+            ));
+        }
+    };
+    let micros = |d: NaiveDate| {
+        d.and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp_micros()
+    };
+    let ts = |m: i64| {
+        lit(datafusion::scalar::ScalarValue::TimestampMicrosecond(
+            Some(m),
+            Some("UTC".into()),
+        ))
+    };
+    let mut filters = Vec::new();
+    if only_unmatched {
+        filters.push(col("unmatched"));
+    }
+    filters.extend(from.map(|f| col("ts").gt_eq(ts(micros(f)))));
+    filters.extend(to.map(|t| col("ts").lt(ts(micros(t) + 86_400_000_000))));
+    filters.extend(
+        params
+            .get("source")
+            .map(|s| col("source").eq(lit(s.clone()))),
+    );
+    filters.extend(kind.map(|k| col(r#""type""#).eq(lit(k))));
+    let ctx = session(&state).await?;
+    let df = filtered(ctx.table("refund_links").await.map_err(internal)?, filters)?
+        .select_columns(REFUND_COLUMNS)
+        .and_then(|d| {
+            d.sort(vec![
+                col("ts").sort(false, false),
+                col("cid").sort(true, false),
+            ])
+        })
+        .map_err(internal)?;
+    let limits = Limits {
+        max_rows: limit,
+        ..state.limits
+    };
+    Ok(axum::Json(json!({"refunds": rows(df, limits).await?})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route netrev serves (`serve.rs`, `ingest/src/http.rs`, this file), as (method,
+    /// path); `tests/integration/api.rs` also requests every described route from the server.
+    const ROUTES: &[(&str, &str)] = &[
+        ("get", "/api/click"),
+        ("post", "/api/click"),
+        ("get", "/api/conversion"),
+        ("post", "/api/conversion"),
+        ("get", "/api/conversion/refund"),
+        ("post", "/api/conversion/refund"),
+        ("get", "/api/health"),
+        ("get", "/api/stats"),
+        ("get", "/api/cohorts"),
+        ("get", "/api/visitors/{vid}"),
+        ("get", "/api/refunds"),
+        ("get", "/api/refunds/unmatched"),
+        ("post", "/api/sql"),
+        ("get", "/api/openapi.json"),
+    ];
+
+    /// `/api/openapi.json` describes exactly the routes netrev serves.
+    #[test]
+    fn openapi_describes_every_route_and_no_other() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        let mut described: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .expect("operations")
+                    .keys()
+                    .map(move |m| (m.clone(), path.clone()))
+            })
+            .collect();
+        described.sort();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_string(), (*p).to_string()))
+            .collect();
+        served.sort();
+        assert_eq!(described, served);
+    }
+}
