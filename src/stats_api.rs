@@ -139,6 +139,19 @@ impl Request {
         Ok(req)
     }
 
+    /// Whether the request's days are UTC days (its zone is at offset 0 all along).
+    fn utc_days(&self) -> bool {
+        let (from, to) = self.hours();
+        (from..to).step_by(HOUR_MICROS as usize).all(|t| {
+            let utc = DateTime::<Utc>::from_timestamp_micros(t).unwrap_or_default();
+            self.tz
+                .offset_from_utc_datetime(&utc.naive_utc())
+                .fix()
+                .local_minus_utc()
+                == 0
+        })
+    }
+
     /// The windows are UTC hours: a local day is a whole number of them only while the zone's
     /// offset is a whole number of hours. Otherwise the answer could not be exact: refused.
     fn check_whole_hours(&self) -> Result<(), ApiError> {
@@ -184,12 +197,7 @@ impl Request {
         let mut g = Group::default();
         for name in &self.group_by {
             match *name {
-                "date" => {
-                    let utc = DateTime::<Utc>::from_timestamp_micros(k.hour).unwrap_or_default();
-                    g.day = Some(i64::from(
-                        utc.with_timezone(&self.tz).date_naive().num_days_from_ce(),
-                    ));
-                }
+                "date" => g.day = Some(day_number(k.hour, self.tz)),
                 "hour" => g.hour = Some(k.hour),
                 other => {
                     let i = GROUPS.iter().position(|n| n == &other).expect("validated") - 2;
@@ -202,6 +210,12 @@ impl Request {
 }
 
 const HOUR_MICROS: i64 = 3_600_000_000;
+
+/// The local day (days from the common era) of a UTC instant in microseconds.
+fn day_number(micros: i64, tz: Tz) -> i64 {
+    let utc = DateTime::<Utc>::from_timestamp_micros(micros).unwrap_or_default();
+    i64::from(utc.with_timezone(&tz).date_naive().num_days_from_ce())
+}
 
 /// The first instant of local day `d` in `tz` (the end of a gap when midnight is skipped).
 fn start_of_day(d: NaiveDate, tz: Tz) -> i64 {
@@ -216,7 +230,7 @@ fn start_of_day(d: NaiveDate, tz: Tz) -> i64 {
 }
 
 /// A group key; `None` fields are not grouped by.
-#[derive(Debug, Default, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct Group<'a> {
     day: Option<i64>,
     hour: Option<i64>,
@@ -363,12 +377,52 @@ pub async fn stats(
         let guard = live.state.read().expect("live lock");
         let state = guard.as_ref()?;
         let (from, to) = req.hours();
-        let mut grouped: BTreeMap<Group, Measures> = BTreeMap::new();
+        let mut grouped: HashMap<Group, Measures> = HashMap::new();
         let mut totals = Measures::default();
-        for (k, m) in state.rows_between(from, to).filter(|(k, _)| req.matches(k)) {
-            grouped.entry(req.group(k)).or_default().add(m, 1);
-            totals.add(m, 1);
+        // Days in UTC without hours: the day rows say the same with fewer rows; with at most
+        // one dimension grouped or filtered, the rows by day and that dimension fewer still.
+        let daily = req.utc_days() && !req.group_by.contains(&"hour");
+        let used: Vec<usize> = (0..5)
+            .filter(|&i| {
+                let name = GROUPS[i + 2];
+                req.group_by.contains(&name) || req.filters.iter().any(|(f, _)| *f == name)
+            })
+            .collect();
+        if daily && used.len() <= 1 {
+            let i = used.first().copied().unwrap_or(0);
+            let name = GROUPS[i + 2];
+            let filter = req
+                .filters
+                .iter()
+                .find(|(f, _)| *f == name)
+                .map(|(_, v)| v.as_str());
+            let grouped_by = req.group_by.contains(&name);
+            for (day, value, m) in state.days_by_dimension(i, from, to) {
+                if filter.is_some_and(|f| value != Some(f)) {
+                    continue;
+                }
+                let mut g = Group::default();
+                if req.group_by.contains(&"date") {
+                    g.day = Some(day_number(day, req.tz));
+                }
+                if grouped_by {
+                    g.dims[i] = Some(value);
+                }
+                grouped.entry(g).or_default().add(m, 1);
+                totals.add(m, 1);
+            }
+        } else {
+            let rows: Box<dyn Iterator<Item = (&WindowKey, &Measures)>> = if daily {
+                Box::new(state.days_between(from, to))
+            } else {
+                Box::new(state.rows_between(from, to))
+            };
+            for (k, m) in rows.filter(|(k, _)| req.matches(k)) {
+                grouped.entry(req.group(k)).or_default().add(m, 1);
+                totals.add(m, 1);
+            }
         }
+        let grouped: BTreeMap<Group, Measures> = grouped.into_iter().collect();
         Some(render(&req, &grouped, &totals))
     })
     .await

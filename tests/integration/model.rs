@@ -347,5 +347,12 @@ proptest! {
         }
         let batch = rt.block_on(sql_stats(&events));
         prop_assert_eq!(live_stats(live.rows()), batch);
+        // The day rows are the hourly rows summed by day.
+        let mut summed: BTreeMap<Key, Measures> = BTreeMap::new();
+        for (k, m) in live.rows() {
+            let day = k.hour - k.hour.rem_euclid(24 * HOUR);
+            summed.entry((day, k.source.as_deref().map(String::from))).or_default().add(m, 1);
+        }
+        prop_assert_eq!(live_stats(live.days_between(i64::MIN, i64::MAX)), summed);
     }
 }
