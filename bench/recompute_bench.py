@@ -33,6 +33,7 @@ ORDER = {
     "cohort_ltv": "cohort, age",
     "visitors": "vid",
     "refund_links": "cid, ts, txid, amount",
+    "cohort_sources": "cohort, source, age",
 }
 
 

@@ -276,18 +276,20 @@ async fn cohorts(
             ));
         }
     };
-    if params.contains_key("source") {
-        return Err(bad(
-            "source",
-            "cohorts by traffic source are not kept yet (cohort_ltv has no source column)",
-        ));
-    }
     let day = |d: NaiveDate| lit(datafusion::scalar::ScalarValue::Date32(Some(days(d))));
     let mut filters = vec![col("age").lt_eq(lit(max_age))];
+    // By source: the visitors whose first click came from it (`cohort_sources`).
+    let table = match params.get("source") {
+        Some(source) => {
+            filters.push(col("source").eq(lit(source.clone())));
+            "cohort_sources"
+        }
+        None => "cohort_ltv",
+    };
     filters.extend(from.map(|f| col("cohort").gt_eq(day(f))));
     filters.extend(to.map(|t| col("cohort").lt_eq(day(t))));
     let ctx = session(&state).await?;
-    let df = filtered(ctx.table("cohort_ltv").await.map_err(internal)?, filters)?
+    let df = filtered(ctx.table(table).await.map_err(internal)?, filters)?
         .sort(vec![
             col("cohort").sort(true, false),
             col("age").sort(true, false),

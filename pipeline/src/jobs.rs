@@ -71,6 +71,11 @@ pub const JOBS: &[Job] = &[
         sql: include_str!("../../sql/visitors.sql"),
         materialize: false,
     },
+    Job {
+        name: "cohort_sources",
+        sql: include_str!("../../sql/cohort_sources.sql"),
+        materialize: false,
+    },
 ];
 
 /// A derived table: which job fills it and how it is laid out under `tables/`.
@@ -98,6 +103,10 @@ pub const DERIVED: &[Derived] = &[
     },
     Derived {
         name: "refund_links",
+        partitioned_by_date: false,
+    },
+    Derived {
+        name: "cohort_sources",
         partitioned_by_date: false,
     },
 ];

@@ -84,6 +84,7 @@ fn order_by(name: &str) -> &'static str {
     match name {
         "stats_hourly" => "hour, source, campaign, link, country, device",
         "cohort_ltv" => "cohort, age",
+        "cohort_sources" => "cohort, source, age",
         "visitors" => "vid",
         _ => "cid, ts, txid, amount",
     }

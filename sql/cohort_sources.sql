@@ -1,0 +1,83 @@
+-- cohort_sources: cohort LTV by traffic source (DESIGN.md 5, /api/cohorts?source=), from
+-- clicks_dedup, visitor_clicks, conversions_dedup, refunds_dedup and converting_clicks.
+-- A visitor belongs to the cohort of their first click's day and to that click's source (the
+-- smallest source name when two clicks share the first time). Per cohort, source and age
+-- 0..max: cohort_size and the cumulative gross, refunds and net of the visitors' conversions
+-- and refunds at their own ages, exactly as cohort_ltv (whose rows are these summed over
+-- sources); ltv = net / cohort_size is left to the reader, which may first merge cohorts.
+CREATE OR REPLACE VIEW cohort_sources AS
+WITH first_source AS (
+  SELECT v.vid, min(c.source) AS source
+  FROM visitor_clicks AS v
+  JOIN clicks_dedup AS c ON c.vid = v.vid AND c.ts = v.first_seen
+  GROUP BY v.vid
+),
+visitor AS (
+  SELECT v.vid,
+         f.source,
+         CAST(v.first_seen AS BIGINT) AS first_us,
+         CAST(date_trunc('day', v.first_seen) AS DATE) AS cohort
+  FROM visitor_clicks AS v
+  JOIN first_source AS f ON f.vid = v.vid
+),
+cohorts AS (
+  SELECT cohort, source,
+         min(first_us) / 86400000000 AS cohort_day,
+         count(*) AS cohort_size
+  FROM visitor
+  GROUP BY cohort, source
+),
+money AS (
+  SELECT v.cohort, v.source,
+         greatest(CAST(c.ts AS BIGINT) - v.first_us, 0) / 86400000000 AS age,
+         c.amount AS gross,
+         CAST(0 AS DECIMAL(18, 4)) AS refund
+  FROM conversions_dedup AS c
+  JOIN converting_clicks AS k ON k.cid = c.cid
+  JOIN visitor AS v ON v.vid = k.vid
+  UNION ALL
+  SELECT v.cohort, v.source,
+         greatest(CAST(r.ts AS BIGINT) - v.first_us, 0) / 86400000000 AS age,
+         CAST(0 AS DECIMAL(18, 4)) AS gross,
+         r.amount AS refund
+  FROM refunds_dedup AS r
+  JOIN converting_clicks AS k ON k.cid = r.cid
+  JOIN visitor AS v ON v.vid = k.vid
+),
+per_age AS (
+  SELECT cohort, source, age, sum(gross) AS gross, sum(refund) AS refunds
+  FROM money
+  GROUP BY cohort, source, age
+),
+horizon AS (
+  SELECT max(last_us) / 86400000000 AS last_day
+  FROM (
+    SELECT CAST(max(ts) AS BIGINT) AS last_us FROM clicks
+    UNION ALL SELECT CAST(max(ts) AS BIGINT) FROM conversions
+    UNION ALL SELECT CAST(max(ts) AS BIGINT) FROM refunds
+  ) AS latest
+),
+grid AS (
+  SELECT c.cohort, c.source, c.cohort_size,
+         unnest(range(0, least(h.last_day - c.cohort_day, 365) + 1)) AS age
+  FROM cohorts AS c
+  CROSS JOIN horizon AS h
+),
+cumulative AS (
+  SELECT g.cohort, g.source, g.age, g.cohort_size,
+         sum(coalesce(p.gross, 0)) OVER w AS gross,
+         sum(coalesce(p.refunds, 0)) OVER w AS refunds
+  FROM grid AS g
+  LEFT JOIN per_age AS p
+    ON p.cohort = g.cohort AND p.age = g.age AND p.source IS NOT DISTINCT FROM g.source
+  WINDOW w AS (PARTITION BY g.cohort, g.source ORDER BY g.age
+               ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
+)
+SELECT cohort,
+       source,
+       age,
+       cohort_size,
+       CAST(gross AS DECIMAL(18, 4)) AS gross,
+       CAST(refunds AS DECIMAL(18, 4)) AS refunds,
+       CAST(gross - refunds AS DECIMAL(18, 4)) AS net
+FROM cumulative;
