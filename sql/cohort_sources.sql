@@ -1,24 +1,17 @@
 -- cohort_sources: cohort LTV by traffic source (DESIGN.md 5, /api/cohorts?source=), from
--- clicks_dedup, visitor_clicks, conversions_dedup, refunds_dedup and converting_clicks.
+-- visitor_clicks, conversions_dedup, refunds_dedup and converting_clicks.
 -- A visitor belongs to the cohort of their first click's day and to that click's source (the
 -- smallest source name when two clicks share the first time). Per cohort, source and age
 -- 0..max: cohort_size and the cumulative gross, refunds and net of the visitors' conversions
 -- and refunds at their own ages, exactly as cohort_ltv (whose rows are these summed over
 -- sources); ltv = net / cohort_size is left to the reader, which may first merge cohorts.
 CREATE OR REPLACE VIEW cohort_sources AS
-WITH first_source AS (
-  SELECT v.vid, min(c.source) AS source
-  FROM visitor_clicks AS v
-  JOIN clicks_dedup AS c ON c.vid = v.vid AND c.ts = v.first_seen
-  GROUP BY v.vid
-),
-visitor AS (
-  SELECT v.vid,
-         f.source,
-         CAST(v.first_seen AS BIGINT) AS first_us,
-         CAST(date_trunc('day', v.first_seen) AS DATE) AS cohort
-  FROM visitor_clicks AS v
-  JOIN first_source AS f ON f.vid = v.vid
+WITH visitor AS (
+  SELECT vid,
+         first_source AS source,
+         CAST(first_seen AS BIGINT) AS first_us,
+         CAST(date_trunc('day', first_seen) AS DATE) AS cohort
+  FROM visitor_clicks
 ),
 cohorts AS (
   SELECT cohort, source,
