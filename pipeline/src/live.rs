@@ -332,8 +332,14 @@ impl Interner {
 /// Microseconds in a day.
 const DAY_MICROS: i64 = 24 * HOUR_MICROS;
 
+/// A dimension value as a [`WindowKey`] holds it.
+pub type Dimension = Option<Arc<str>>;
+
+/// Reads one dimension of a window.
+pub type DimensionOf = fn(&WindowKey) -> &Dimension;
+
 /// The dimensions of a window, in `WindowKey` order.
-pub const DIMENSIONS: [fn(&WindowKey) -> &Option<Arc<str>>; 5] = [
+pub const DIMENSIONS: [DimensionOf; 5] = [
     |k| &k.source,
     |k| &k.campaign,
     |k| &k.link,
@@ -359,7 +365,7 @@ pub struct LiveStats {
     /// The day rows summed again over all dimensions but one (source, campaign, link,
     /// country, device): what a read that groups or filters by at most one dimension needs,
     /// a few rows per day.
-    by_dimension: [BTreeMap<(i64, Option<Arc<str>>), Measures>; 5],
+    by_dimension: [BTreeMap<(i64, Dimension), Measures>; 5],
     /// Clicks without conversions or refunds.
     index: HashMap<CidKey, Entry>,
     /// Click IDs with conversions or refunds.
