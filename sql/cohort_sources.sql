@@ -4,7 +4,8 @@
 -- smallest source name when two clicks share the first time). Per cohort, source and age
 -- 0..max: cohort_size and the cumulative gross, refunds and net of the visitors' conversions
 -- and refunds at their own ages, exactly as cohort_ltv (whose rows are these summed over
--- sources); ltv = net / cohort_size is left to the reader, which may first merge cohorts.
+-- sources, in cohort_ltv.sql); ltv = net / cohort_size is left to the reader, which may
+-- first merge cohorts.
 CREATE OR REPLACE VIEW cohort_sources AS
 WITH visitor AS (
   SELECT vid,

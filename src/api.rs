@@ -157,7 +157,8 @@ async fn rows(df: DataFrame, limits: Limits) -> Result<Vec<Value>, ApiError> {
     Ok(json["rows"].as_array().cloned().unwrap_or_default())
 }
 
-fn date_param(
+/// A `YYYY-MM-DD` parameter, when given.
+pub fn date_param(
     params: &HashMap<String, String>,
     field: &'static str,
 ) -> Result<Option<NaiveDate>, ApiError> {

@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 
 use netrev_pipeline::live::{Measures, WindowKey};
 
-use crate::api::{ApiError, bad};
+use crate::api::{ApiError, bad, date_param};
 use crate::live::Live;
 
 /// Dimensions `group_by` accepts, in output order.
@@ -82,19 +82,6 @@ fn list(
     Ok(Some(out))
 }
 
-fn date(
-    params: &HashMap<String, String>,
-    field: &'static str,
-) -> Result<Option<NaiveDate>, ApiError> {
-    params
-        .get(field)
-        .map(|s| {
-            netrev_storage::model::parse_day(s)
-                .ok_or_else(|| bad(field, format!("{s:?} is not a date (YYYY-MM-DD)")))
-        })
-        .transpose()
-}
-
 impl Request {
     fn parse(params: &HashMap<String, String>) -> Result<Request, ApiError> {
         let tz: Tz = match params.get("tz") {
@@ -106,9 +93,10 @@ impl Request {
                 )
             })?,
         };
-        let to = date(params, "to")?.unwrap_or_else(|| Utc::now().with_timezone(&tz).date_naive());
+        let to =
+            date_param(params, "to")?.unwrap_or_else(|| Utc::now().with_timezone(&tz).date_naive());
         let from =
-            date(params, "from")?.unwrap_or_else(|| to - chrono::Days::new(DEFAULT_DAYS - 1));
+            date_param(params, "from")?.unwrap_or_else(|| to - chrono::Days::new(DEFAULT_DAYS - 1));
         if from > to {
             return Err(bad("from", format!("from {from} is after to {to}")));
         }

@@ -62,6 +62,11 @@ pub const JOBS: &[Job] = &[
         materialize: false,
     },
     Job {
+        name: "cohort_sources",
+        sql: include_str!("../../sql/cohort_sources.sql"),
+        materialize: true,
+    },
+    Job {
         name: "cohort_ltv",
         sql: include_str!("../../sql/cohort_ltv.sql"),
         materialize: false,
@@ -69,11 +74,6 @@ pub const JOBS: &[Job] = &[
     Job {
         name: "visitors",
         sql: include_str!("../../sql/visitors.sql"),
-        materialize: false,
-    },
-    Job {
-        name: "cohort_sources",
-        sql: include_str!("../../sql/cohort_sources.sql"),
         materialize: false,
     },
 ];
