@@ -28,11 +28,22 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub struct ApiState {
     store: Store,
     limits: Limits,
+    webhooks: Arc<crate::webhooks::Webhooks>,
 }
 
 /// The query routes, behind `api_key` when one is configured, plus the OpenAPI description.
-pub fn router(store: Store, live: Arc<Live>, api_key: Option<Secret>, limits: Limits) -> Router {
-    let state = ApiState { store, limits };
+pub fn router(
+    store: Store,
+    live: Arc<Live>,
+    webhooks: Arc<crate::webhooks::Webhooks>,
+    api_key: Option<Secret>,
+    limits: Limits,
+) -> Router {
+    let state = ApiState {
+        store,
+        limits,
+        webhooks,
+    };
     let protected = Router::new()
         .route("/api/stats", get(crate::stats_api::stats).with_state(live))
         .route("/api/sql", post(sql))
@@ -40,6 +51,8 @@ pub fn router(store: Store, live: Arc<Live>, api_key: Option<Secret>, limits: Li
         .route("/api/visitors/{vid}", get(visitor))
         .route("/api/refunds", get(refunds))
         .route("/api/refunds/unmatched", get(unmatched))
+        .route("/api/webhooks", get(list_webhooks).post(create_webhook))
+        .route("/api/webhooks/{id}", axum::routing::delete(delete_webhook))
         .with_state(state)
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(api_key),
@@ -450,6 +463,63 @@ async fn refund_log(
     Ok(axum::Json(json!({"refunds": rows(df, limits).await?})).into_response())
 }
 
+/// `POST /api/webhooks` with `{"url", "events": ["refund", "conversion"], "description"}`:
+/// 201 with the endpoint and its secret (shown only here).
+async fn create_webhook(State(state): State<ApiState>, body: axum::body::Bytes) -> Answer {
+    #[derive(serde::Deserialize)]
+    struct New {
+        url: String,
+        events: Vec<String>,
+        description: Option<String>,
+    }
+    let new: New = serde_json::from_slice(&body).map_err(|e| {
+        bad(
+            "body",
+            format!(
+                r#"expected {{"url": "https://…", "events": ["refund"], "description": "…"}}: {e}"#
+            ),
+        )
+    })?;
+    match state
+        .webhooks
+        .create(&new.url, &new.events, new.description)
+        .await
+    {
+        Ok(endpoint) => Ok((
+            StatusCode::CREATED,
+            axum::Json(serde_json::to_value(&endpoint).map_err(internal)?),
+        )
+            .into_response()),
+        Err(Ok(r)) => Err(bad(r.field, r.error)),
+        Err(Err(e)) => Err(internal(e)),
+    }
+}
+
+/// `GET /api/webhooks`: the endpoints, without their secrets.
+async fn list_webhooks(State(state): State<ApiState>) -> Answer {
+    let all: Vec<Value> = state
+        .webhooks
+        .list()
+        .await
+        .iter()
+        .map(crate::webhooks::Endpoint::public)
+        .collect();
+    Ok(axum::Json(json!({ "webhooks": all })).into_response())
+}
+
+/// `DELETE /api/webhooks/{id}`: 204, or 404 when there is no such endpoint.
+async fn delete_webhook(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
+    if state.webhooks.delete(&id).await.map_err(internal)? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no webhook endpoint {id:?}"),
+            Some("id"),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,6 +541,9 @@ mod tests {
         ("get", "/api/refunds/unmatched"),
         ("post", "/api/sql"),
         ("get", "/api/openapi.json"),
+        ("get", "/api/webhooks"),
+        ("post", "/api/webhooks"),
+        ("delete", "/api/webhooks/{id}"),
     ];
 
     /// `/api/openapi.json` describes exactly the routes netrev serves.

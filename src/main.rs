@@ -9,8 +9,6 @@ mod generate;
 mod live;
 mod serve;
 mod stats_api;
-// Groundwork for the webhooks issue: used by its tests until delivery exists.
-#[allow(dead_code)]
 mod webhooks;
 
 /// mimalloc instead of glibc's allocator: the ingest path allocates small, short-lived
@@ -180,6 +178,9 @@ struct ServeArgs {
     /// Seconds a `POST /api/sql` query may run.
     #[arg(long, env = "NETREV_SQL_TIMEOUT_SECS", default_value_t = 30)]
     sql_timeout_secs: u64,
+    /// Let webhook endpoints target private, loopback and link-local addresses (development).
+    #[arg(long, env = "NETREV_WEBHOOKS_ALLOW_PRIVATE")]
+    webhooks_allow_private: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -258,6 +259,7 @@ impl ServeArgs {
                     .then(|| std::time::Duration::from_secs(self.recompute_interval_secs)),
             },
             api_key: self.api_key,
+            webhooks_allow_private: self.webhooks_allow_private,
             sql_limits: netrev_pipeline::query::Limits {
                 max_rows: self.sql_max_rows,
                 timeout: std::time::Duration::from_secs(self.sql_timeout_secs),

@@ -26,6 +26,8 @@ pub struct ServeConfig {
     pub api_key: Option<String>,
     /// Limits of `POST /api/sql`.
     pub sql_limits: netrev_pipeline::query::Limits,
+    /// Whether webhook endpoints may target private and loopback addresses (development).
+    pub webhooks_allow_private: bool,
 }
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
@@ -45,6 +47,11 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .context("starting ingest")?;
     let live = crate::live::start(ingestor.clone(), store.clone(), config.live)?;
+    let webhooks = Arc::new(
+        crate::webhooks::Webhooks::open(store.clone(), config.webhooks_allow_private)
+            .await
+            .context("loading the webhook settings")?,
+    );
     let api_key = config
         .api_key
         .as_deref()
@@ -55,7 +62,13 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
                 .route("/api/health", get(health))
                 .with_state((ingestor.clone(), live.clone())),
         )
-        .merge(crate::api::router(store, live, api_key, config.sql_limits));
+        .merge(crate::api::router(
+            store,
+            live,
+            webhooks,
+            api_key,
+            config.sql_limits,
+        ));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -2,8 +2,11 @@
 //! the Standard Webhooks specification says, endpoint secrets, and which target addresses are
 //! refused (SSRF).
 //!
-//! Not here yet (issue 6): the settings routes, the durable outbox, delivery with retries, and
-//! the connect-time check on the resolved address that is actually used.
+//! Settings → Webhooks: `POST/GET /api/webhooks`, `DELETE /api/webhooks/{id}`, kept in
+//! `meta/webhooks.json` under the data root (rewritten whole and atomically on every change).
+//!
+//! Not here yet (issue 6): the durable outbox, delivery with retries, the deliveries route,
+//! and the connect-time check on the resolved address that is actually used.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -22,12 +25,15 @@ pub fn new_secret() -> String {
 }
 
 /// Why a secret cannot sign.
+// Signing is used by delivery, which comes next; tested here already.
+#[allow(dead_code)]
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("a webhook secret is whsec_ followed by the base64 of 24 to 64 bytes")]
 pub struct BadSecret;
 
 /// The `webhook-signature` header value for a message: `v1,` and the base64 of
 /// HMAC-SHA256(key, "{id}.{timestamp}.{body}"), the key being the secret's decoded bytes.
+#[allow(dead_code)]
 pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, BadSecret> {
     let key = STANDARD
         .decode(secret.strip_prefix(SECRET_PREFIX).ok_or(BadSecret)?)
@@ -106,6 +112,162 @@ pub fn literal_address(url: &url::Url) -> Option<IpAddr> {
         url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
         url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
         url::Host::Domain(_) => None,
+    }
+}
+
+/// Events an endpoint can subscribe to.
+pub const EVENTS: &[&str] = &["refund", "conversion"];
+
+/// Where the settings live under the data root.
+const SETTINGS: &str = "meta/webhooks.json";
+
+/// One endpoint, as stored.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Endpoint {
+    pub id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub secret: String,
+    pub created: String,
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+impl Endpoint {
+    /// The endpoint as listed: everything but the secret, which is shown once, on creation.
+    pub fn public(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("serializable");
+        if let Some(o) = v.as_object_mut() {
+            o.remove("secret");
+        }
+        v
+    }
+}
+
+/// The endpoints, in memory and in `meta/webhooks.json`.
+pub struct Webhooks {
+    store: netrev_storage::Store,
+    endpoints: tokio::sync::Mutex<Vec<Endpoint>>,
+    allow_private: bool,
+}
+
+/// A refused endpoint: which field and why.
+#[derive(Debug)]
+pub struct Refused {
+    pub field: &'static str,
+    pub error: String,
+}
+
+fn refused(field: &'static str, error: impl Into<String>) -> Refused {
+    Refused {
+        field,
+        error: error.into(),
+    }
+}
+
+impl Webhooks {
+    /// Loads the settings of `store` (none yet is fine).
+    pub async fn open(store: netrev_storage::Store, allow_private: bool) -> anyhow::Result<Self> {
+        let path = object_store::path::Path::from(SETTINGS);
+        let endpoints = match store.get(&path).await? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{SETTINGS} is not valid: {e}"))?,
+            None => Vec::new(),
+        };
+        Ok(Webhooks {
+            store,
+            endpoints: tokio::sync::Mutex::new(endpoints),
+            allow_private,
+        })
+    }
+
+    async fn save(&self, endpoints: &[Endpoint]) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec_pretty(endpoints)?;
+        self.store
+            .put_durable(&object_store::path::Path::from(SETTINGS), bytes.into())
+            .await?;
+        Ok(())
+    }
+
+    /// Validates and adds an endpoint; returns it with its secret.
+    pub async fn create(
+        &self,
+        url: &str,
+        events: &[String],
+        description: Option<String>,
+    ) -> Result<Endpoint, Result<Refused, anyhow::Error>> {
+        let parsed =
+            url::Url::parse(url).map_err(|e| Ok(refused("url", format!("not a URL: {e}"))))?;
+        if !["http", "https"].contains(&parsed.scheme()) {
+            return Err(Ok(refused("url", "must be an http or https URL")));
+        }
+        if parsed.host().is_none() {
+            return Err(Ok(refused("url", "has no host")));
+        }
+        if !self.allow_private
+            && let Some(ip) = literal_address(&parsed)
+            && !is_public(ip)
+        {
+            return Err(Ok(refused(
+                "url",
+                format!(
+                    "{ip} is a private, loopback or otherwise internal address \
+                     (serve --webhooks-allow-private allows it, for development)"
+                ),
+            )));
+        }
+        if events.is_empty() {
+            return Err(Ok(refused(
+                "events",
+                "subscribe to at least one of refund, conversion",
+            )));
+        }
+        if let Some(e) = events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+            return Err(Ok(refused(
+                "events",
+                format!("unknown event {e:?}; refund or conversion"),
+            )));
+        }
+        let mut events: Vec<String> = events.to_vec();
+        events.sort();
+        events.dedup();
+        let id: [u8; 8] = rand::random();
+        let endpoint = Endpoint {
+            id: format!(
+                "wh_{}",
+                id.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            ),
+            url: parsed.to_string(),
+            events,
+            description,
+            secret: new_secret(),
+            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            disabled: false,
+        };
+        let mut all = self.endpoints.lock().await;
+        let mut next = all.clone();
+        next.push(endpoint.clone());
+        self.save(&next).await.map_err(Err)?;
+        *all = next;
+        Ok(endpoint)
+    }
+
+    pub async fn list(&self) -> Vec<Endpoint> {
+        self.endpoints.lock().await.clone()
+    }
+
+    /// Removes an endpoint; `false` when there is none with that id.
+    pub async fn delete(&self, id: &str) -> anyhow::Result<bool> {
+        let mut all = self.endpoints.lock().await;
+        if !all.iter().any(|e| e.id == id) {
+            return Ok(false);
+        }
+        let next: Vec<Endpoint> = all.iter().filter(|e| e.id != id).cloned().collect();
+        self.save(&next).await?;
+        *all = next;
+        Ok(true)
     }
 }
 

@@ -495,10 +495,18 @@ for s, c, g, r in rows:
     // click routes record clicks.
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for method in ops.as_object().unwrap().keys() {
-            let url = server.url(&path.replace("{vid}", "v1"));
+            let url = server.url(&path.replace("{vid}", "v1").replace("{id}", "wh_none"));
             let req = match method.as_str() {
                 "get" => http.get(url),
                 "post" => http.post(url).json(&json!({"sql": "SELECT 1"})),
+                // 404 names the missing endpoint, unlike an unknown route's empty 404.
+                "delete" => {
+                    let r = http.delete(url).bearer_auth(KEY).send().await.unwrap();
+                    assert_eq!(r.status(), 404);
+                    let body: Value = r.json().await.unwrap();
+                    assert_eq!(body["field"], "id", "{path}");
+                    continue;
+                }
                 other => panic!("unexpected method {other}"),
             };
             let r = req.bearer_auth(KEY).send().await.unwrap();
@@ -523,4 +531,111 @@ fn a_public_address_needs_an_api_key() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("without an API key"));
+}
+
+/// Settings → Webhooks: endpoints are created with a secret shown once, listed without it,
+/// kept across restarts and removed; bad URLs and events and private targets are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let http = client();
+    let server = Server::start(&data, &["--api-key", KEY]);
+    let post = |body: Value| {
+        let req = http
+            .post(server.url("/api/webhooks"))
+            .bearer_auth(KEY)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, created) = post(json!({"url": "https://crm.example.com/hooks/refunds",
+        "events": ["refund", "refund"], "description": "CRM win-back"}))
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap();
+    assert!(
+        secret.starts_with("whsec_") && secret.len() > 40,
+        "{secret}"
+    );
+    assert_eq!(created["events"], json!(["refund"]));
+    let id = created["id"].as_str().unwrap().to_string();
+    for (body, field) in [
+        (
+            json!({"url": "ftp://x.example/", "events": ["refund"]}),
+            "url",
+        ),
+        (json!({"url": "not a url", "events": ["refund"]}), "url"),
+        (json!({"url": "https://x.example/", "events": []}), "events"),
+        (
+            json!({"url": "https://x.example/", "events": ["sale"]}),
+            "events",
+        ),
+        (
+            json!({"url": "http://127.0.0.1:9/", "events": ["refund"]}),
+            "url",
+        ),
+        (
+            json!({"url": "http://[::ffff:10.0.0.1]/", "events": ["refund"]}),
+            "url",
+        ),
+        (json!({"events": ["refund"]}), "body"),
+    ] {
+        let (status, answer) = post(body.clone()).await;
+        assert_eq!(
+            (status, answer["field"].as_str()),
+            (400, Some(field)),
+            "{body}"
+        );
+    }
+    let r = http.get(server.url("/api/webhooks")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    server.kill9();
+
+    // Kept across a crash; the list never shows the secret.
+    let server = Server::start(&data, &["--api-key", KEY]);
+    let list: Value = http
+        .get(server.url("/api/webhooks"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["webhooks"].as_array().unwrap().len(), 1);
+    assert_eq!(list["webhooks"][0]["id"], id.as_str());
+    assert_eq!(list["webhooks"][0]["description"], "CRM win-back");
+    assert!(list["webhooks"][0].get("secret").is_none(), "{list}");
+    let r = http
+        .delete(server.url(&format!("/api/webhooks/{id}")))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let list: Value = http
+        .get(server.url("/api/webhooks"))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["webhooks"], json!([]));
+    server.stop();
+
+    // Private targets only with the development switch.
+    let server = Server::start(&data, &["--api-key", KEY, "--webhooks-allow-private"]);
+    let r = http
+        .post(server.url("/api/webhooks"))
+        .bearer_auth(KEY)
+        .json(&json!({"url": "http://127.0.0.1:9/hook", "events": ["conversion", "refund"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
 }
