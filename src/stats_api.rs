@@ -44,6 +44,9 @@ pub const METRICS: &[&str] = &[
     "cr",
 ];
 
+/// Longest range one request may ask for (ten years and then some).
+const MAX_DAYS: i64 = 3700;
+
 /// Days shown when `from` is not given: the 30 days up to `to`.
 const DEFAULT_DAYS: u64 = 30;
 
@@ -99,6 +102,12 @@ impl Request {
             date_param(params, "from")?.unwrap_or_else(|| to - chrono::Days::new(DEFAULT_DAYS - 1));
         if from > to {
             return Err(bad("from", format!("from {from} is after to {to}")));
+        }
+        if (to - from).num_days() >= MAX_DAYS {
+            return Err(bad(
+                "from",
+                format!("at most {MAX_DAYS} days at once ({from} to {to} is longer)"),
+            ));
         }
         let csv = match params.get("format").map(String::as_str) {
             None | Some("json") => false,

@@ -249,6 +249,7 @@ async fn stats_table_by_hand() {
         ("from=2026-3-8", "from"),
         ("to=yesterday", "to"),
         ("from=2026-03-09&to=2026-03-08", "from"),
+        ("from=0001-01-01&to=2026-03-08", "from"),
         ("tz=Mars/Olympus", "tz"),
         ("tz=Asia/Kolkata", "tz"),
         ("format=xml", "format"),
@@ -333,6 +334,7 @@ async fn sql_cohorts_visitors_refunds_and_the_key() {
         "SELECT * FROM '/etc/passwd'",
         "SELECT 1; SELECT 2",
         "SELEC nonsense",
+        "SELECT * INTO copied FROM clicks",
     ] {
         let (status, body) = sql(refused).await;
         assert_eq!(status, 400, "{refused}: {body}");
