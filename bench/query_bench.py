@@ -25,7 +25,7 @@ from decimal import Decimal
 import duckdb
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from recompute_bench import JOBS, ROOT, duckdb_sql  # noqa: E402
+from recompute_bench import ROOT, duckdb_jobs  # noqa: E402
 
 
 def pct(values, q):
@@ -81,13 +81,7 @@ def main():
         server.terminate()
         server.wait()
 
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    for t in ["clicks", "conversions", "refunds"]:
-        con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{data}/events/{t}/*/*.parquet', hive_partitioning = true)")
-    for job in JOBS:
-        with open(os.path.join(ROOT, "sql", job + ".sql")) as f:
-            con.execute(duckdb_sql(f.read()))
+    con = duckdb_jobs(data, materialize=False)
     q = f"""SELECT source, sum(clicks), sum(gross_revenue), sum(refund_amount)
             FROM stats_hourly WHERE date BETWEEN DATE '{first}' AND DATE '{today}'
             GROUP BY source ORDER BY source"""

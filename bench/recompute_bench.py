@@ -103,7 +103,9 @@ def duckdb_sql(text):
     return text
 
 
-def run_duckdb(data, out):
+def duckdb_jobs(data, materialize):
+    """A DuckDB connection with the raw tables of `data` and every job of sql/ as a view (with
+    `materialize`, the views netrev computes once as temporary tables, as netrev does)."""
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     for t in ["clicks", "conversions", "refunds"]:
@@ -111,10 +113,14 @@ def run_duckdb(data, out):
     for job in JOBS:
         with open(os.path.join(ROOT, "sql", job + ".sql")) as f:
             text = duckdb_sql(f.read())
-        if job in MATERIALIZED:
-            # The same strategy as netrev: computed once, kept in memory.
+        if materialize and job in MATERIALIZED:
             text = text.replace("CREATE OR REPLACE VIEW", "CREATE OR REPLACE TEMP TABLE")
         con.execute(text)
+    return con
+
+
+def run_duckdb(data, out):
+    con = duckdb_jobs(data, materialize=True)
     os.makedirs(out, exist_ok=True)
     for table, order in ORDER.items():
         target = os.path.join(out, table)

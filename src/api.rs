@@ -290,7 +290,11 @@ async fn cohorts(
             ));
         }
     };
-    let day = |d: NaiveDate| lit(datafusion::scalar::ScalarValue::Date32(Some(days(d))));
+    let day = |d: NaiveDate| {
+        lit(datafusion::scalar::ScalarValue::Date32(Some(
+            arrow::datatypes::Date32Type::from_naive_date(d),
+        )))
+    };
     let mut filters = vec![col("age").lt_eq(lit(max_age))];
     // By source: the visitors whose first click came from it (`cohort_sources`).
     let table = match params.get("source") {
@@ -316,11 +320,6 @@ async fn cohorts(
     let rows = rows(df, limits).await?;
     let grouped = crate::cohorts::group(&rows, granularity).map_err(internal)?;
     Ok(axum::Json(grouped).into_response())
-}
-
-fn days(d: NaiveDate) -> i32 {
-    i32::try_from((d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days())
-        .unwrap_or(i32::MAX)
 }
 
 /// `GET /api/visitors/{vid}`: the profile and refund history; 404 when unknown.
@@ -422,12 +421,7 @@ async fn refund_log(
             ));
         }
     };
-    let micros = |d: NaiveDate| {
-        d.and_hms_opt(0, 0, 0)
-            .expect("midnight")
-            .and_utc()
-            .timestamp_micros()
-    };
+    let micros = netrev_storage::model::day_start_micros;
     let ts = |m: i64| {
         lit(datafusion::scalar::ScalarValue::TimestampMicrosecond(
             Some(m),

@@ -160,11 +160,7 @@ pub async fn generate(store: &Store, clicks: u64, days: u32, seed: u64) -> anyho
         } else {
             per_day
         };
-        let start = day
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight")
-            .and_utc()
-            .timestamp_micros();
+        let start = model::day_start_micros(day);
         let spacing = DAY_MICROS / i64::try_from(n.max(1)).expect("fits");
         let mut events = Vec::with_capacity(usize::try_from(n).expect("fits"));
         for i in 0..n {

@@ -56,6 +56,8 @@ struct Request {
     from: NaiveDate,
     to: NaiveDate,
     tz: Tz,
+    /// The zone is at offset 0 over the whole range (set by [`Request::check_offsets`]).
+    utc_days: bool,
     group_by: Vec<&'static str>,
     columns: Vec<&'static str>,
     filters: Vec<(&'static str, String)>,
@@ -123,38 +125,28 @@ impl Request {
             .into_iter()
             .filter_map(|f| params.get(f).map(|v| (f, v.clone())))
             .collect();
-        let req = Request {
+        let mut req = Request {
             from,
             to,
             tz,
+            utc_days: false,
             group_by: list(params, "group_by", GROUPS)?.unwrap_or_default(),
             columns: list(params, "columns", METRICS)?.unwrap_or_else(|| METRICS.to_vec()),
             filters,
             csv,
         };
-        req.check_whole_hours()?;
+        req.utc_days = req.check_offsets()?;
         Ok(req)
     }
 
-    /// Whether the request's days are UTC days (its zone is at offset 0 all along).
-    fn utc_days(&self) -> bool {
+    /// One walk over the hours of the range, in the request's zone. The windows are UTC hours:
+    /// a local day is a whole number of them only while the zone's offset is a whole number of
+    /// hours; otherwise the answer could not be exact, and the request is refused. Returns
+    /// whether the offset is 0 all along (the local days are UTC days).
+    fn check_offsets(&self) -> Result<bool, ApiError> {
         let (from, to) = self.hours();
-        (from..to).step_by(HOUR_MICROS as usize).all(|t| {
-            let utc = DateTime::<Utc>::from_timestamp_micros(t).unwrap_or_default();
-            self.tz
-                .offset_from_utc_datetime(&utc.naive_utc())
-                .fix()
-                .local_minus_utc()
-                == 0
-        })
-    }
-
-    /// The windows are UTC hours: a local day is a whole number of them only while the zone's
-    /// offset is a whole number of hours. Otherwise the answer could not be exact: refused.
-    fn check_whole_hours(&self) -> Result<(), ApiError> {
-        let (from, to) = self.hours();
-        let mut t = from;
-        while t < to {
+        let mut utc_days = true;
+        for t in (from..to).step_by(HOUR_MICROS as usize) {
             let utc = DateTime::<Utc>::from_timestamp_micros(t).unwrap_or_default();
             let offset = self.tz.offset_from_utc_datetime(&utc.naive_utc()).fix();
             if offset.local_minus_utc() % 3600 != 0 {
@@ -168,9 +160,9 @@ impl Request {
                     ),
                 ));
             }
-            t += HOUR_MICROS;
+            utc_days &= offset.local_minus_utc() == 0;
         }
-        Ok(())
+        Ok(utc_days)
     }
 
     fn matches(&self, k: &WindowKey) -> bool {
@@ -378,7 +370,7 @@ pub async fn stats(
         let mut totals = Measures::default();
         // Days in UTC without hours: the day rows say the same with fewer rows; with at most
         // one dimension grouped or filtered, the rows by day and that dimension fewer still.
-        let daily = req.utc_days() && !req.group_by.contains(&"hour");
+        let daily = req.utc_days && !req.group_by.contains(&"hour");
         let used: Vec<usize> = (0..5)
             .filter(|&i| {
                 let name = GROUPS[i + 2];

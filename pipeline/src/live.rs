@@ -672,11 +672,7 @@ impl LiveStats {
 
     /// The rows of one UTC day (one `stats_hourly` partition), in the order of the files.
     pub fn rows_of_date(&self, date: NaiveDate) -> Vec<(WindowKey, Measures)> {
-        let start = date
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight")
-            .and_utc()
-            .timestamp_micros();
+        let start = netrev_storage::model::day_start_micros(date);
         let mut out: Vec<(WindowKey, Measures)> = self
             .rows_between(start, start + 24 * HOUR_MICROS)
             .map(|(k, m)| (k.clone(), m.clone()))

@@ -146,6 +146,14 @@ pub fn parse_day(s: &str) -> Option<NaiveDate> {
         .flatten()
 }
 
+/// The first microsecond of UTC day `d` (the inverse of [`date_of_micros`]).
+pub fn day_start_micros(d: NaiveDate) -> i64 {
+    d.and_hms_opt(0, 0, 0)
+        .expect("midnight exists")
+        .and_utc()
+        .timestamp_micros()
+}
+
 /// The UTC calendar day of a timestamp in microseconds.
 pub fn date_of_micros(ts: i64) -> NaiveDate {
     DateTime::<Utc>::from_timestamp_micros(ts)

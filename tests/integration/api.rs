@@ -297,14 +297,7 @@ async fn sql_cohorts_visitors_refunds_and_the_key() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
-    let doc: Value = http
-        .get(server.url("/api/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, doc) = get(&server, &http, "/api/openapi.json").await;
 
     // Read-only SQL: refusals.
     let sql = |text: &str| {
@@ -598,15 +591,7 @@ async fn webhook_settings() {
 
     // Kept across a crash; the list never shows the secret.
     let server = Server::start(&data, &["--api-key", KEY]);
-    let list: Value = http
-        .get(server.url("/api/webhooks"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = get(&server, &http, "/api/webhooks").await;
     assert_eq!(list["webhooks"].as_array().unwrap().len(), 1);
     assert_eq!(list["webhooks"][0]["id"], id.as_str());
     assert_eq!(list["webhooks"][0]["description"], "CRM win-back");
@@ -618,15 +603,7 @@ async fn webhook_settings() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    let list: Value = http
-        .get(server.url("/api/webhooks"))
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = get(&server, &http, "/api/webhooks").await;
     assert_eq!(list["webhooks"], json!([]));
     server.stop();
 
