@@ -195,6 +195,7 @@ async fn run(
         .filter(|d| !(skip_stats && d.name == "stats_hourly"))
     {
         progress(Progress::Computing { table: d.name });
+        let started = std::time::Instant::now();
         let mut batches = compute(&ctx, d, range).await?;
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let files = if d.partitioned_by_date {
@@ -202,6 +203,13 @@ async fn run(
         } else {
             write_whole(store, d, &ctx, std::mem::take(&mut batches)).await?
         };
+        tracing::info!(
+            table = d.name,
+            rows,
+            files,
+            secs = started.elapsed().as_secs_f64(),
+            "written"
+        );
         progress(Progress::Written {
             table: d.name,
             rows,

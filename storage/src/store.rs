@@ -182,9 +182,13 @@ impl Store {
         }
     }
 
-    /// Encodes `batches` as one Parquet file and writes it durably at `path`.
+    /// Encodes `batches` as one Parquet file and writes it durably at `path`. The encoding
+    /// runs on a blocking thread, so several writes can encode in parallel.
     pub async fn write_parquet(&self, path: &Path, batches: &[RecordBatch]) -> Result<()> {
-        let bytes = encode_parquet(batches)?;
+        let batches = batches.to_vec();
+        let bytes = tokio::task::spawn_blocking(move || encode_parquet(&batches))
+            .await
+            .expect("Parquet encoding task panicked")?;
         self.put_durable(path, bytes).await
     }
 
