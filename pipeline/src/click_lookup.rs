@@ -33,8 +33,8 @@ use crate::{Error, Result};
 /// days; the least recently used days are dropped beyond it.
 pub const PAGES_CACHED: usize = 1_000_000;
 
-const COLUMNS: [&str; 8] = [
-    "cid", "ts", "source", "campaign", "link", "country", "device", "cost",
+const COLUMNS: [&str; 9] = [
+    "cid", "vid", "ts", "source", "campaign", "link", "country", "device", "cost",
 ];
 
 /// A `cid` range from statistics; `None` (no statistics) is a candidate for any ID.

@@ -119,12 +119,13 @@ impl Change {
 }
 
 /// What the stats table needs of a click: its window and cost (and its time, which orders
-/// copies of one click ID).
+/// copies of one click ID), and its visitor, whose totals the webhooks report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClickRow {
     pub window: WindowKey,
     pub ts: i64,
     pub cost: Decimal,
+    pub vid: Arc<str>,
 }
 
 impl ClickRow {
@@ -140,11 +141,11 @@ impl ClickRow {
             },
             ts: c.ts,
             cost: c.cost,
+            vid: Arc::from(c.vid.as_str()),
         }
     }
 
-    /// The order of `clicks_dedup.sql`: the smallest copy of a click ID wins. The visitor,
-    /// which comes last there, cannot change the stats, so it is not needed here.
+    /// The order of `clicks_dedup.sql`: the smallest copy of a click ID wins.
     pub fn order(&self) -> impl Ord + '_ {
         let w = &self.window;
         (
@@ -155,6 +156,7 @@ impl ClickRow {
             &w.country,
             &w.device,
             self.cost,
+            &self.vid,
         )
     }
 }
@@ -205,12 +207,13 @@ impl CidKey {
     }
 }
 
-/// A click in the index: its interned window, time and cost.
+/// A click in the index: its interned window, time, cost and visitor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     window: u32,
     ts: i64,
     cost: Decimal,
+    vid: Arc<str>,
 }
 
 /// A refund's deduplication key (DESIGN.md 4): its txid, or without one (type, ref, amount).
@@ -247,6 +250,36 @@ struct ClickState {
     refunds: HashMap<RefundKey, Refund>,
     /// What this click currently adds to its window row.
     contribution: Option<(u32, Measures)>,
+    /// What it currently adds to its visitor's totals.
+    credited: Option<(Arc<str>, VisitorTotals)>,
+}
+
+/// A visitor's money so far: the conversions and refunds of all their clicks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VisitorTotals {
+    pub gross: Decimal,
+    pub refunds: Decimal,
+}
+
+impl VisitorTotals {
+    pub fn net(&self) -> Decimal {
+        self.gross - self.refunds
+    }
+}
+
+/// A conversion or refund that has just been attributed to its click: when it arrives for a
+/// known click, or when its click arrives after it. Each is reported once per state (a
+/// retried postback, or a copy that loses to an earlier one, is not reported again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attributed {
+    /// The conversion or refund (the winning copy).
+    pub event: Event,
+    /// Its click: the window (hour and dimensions), time and visitor.
+    pub window: WindowKey,
+    pub click_ts: i64,
+    pub vid: Arc<str>,
+    /// The visitor's totals once the event is counted.
+    pub visitor: VisitorTotals,
 }
 
 fn click_only(e: &Entry) -> Measures {
@@ -258,6 +291,18 @@ fn click_only(e: &Entry) -> Measures {
 }
 
 impl ClickState {
+    /// What the click adds to its visitor's totals, given its contribution.
+    fn credit(&self) -> Option<(Arc<str>, VisitorTotals)> {
+        let (c, (_, m)) = (self.click.as_ref()?, self.contribution.as_ref()?);
+        Some((
+            c.vid.clone(),
+            VisitorTotals {
+                gross: m.gross_revenue,
+                refunds: m.refund_amount,
+            },
+        ))
+    }
+
     /// The click's contribution to its window row, from its own events.
     fn contribution(&self) -> Option<(u32, Measures)> {
         let c = self.click.as_ref()?;
@@ -301,6 +346,8 @@ pub struct Sizes {
     pub click_states: usize,
     /// Rows of `stats_hourly`.
     pub rows: usize,
+    /// Visitors with money, whose totals are kept for the webhooks.
+    pub visitors: usize,
 }
 
 /// Keys numbered in the order first seen; the key → number map holds only numbers, hashed by
@@ -370,6 +417,8 @@ pub struct LiveStats {
     index: HashMap<CidKey, Entry>,
     /// Click IDs with conversions or refunds.
     states: HashMap<CidKey, ClickState>,
+    /// The totals of every visitor with money (the sum of their clicks' credits).
+    visitors: HashMap<Arc<str>, VisitorTotals>,
     /// Native clicks of days before this one may be found only through the lookup.
     horizon: Option<NaiveDate>,
 }
@@ -438,13 +487,63 @@ impl LiveStats {
             window: self.intern(row.window),
             ts: row.ts,
             cost: row.cost,
+            vid: row.vid,
+        }
+    }
+
+    /// Moves a click's credit to its visitor's totals from `old` to `new`.
+    fn credit(
+        &mut self,
+        old: Option<(Arc<str>, VisitorTotals)>,
+        new: Option<(Arc<str>, VisitorTotals)>,
+    ) {
+        if old == new {
+            return;
+        }
+        if let Some((vid, t)) = old
+            && let Some(v) = self.visitors.get_mut(&vid)
+        {
+            v.gross -= t.gross;
+            v.refunds -= t.refunds;
+            if v.gross.is_zero() && v.refunds.is_zero() {
+                self.visitors.remove(&vid);
+            }
+        }
+        if let Some((vid, t)) = new
+            && !(t.gross.is_zero() && t.refunds.is_zero())
+        {
+            let v = self.visitors.entry(vid).or_default();
+            v.gross += t.gross;
+            v.refunds += t.refunds;
+        }
+    }
+
+    /// A visitor's totals as the state holds them now.
+    pub fn visitor(&self, vid: &str) -> VisitorTotals {
+        self.visitors.get(vid).copied().unwrap_or_default()
+    }
+
+    /// Reports `events` of the click ID `key` as attributed to its click.
+    fn announce(&self, key: &CidKey, events: Vec<Event>, out: &mut Vec<Attributed>) {
+        let Some(click) = self.states.get(key).and_then(|s| s.click.as_ref()) else {
+            return;
+        };
+        let visitor = self.visitor(&click.vid);
+        for event in events {
+            out.push(Attributed {
+                event,
+                window: self.windows.keys[click.window as usize].clone(),
+                click_ts: click.ts,
+                vid: click.vid.clone(),
+                visitor,
+            });
         }
     }
 
     /// Whether copy `new` of a click beats copy `old`.
     fn wins(&self, new: &Entry, old: &Entry) -> bool {
-        let order = |e: &Entry| {
-            let w = &self.windows.keys[e.window as usize];
+        fn order<'a>(keys: &'a [WindowKey], e: &'a Entry) -> impl Ord + 'a {
+            let w = &keys[e.window as usize];
             (
                 e.ts,
                 &w.source,
@@ -453,9 +552,10 @@ impl LiveStats {
                 &w.country,
                 &w.device,
                 e.cost,
+                &e.vid,
             )
-        };
-        order(new) < order(old)
+        }
+        order(&self.windows.keys, new) < order(&self.windows.keys, old)
     }
 
     /// The click of `key` from the lookup, when its day is before the horizon.
@@ -478,6 +578,17 @@ impl LiveStats {
     /// an event whose click is not known yet). On an error (a failed lookup) nothing changed
     /// and the event can be applied again.
     pub fn apply(&mut self, event: &Event, lookup: &mut dyn ClickLookup) -> Result<Vec<Change>> {
+        self.apply_with(event, lookup, &mut Vec::new())
+    }
+
+    /// [`LiveStats::apply`], also adding to `attributed` the conversions and refunds the event
+    /// attributed to their click (the event itself, or those waiting for the click it is).
+    pub fn apply_with(
+        &mut self,
+        event: &Event,
+        lookup: &mut dyn ClickLookup,
+        attributed: &mut Vec<Attributed>,
+    ) -> Result<Vec<Change>> {
         let cid = event.cid();
         let key = CidKey::new(cid);
         if let Event::Click(c) = event {
@@ -490,8 +601,29 @@ impl LiveStats {
                 if !wins {
                     return Ok(Vec::new());
                 }
-                self.states.get_mut(&key).expect("checked").click = Some(new);
-                return Ok(self.refresh(&key));
+                let state = self.states.get_mut(&key).expect("checked");
+                let waiting = state.click.is_none();
+                state.click = Some(new);
+                let changes = self.refresh(&key);
+                if waiting {
+                    let state = &self.states[&key];
+                    let mut conversions: Vec<&Conversion> = state.conversions.values().collect();
+                    conversions.sort_by(|a, b| {
+                        (a.ts, &a.txid, conversion_order(a))
+                            .cmp(&(b.ts, &b.txid, conversion_order(b)))
+                    });
+                    let mut refunds: Vec<&Refund> = state.refunds.values().collect();
+                    refunds.sort_by(|a, b| {
+                        (refund_order(a), &a.txid).cmp(&(refund_order(b), &b.txid))
+                    });
+                    let events = conversions
+                        .into_iter()
+                        .map(|c| Event::Conversion(c.clone()))
+                        .chain(refunds.into_iter().map(|r| Event::Refund(r.clone())))
+                        .collect();
+                    self.announce(&key, events, attributed);
+                }
+                return Ok(changes);
             }
             let old = match self.index.get(&key) {
                 Some(e) => Some(e.clone()),
@@ -527,31 +659,38 @@ impl LiveStats {
             );
         }
         let state = self.states.get_mut(&key).expect("inserted above");
-        let changed = match event {
+        // Whether the event changed the state, and whether it is a new one (not an earlier
+        // copy of one already held, which was reported then).
+        let (changed, new) = match event {
             Event::Click(_) => unreachable!("handled above"),
             Event::Conversion(c) => match state.conversions.get(&c.txid) {
-                Some(old) if conversion_order(old) <= conversion_order(c) => false,
-                _ => {
+                Some(old) if conversion_order(old) <= conversion_order(c) => (false, false),
+                old => {
+                    let new = old.is_none();
                     state.conversions.insert(c.txid.clone(), c.clone());
-                    true
+                    (true, new)
                 }
             },
             Event::Refund(r) => {
                 let k = RefundKey::of(r);
                 match state.refunds.get(&k) {
-                    Some(old) if refund_order(old) <= refund_order(r) => false,
-                    _ => {
+                    Some(old) if refund_order(old) <= refund_order(r) => (false, false),
+                    old => {
+                        let new = old.is_none();
                         state.refunds.insert(k, r.clone());
-                        true
+                        (true, new)
                     }
                 }
             }
         };
-        Ok(if changed {
-            self.refresh(&key)
-        } else {
-            Vec::new()
-        })
+        if !changed {
+            return Ok(Vec::new());
+        }
+        let changes = self.refresh(&key);
+        if new {
+            self.announce(&key, vec![event.clone()], attributed);
+        }
+        Ok(changes)
     }
 
     /// Recomputes the contribution of a click ID with state and applies the difference.
@@ -559,6 +698,9 @@ impl LiveStats {
         let state = self.states.get_mut(key).expect("a click state");
         let new = state.contribution();
         let old = std::mem::replace(&mut state.contribution, new.clone());
+        let credit = state.credit();
+        let credited = std::mem::replace(&mut state.credited, credit.clone());
+        self.credit(credited, credit);
         let mut changes = Vec::new();
         match (old, new) {
             (Some((ow, om)), Some((nw, nm))) if ow == nw => {
@@ -686,6 +828,7 @@ impl LiveStats {
             indexed_clicks: self.index.len(),
             click_states: self.states.len(),
             rows: self.rows.len(),
+            visitors: self.visitors.len(),
         }
     }
 
@@ -741,7 +884,10 @@ impl LiveStats {
             }
         }
         let mut clicks = ctx
-            .sql("SELECT cid, ts, source, campaign, link, country, device, cost FROM clicks_dedup")
+            .sql(
+                "SELECT cid, vid, ts, source, campaign, link, country, device, cost \
+                 FROM clicks_dedup",
+            )
             .await?
             .execute_stream()
             .await?;
@@ -762,8 +908,14 @@ impl LiveStats {
                 }
             }
         }
+        let mut credits = Vec::new();
         for state in live.states.values_mut() {
             state.contribution = state.contribution();
+            state.credited = state.credit();
+            credits.extend(state.credited.clone());
+        }
+        for credit in credits {
+            live.credit(None, Some(credit));
         }
         Ok(live)
     }
@@ -778,10 +930,11 @@ impl LiveStats {
     }
 }
 
-/// The columns of clicks that the stats need (`cid`, `ts`, the dimensions and `cost`, found by
+/// The columns of clicks that the stats need (`cid`, `vid`, `ts`, the dimensions and `cost`, found by
 /// name in a batch of `clicks` or `clicks_dedup`), read row by row.
 pub struct ClickColumns {
     cids: ArrayRef,
+    vids: ArrayRef,
     ts: TimestampMicrosecondArray,
     dims: Vec<ArrayRef>,
     cost: Decimal128Array,
@@ -796,6 +949,7 @@ impl ClickColumns {
         };
         Ok(ClickColumns {
             cids: utf8(col("cid")?)?,
+            vids: utf8(col("vid")?)?,
             ts: col("ts")?
                 .as_primitive_opt::<TimestampMicrosecondType>()
                 .ok_or_else(|| Error::DataRoot("clicks.ts is not a timestamp".into()))?
@@ -839,6 +993,7 @@ impl ClickColumns {
             },
             ts,
             cost: Decimal::from_i128_with_scale(self.cost.value(r), 4),
+            vid: Arc::from(self.vids.as_string::<i32>().value(r)),
         }
     }
 }

@@ -180,6 +180,51 @@ async fn session_of(events: &[Event]) -> SessionContext {
     ctx
 }
 
+/// The deduplication identity of a conversion or refund (DESIGN.md 4).
+fn identity(e: &Event) -> Option<String> {
+    match e {
+        Event::Click(_) => None,
+        Event::Conversion(c) => Some(format!("c {} {:?}", c.cid, c.txid)),
+        Event::Refund(r) => Some(match &r.txid {
+            Some(t) => format!("r {} {t}", r.cid),
+            None => format!(
+                "r {} {:?} {:?} {}",
+                r.cid,
+                r.kind,
+                r.reference,
+                r.amount.normalize()
+            ),
+        }),
+    }
+}
+
+/// The SQL `visitors` table: vid → (gross revenue, refund amount), visitors with money only.
+async fn sql_visitors(events: &[Event]) -> BTreeMap<String, (Decimal, Decimal)> {
+    let ctx = session_of(events).await;
+    let batches = ctx
+        .sql("SELECT CAST(vid AS VARCHAR), gross_revenue, refund_amount FROM visitors")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    for b in &batches {
+        let dec = |i: usize, r: usize| {
+            Decimal::from_i128_with_scale(b.column(i).as_primitive::<Decimal128Type>().value(r), 4)
+        };
+        let vids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
+        let vids = vids.as_string::<i32>();
+        for r in 0..b.num_rows() {
+            let (g, f) = (dec(1, r), dec(2, r));
+            if !(g.is_zero() && f.is_zero()) {
+                out.insert(vids.value(r).to_string(), (g, f));
+            }
+        }
+    }
+    out
+}
+
 async fn sql_stats(events: &[Event]) -> BTreeMap<Key, Measures> {
     let ctx = session_of(events).await;
     let batches: Vec<RecordBatch> = ctx
@@ -342,11 +387,40 @@ proptest! {
                 .collect(),
         );
         let replayed = replays.iter().filter(|_| !stored.is_empty()).map(|i| &stored[i.index(stored.len())]);
+        let mut attributed = Vec::new();
         for e in rest.iter().chain(replayed) {
-            live.apply(e, &mut lookup).unwrap();
+            live.apply_with(e, &mut lookup, &mut attributed).unwrap();
         }
         let batch = rt.block_on(sql_stats(&events));
         prop_assert_eq!(live_stats(live.rows()), batch);
+        // The visitors' totals (for the webhooks) equal the SQL `visitors` table.
+        let live_visitors: BTreeMap<String, (Decimal, Decimal)> = ["v0", "v1", "v2"]
+            .into_iter()
+            .map(|v| (v.to_string(), live.visitor(v)))
+            .filter(|(_, t)| !(t.gross.is_zero() && t.refunds.is_zero()))
+            .map(|(v, t)| (v, (t.gross, t.refunds)))
+            .collect();
+        prop_assert_eq!(live_visitors, rt.block_on(sql_visitors(&events)));
+        // Reported as attributed exactly once: each conversion and refund new after the
+        // restart whose click is known, and each stored one whose click only came after.
+        let clicked = |events: &[Event], cid: &str| {
+            events.iter().any(|e| matches!(e, Event::Click(c) if c.cid == cid))
+        };
+        let before: std::collections::HashSet<String> = stored.iter().filter_map(identity).collect();
+        let new_ones = rest
+            .iter()
+            .filter(|e| clicked(&events, e.cid()))
+            .filter_map(identity)
+            .filter(|k| !before.contains(k));
+        let waited = stored
+            .iter()
+            .filter(|e| !clicked(stored, e.cid()) && clicked(rest, e.cid()))
+            .filter_map(identity);
+        let expected: std::collections::BTreeSet<String> = new_ones.chain(waited).collect();
+        let reported: Vec<String> = attributed.iter().filter_map(|a| identity(&a.event)).collect();
+        let unique: std::collections::BTreeSet<String> = reported.iter().cloned().collect();
+        prop_assert_eq!(unique.len(), reported.len(), "reported twice: {:?}", reported);
+        prop_assert_eq!(unique, expected);
         // The day rows are the hourly rows summed by day.
         let mut summed: BTreeMap<Key, Measures> = BTreeMap::new();
         for (k, m) in live.rows() {
