@@ -29,20 +29,22 @@ pub struct ApiState {
     store: Store,
     limits: Limits,
     webhooks: Arc<crate::webhooks::Webhooks>,
+    outbox: Arc<crate::webhooks::outbox::Outbox>,
 }
 
 /// The query routes, behind `api_key` when one is configured, plus the OpenAPI description.
 pub fn router(
     store: Store,
     live: Arc<Live>,
-    webhooks: Arc<crate::webhooks::Webhooks>,
+    hooks: Arc<crate::webhooks::Hooks>,
     api_key: Option<Secret>,
     limits: Limits,
 ) -> Router {
     let state = ApiState {
         store,
         limits,
-        webhooks,
+        webhooks: hooks.webhooks.clone(),
+        outbox: hooks.outbox.clone(),
     };
     let protected = Router::new()
         .route("/api/stats", get(crate::stats_api::stats).with_state(live))
@@ -53,6 +55,11 @@ pub fn router(
         .route("/api/refunds/unmatched", get(unmatched))
         .route("/api/webhooks", get(list_webhooks).post(create_webhook))
         .route("/api/webhooks/{id}", axum::routing::delete(delete_webhook))
+        .route("/api/webhooks/{id}/deliveries", get(deliveries))
+        .route(
+            "/api/webhooks/{id}/deliveries/{message}/retry",
+            post(retry_delivery),
+        )
         .with_state(state)
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(api_key),
@@ -494,7 +501,6 @@ async fn list_webhooks(State(state): State<ApiState>) -> Answer {
     let all: Vec<Value> = state
         .webhooks
         .list()
-        .await
         .iter()
         .map(crate::webhooks::Endpoint::public)
         .collect();
@@ -512,6 +518,81 @@ async fn delete_webhook(State(state): State<ApiState>, Path(id): Path<String>) -
             Some("id"),
         ))
     }
+}
+
+fn no_endpoint(id: &str) -> ApiError {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no webhook endpoint {id:?}"),
+        Some("id"),
+    )
+}
+
+/// `GET /api/webhooks/{id}/deliveries[?limit=N]`: the endpoint's messages, newest first, each
+/// with its status, attempts (time, HTTP status or error, duration) and next attempt.
+async fn deliveries(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Answer {
+    let Some(endpoint) = state.webhooks.get(&id) else {
+        return Err(no_endpoint(&id));
+    };
+    let limit = match params.get("limit") {
+        None => 100,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| bad("limit", "a number from 1 to 10000"))?,
+    };
+    let list = state.outbox.of_endpoint(&id, limit);
+    Ok(axum::Json(json!({
+        "endpoint": endpoint.public(),
+        "deliveries": serde_json::to_value(&list).map_err(internal)?,
+    }))
+    .into_response())
+}
+
+/// `POST /api/webhooks/{id}/deliveries/{message}/retry`: attempt a delivery again now (a
+/// pending one sooner than scheduled, a failed or delivered one once more). 202, or 404.
+async fn retry_delivery(
+    State(state): State<ApiState>,
+    Path((id, message)): Path<(String, String)>,
+) -> Answer {
+    let Some(endpoint) = state.webhooks.get(&id) else {
+        return Err(no_endpoint(&id));
+    };
+    if endpoint.disabled {
+        return Err(error(
+            StatusCode::CONFLICT,
+            format!("webhook endpoint {id:?} is disabled (it answered 410 Gone)"),
+            Some("id"),
+        ));
+    }
+    let key = (id, message);
+    let now = crate::webhooks::outbox::now_ms();
+    let found = state
+        .outbox
+        .set(
+            &key,
+            crate::webhooks::outbox::Status::Pending,
+            Some(now),
+            None,
+        )
+        .map_err(internal)?;
+    if !found {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            format!("no message {:?} for webhook endpoint {:?}", key.1, key.0),
+            Some("message"),
+        ));
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"ok": true, "id": key.1, "next_attempt": now})),
+    )
+        .into_response())
 }
 
 #[cfg(test)]
@@ -538,6 +619,8 @@ mod tests {
         ("get", "/api/webhooks"),
         ("post", "/api/webhooks"),
         ("delete", "/api/webhooks/{id}"),
+        ("get", "/api/webhooks/{id}/deliveries"),
+        ("post", "/api/webhooks/{id}/deliveries/{message}/retry"),
     ];
 
     /// `/api/openapi.json` describes exactly the routes netrev serves.

@@ -29,8 +29,10 @@ use chrono::NaiveDate;
 
 use netrev_ingest::Ingestor;
 use netrev_pipeline::click_lookup::ParquetClicks;
-use netrev_pipeline::live::{ClickLookup, LiveStats, NoLookup};
+use netrev_pipeline::live::{Attributed, ClickLookup, LiveStats, NoLookup};
 use netrev_storage::{Event, Store};
+
+use crate::webhooks::Hooks;
 
 #[derive(Debug, Clone)]
 pub struct LiveConfig {
@@ -84,6 +86,7 @@ pub fn start(
     ingestor: Arc<Ingestor>,
     store: Store,
     config: LiveConfig,
+    hooks: Arc<Hooks>,
 ) -> anyhow::Result<Arc<Live>> {
     // Events durable before now are replayed into files and the first snapshot, not fed.
     let durable = ingestor.durable_seq();
@@ -106,7 +109,17 @@ pub fn start(
         );
         std::thread::Builder::new()
             .name("netrev-live".into())
-            .spawn(move || apply_loop(&live, &ingestor, &store, &config, &feed_rx, &rebased_rx))?;
+            .spawn(move || {
+                apply_loop(
+                    &live,
+                    &ingestor,
+                    &store,
+                    &config,
+                    &hooks,
+                    &feed_rx,
+                    &rebased_rx,
+                );
+            })?;
     }
     {
         let live = live.clone();
@@ -199,12 +212,14 @@ fn rebase_loop(
     }
 }
 
-/// The live thread: applies events, swaps in rebased states, persists changed partitions.
+/// The live thread: applies events, swaps in rebased states, persists changed partitions,
+/// and hands the conversions and refunds attributed to their click to the webhooks.
 fn apply_loop(
     live: &Live,
     ingestor: &Ingestor,
     store: &Store,
     config: &LiveConfig,
+    hooks: &Hooks,
     feed: &Receiver<(u64, Vec<Event>)>,
     rebased: &Receiver<Rebased>,
 ) {
@@ -218,6 +233,8 @@ fn apply_loop(
     // Events whose click lookup failed; applied again later.
     let mut retry: Vec<Event> = Vec::new();
     let mut dirty: BTreeSet<NaiveDate> = BTreeSet::new();
+    // Events attributed to their click and not yet in the webhook outbox.
+    let mut attributed: Vec<Attributed> = Vec::new();
     // Partitions written while a rebase ran: its recompute may have written them from its
     // snapshot in between, so the new state writes them again.
     let mut written_during_rebase: BTreeSet<NaiveDate> = BTreeSet::new();
@@ -235,7 +252,8 @@ fn apply_loop(
                     let n = events.len() as u64;
                     for (i, e) in events.into_iter().enumerate() {
                         if let Some(state) = guard.as_mut() {
-                            apply(state, &e, lookup.as_mut(), &mut dirty, &mut retry);
+                            let out = (&mut dirty, &mut retry, &mut attributed);
+                            apply(state, &e, lookup.as_mut(), out);
                         }
                         log.push_back((first + i as u64, e));
                     }
@@ -254,10 +272,12 @@ fn apply_loop(
                 let mut new_lookup: Box<dyn ClickLookup + Send> = Box::new(r.lookup);
                 let mut failed = Vec::new();
                 for (_, e) in log.iter().filter(|(seq, _)| *seq > r.flushed) {
-                    apply(&mut state, e, new_lookup.as_mut(), &mut dirty, &mut failed);
+                    let out = (&mut dirty, &mut failed, &mut attributed);
+                    apply(&mut state, e, new_lookup.as_mut(), out);
                 }
                 for e in std::mem::take(&mut retry) {
-                    apply(&mut state, &e, new_lookup.as_mut(), &mut dirty, &mut failed);
+                    let out = (&mut dirty, &mut failed, &mut attributed);
+                    apply(&mut state, &e, new_lookup.as_mut(), out);
                 }
                 retry = failed;
                 dirty.append(&mut written_during_rebase);
@@ -268,6 +288,15 @@ fn apply_loop(
             Err(TryRecvError::Empty) => {}
             // The recompute thread ends after its last rebase when there is no schedule.
             Err(TryRecvError::Disconnected) => {}
+        }
+        if !attributed.is_empty() {
+            match hooks.announce(&attributed) {
+                Ok(()) => attributed.clear(),
+                // Kept, and offered again on the next turn.
+                Err(e) => {
+                    tracing::error!(error = %e, "accepting webhook messages failed; will retry")
+                }
+            }
         }
         // Forget events that a future snapshot is sure to hold.
         {
@@ -284,7 +313,8 @@ fn apply_loop(
                 if let Some(state) = guard.as_mut() {
                     let mut failed = Vec::new();
                     for e in std::mem::take(&mut retry) {
-                        apply(state, &e, lookup.as_mut(), &mut dirty, &mut failed);
+                        let out = (&mut dirty, &mut failed, &mut attributed);
+                        apply(state, &e, lookup.as_mut(), out);
                     }
                     retry = failed;
                 }
@@ -298,14 +328,21 @@ fn apply_loop(
     }
 }
 
+/// Where [`apply`] puts what follows from an event: the partitions it changed, the event
+/// itself when its click lookup failed, and the events it attributed to their click.
+type Outputs<'a> = (
+    &'a mut BTreeSet<NaiveDate>,
+    &'a mut Vec<Event>,
+    &'a mut Vec<Attributed>,
+);
+
 fn apply(
     state: &mut LiveStats,
     e: &Event,
     lookup: &mut dyn ClickLookup,
-    dirty: &mut BTreeSet<NaiveDate>,
-    failed: &mut Vec<Event>,
+    (dirty, failed, attributed): Outputs<'_>,
 ) {
-    match state.apply(e, lookup) {
+    match state.apply_with(e, lookup, attributed) {
         Ok(changes) => dirty.extend(changes.iter().map(|c| c.key().date())),
         Err(err) => {
             tracing::warn!(error = %err, cid = e.cid(), "finding an event's click failed; will retry");

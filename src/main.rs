@@ -181,6 +181,13 @@ struct ServeArgs {
     /// Let webhook endpoints target private, loopback and link-local addresses (development).
     #[arg(long, env = "NETREV_WEBHOOKS_ALLOW_PRIVATE")]
     webhooks_allow_private: bool,
+    /// Webhook attempts: seconds to wait before each, comma-separated (the first counts from
+    /// the event; each next one from the previous failure). Jittered by ±20%.
+    #[arg(long, env = "NETREV_WEBHOOKS_RETRY_SCHEDULE", default_value = "0,5,300,1800,7200,18000,36000,36000", value_parser = crate::webhooks::deliver::parse_schedule)]
+    webhooks_retry_schedule: std::vec::Vec<std::time::Duration>,
+    /// Webhook deliveries attempted at once (a slow receiver holds one slot at most 15 s).
+    #[arg(long, env = "NETREV_WEBHOOKS_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    webhooks_concurrency: u32,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -259,7 +266,12 @@ impl ServeArgs {
                     .then(|| std::time::Duration::from_secs(self.recompute_interval_secs)),
             },
             api_key: self.api_key,
-            webhooks_allow_private: self.webhooks_allow_private,
+            webhooks: crate::webhooks::deliver::DeliveryConfig {
+                schedule: self.webhooks_retry_schedule,
+                concurrency: self.webhooks_concurrency as usize,
+                allow_private: self.webhooks_allow_private,
+                ..Default::default()
+            },
             sql_limits: netrev_pipeline::query::Limits {
                 max_rows: self.sql_max_rows,
                 timeout: std::time::Duration::from_secs(self.sql_timeout_secs),

@@ -26,8 +26,8 @@ pub struct ServeConfig {
     pub api_key: Option<String>,
     /// Limits of `POST /api/sql`.
     pub sql_limits: netrev_pipeline::query::Limits,
-    /// Whether webhook endpoints may target private and loopback addresses (development).
-    pub webhooks_allow_private: bool,
+    /// Webhook delivery: schedule, concurrency, timeout, private targets.
+    pub webhooks: crate::webhooks::deliver::DeliveryConfig,
 }
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
@@ -43,15 +43,26 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     // Held while we run: one server per data root, and stats_hourly is kept by our live stats
     // (`netrev recompute` leaves it alone meanwhile).
     let _live_lock = netrev_pipeline::recompute::take_live_lock(&store)?;
+    // The webhook outbox is node-local durable state, like the write-ahead log beside it.
+    let outbox_path = config.ingest.wal_dir.join("webhooks.outbox");
     let ingestor = Ingestor::open(store.clone(), config.ingest)
         .await
         .context("starting ingest")?;
-    let live = crate::live::start(ingestor.clone(), store.clone(), config.live)?;
     let webhooks = Arc::new(
-        crate::webhooks::Webhooks::open(store.clone(), config.webhooks_allow_private)
+        crate::webhooks::Webhooks::open(store.clone(), config.webhooks.allow_private)
             .await
             .context("loading the webhook settings")?,
     );
+    let outbox = Arc::new(
+        crate::webhooks::outbox::Outbox::open(&outbox_path)
+            .with_context(|| format!("opening the webhook outbox {}", outbox_path.display()))?,
+    );
+    let hooks = Arc::new(crate::webhooks::Hooks {
+        webhooks: webhooks.clone(),
+        outbox: outbox.clone(),
+    });
+    crate::webhooks::deliver::start(outbox, webhooks, config.webhooks)?;
+    let live = crate::live::start(ingestor.clone(), store.clone(), config.live, hooks.clone())?;
     let api_key = config
         .api_key
         .as_deref()
@@ -65,7 +76,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .merge(crate::api::router(
             store,
             live,
-            webhooks,
+            hooks,
             api_key,
             config.sql_limits,
         ));

@@ -609,8 +609,11 @@ impl LiveStats {
                     let state = &self.states[&key];
                     let mut conversions: Vec<&Conversion> = state.conversions.values().collect();
                     conversions.sort_by(|a, b| {
-                        (a.ts, &a.txid, conversion_order(a))
-                            .cmp(&(b.ts, &b.txid, conversion_order(b)))
+                        (a.ts, &a.txid, conversion_order(a)).cmp(&(
+                            b.ts,
+                            &b.txid,
+                            conversion_order(b),
+                        ))
                     });
                     let mut refunds: Vec<&Refund> = state.refunds.values().collect();
                     refunds.sort_by(|a, b| {

@@ -10,3 +10,4 @@ mod live;
 mod model;
 mod postbacks;
 mod storage;
+mod webhooks;

@@ -1,18 +1,24 @@
-//! Webhooks (DESIGN.md section 9): the parts that do not depend on delivery yet. Signing as
-//! the Standard Webhooks specification says, endpoint secrets, and which target addresses are
-//! refused (SSRF).
+//! Webhooks (DESIGN.md section 9).
 //!
-//! Settings → Webhooks: `POST/GET /api/webhooks`, `DELETE /api/webhooks/{id}`, kept in
-//! `meta/webhooks.json` under the data root (rewritten whole and atomically on every change).
-//!
-//! Not here yet (issue 6): the durable outbox, delivery with retries, the deliveries route,
-//! and the connect-time check on the resolved address that is actually used.
+//! - Settings → Webhooks: `POST/GET /api/webhooks`, `DELETE /api/webhooks/{id}`, kept in
+//!   `meta/webhooks.json` under the data root (rewritten whole and atomically on every change).
+//! - When the live stats attribute a conversion or refund to its click, [`Hooks::announce`]
+//!   builds one message per subscribed endpoint (with the click's context and the visitor's
+//!   totals after the event) and puts it in the durable [`outbox`].
+//! - [`deliver`] sends them: Standard Webhooks signatures, retries with backoff and jitter,
+//!   410 disables the endpoint, internal addresses refused at connect time.
+
+pub mod deliver;
+pub mod outbox;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, RwLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
+use netrev_pipeline::live::Attributed;
+use netrev_storage::Event;
 use sha2::Sha256;
 
 /// Prefix of an endpoint secret.
@@ -25,15 +31,12 @@ pub fn new_secret() -> String {
 }
 
 /// Why a secret cannot sign.
-// Signing is used by delivery, which comes next; tested here already.
-#[allow(dead_code)]
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("a webhook secret is whsec_ followed by the base64 of 24 to 64 bytes")]
 pub struct BadSecret;
 
 /// The `webhook-signature` header value for a message: `v1,` and the base64 of
 /// HMAC-SHA256(key, "{id}.{timestamp}.{body}"), the key being the secret's decoded bytes.
-#[allow(dead_code)]
 pub fn sign(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> Result<String, BadSecret> {
     let key = STANDARD
         .decode(secret.strip_prefix(SECRET_PREFIX).ok_or(BadSecret)?)
@@ -149,7 +152,10 @@ impl Endpoint {
 /// The endpoints, in memory and in `meta/webhooks.json`.
 pub struct Webhooks {
     store: netrev_storage::Store,
-    endpoints: tokio::sync::Mutex<Vec<Endpoint>>,
+    /// The endpoints as last saved; readers take a snapshot.
+    endpoints: RwLock<Arc<Vec<Endpoint>>>,
+    /// Held while a change is saved, so changes apply one after another.
+    writing: tokio::sync::Mutex<()>,
     allow_private: bool,
 }
 
@@ -178,17 +184,23 @@ impl Webhooks {
         };
         Ok(Webhooks {
             store,
-            endpoints: tokio::sync::Mutex::new(endpoints),
+            endpoints: RwLock::new(Arc::new(endpoints)),
+            writing: tokio::sync::Mutex::new(()),
             allow_private,
         })
     }
 
-    async fn save(&self, endpoints: &[Endpoint]) -> anyhow::Result<()> {
-        let bytes = serde_json::to_vec_pretty(endpoints)?;
+    /// Applies `change` to the endpoints and saves them; the change is visible once saved.
+    async fn change<T>(&self, change: impl FnOnce(&mut Vec<Endpoint>) -> T) -> anyhow::Result<T> {
+        let _writing = self.writing.lock().await;
+        let mut next = self.list().as_ref().clone();
+        let out = change(&mut next);
+        let bytes = serde_json::to_vec_pretty(&next)?;
         self.store
             .put_durable(&object_store::path::Path::from(SETTINGS), bytes.into())
             .await?;
-        Ok(())
+        *self.endpoints.write().expect("webhooks lock") = Arc::new(next);
+        Ok(out)
     }
 
     /// Validates and adds an endpoint; returns it with its secret.
@@ -246,28 +258,171 @@ impl Webhooks {
             created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             disabled: false,
         };
-        let mut all = self.endpoints.lock().await;
-        let mut next = all.clone();
-        next.push(endpoint.clone());
-        self.save(&next).await.map_err(Err)?;
-        *all = next;
+        let added = endpoint.clone();
+        self.change(|all| all.push(added)).await.map_err(Err)?;
         Ok(endpoint)
     }
 
-    pub async fn list(&self) -> Vec<Endpoint> {
-        self.endpoints.lock().await.clone()
+    pub fn list(&self) -> Arc<Vec<Endpoint>> {
+        self.endpoints.read().expect("webhooks lock").clone()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Endpoint> {
+        self.list().iter().find(|e| e.id == id).cloned()
     }
 
     /// Removes an endpoint; `false` when there is none with that id.
     pub async fn delete(&self, id: &str) -> anyhow::Result<bool> {
-        let mut all = self.endpoints.lock().await;
-        if !all.iter().any(|e| e.id == id) {
-            return Ok(false);
+        self.change(|all| {
+            let before = all.len();
+            all.retain(|e| e.id != id);
+            all.len() != before
+        })
+        .await
+    }
+
+    /// Disables an endpoint (it answered 410 Gone): nothing more is sent to it.
+    pub async fn disable(&self, id: &str) -> anyhow::Result<bool> {
+        self.change(|all| {
+            all.iter_mut()
+                .find(|e| e.id == id)
+                .map(|e| e.disabled = true)
+                .is_some()
+        })
+        .await
+    }
+}
+
+/// The event name endpoints subscribe to, and the message type, of an attributed event.
+fn kind(event: &Event) -> Option<(&'static str, &'static str)> {
+    match event {
+        Event::Conversion(_) => Some(("conversion", "conversion.created")),
+        Event::Refund(_) => Some(("refund", "refund.created")),
+        Event::Click(_) => None,
+    }
+}
+
+/// The message ID of an event: the same for every copy and retry of the event (its
+/// deduplication key, DESIGN.md 4, hashed), so announcing it again is recognised.
+pub fn message_id(event: &Event) -> String {
+    let key = match event {
+        Event::Conversion(c) => format!("conversion\0{}\0{:?}", c.cid, c.txid),
+        Event::Refund(r) => match &r.txid {
+            Some(t) => format!("refund\0{}\0txid\0{t}", r.cid),
+            None => format!(
+                "refund\0{}\0{}\0{:?}\0{}",
+                r.cid,
+                r.kind.as_str(),
+                r.reference,
+                r.amount.normalize()
+            ),
+        },
+        Event::Click(c) => format!("click\0{}", c.cid),
+    };
+    let digest = <Sha256 as sha2::Digest>::digest(key.as_bytes());
+    format!(
+        "msg_{}",
+        digest[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
+}
+
+fn time(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+        .unwrap_or_default()
+}
+
+/// The JSON body of the message for an attributed event.
+pub fn message_body(a: &Attributed, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    use netrev_storage::money::display;
+    let (_, message_type) = kind(&a.event).unwrap_or(("", ""));
+    let mut data = match &a.event {
+        Event::Conversion(c) => serde_json::json!({
+            "cid": c.cid,
+            "ts": time(c.ts),
+            "amount": display(c.amount),
+            "txid": c.txid,
+            "conversion_type": c.kind,
+        }),
+        Event::Refund(r) => serde_json::json!({
+            "cid": r.cid,
+            "ts": time(r.ts),
+            "amount": display(r.amount),
+            "refund_type": r.kind.as_str(),
+            "txid": r.txid,
+            "ref": r.reference,
+        }),
+        Event::Click(_) => serde_json::json!({}),
+    };
+    let w = &a.window;
+    data["vid"] = serde_json::json!(a.vid);
+    data["click"] = serde_json::json!({
+        "ts": time(a.click_ts),
+        "source": w.source,
+        "campaign": w.campaign,
+        "link": w.link,
+        "country": w.country,
+        "device": w.device,
+    });
+    data["visitor"] = serde_json::json!({
+        "vid": a.vid,
+        "gross": display(a.visitor.gross),
+        "refunds": display(a.visitor.refunds),
+        "net": display(a.visitor.net()),
+    });
+    serde_json::json!({
+        "type": message_type,
+        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": data,
+    })
+}
+
+/// Turns attributed events into outbox messages for the endpoints subscribed to them.
+pub struct Hooks {
+    pub webhooks: Arc<Webhooks>,
+    pub outbox: Arc<outbox::Outbox>,
+}
+
+impl Hooks {
+    /// Accepts the messages of `events` for delivery (durably, before returning). Events
+    /// already announced are recognised by their message ID and not sent again.
+    pub fn announce(&self, events: &[Attributed]) -> anyhow::Result<()> {
+        let endpoints = self.webhooks.list();
+        if endpoints.iter().all(|e| e.disabled) {
+            return Ok(());
         }
-        let next: Vec<Endpoint> = all.iter().filter(|e| e.id != id).cloned().collect();
-        self.save(&next).await?;
-        *all = next;
-        Ok(true)
+        let now = chrono::Utc::now();
+        let mut messages = Vec::new();
+        for a in events {
+            let Some((event, message_type)) = kind(&a.event) else {
+                continue;
+            };
+            let subscribed: Vec<&Endpoint> = endpoints
+                .iter()
+                .filter(|e| !e.disabled && e.events.iter().any(|x| x == event))
+                .collect();
+            if subscribed.is_empty() {
+                continue;
+            }
+            let id = message_id(&a.event);
+            let body = message_body(a, now).to_string();
+            for e in subscribed {
+                messages.push(outbox::NewMessage {
+                    id: id.clone(),
+                    endpoint: e.id.clone(),
+                    event_type: message_type.to_string(),
+                    body: body.clone(),
+                });
+            }
+        }
+        if !messages.is_empty() {
+            let new = self.outbox.enqueue(messages)?;
+            tracing::debug!(new, "webhook messages accepted");
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,340 @@
+//! Delivery of the outbox's messages: signed as the Standard Webhooks specification says,
+//! retried on a schedule with jitter, a bounded number at once, and never to an internal
+//! address unless private targets are allowed.
+//!
+//! The address check happens where the connection is made: names are resolved by
+//! [`GuardedResolver`], which refuses the whole name when any address it resolves to is not
+//! public, so the client only ever connects to checked addresses (no second lookup that could
+//! answer differently). Literal addresses skip resolution and are checked before each attempt.
+//! Redirects are not followed (a 3xx is a failed attempt) and proxies from the environment are
+//! not used.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::outbox::{Attempt, Delivery, Outbox, Status, now_ms};
+use super::{Webhooks, is_public, literal_address, sign};
+
+/// How deliveries are made.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Delay before each attempt: the first is the delay after the message is accepted,
+    /// each next one the delay after the previous attempt failed.
+    pub schedule: Vec<Duration>,
+    /// Deliveries attempted at once.
+    pub concurrency: usize,
+    /// Time allowed for one attempt (connect, send, answer).
+    pub timeout: Duration,
+    /// Whether private, loopback and link-local targets are allowed.
+    pub allow_private: bool,
+}
+
+/// The Standard Webhooks retry schedule: about 0, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+pub const SCHEDULE_SECS: [u64; 8] = [0, 5, 300, 1800, 7200, 18000, 36000, 36000];
+
+/// Longest wait a `Retry-After` header can ask for.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            schedule: SCHEDULE_SECS
+                .iter()
+                .map(|&s| Duration::from_secs(s))
+                .collect(),
+            concurrency: 16,
+            timeout: Duration::from_secs(15),
+            allow_private: false,
+        }
+    }
+}
+
+/// Parses a schedule written as seconds separated by commas (`0,5,300`).
+pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
+    let schedule: Vec<Duration> = s
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| format!("{p:?} is not a number of seconds"))
+        })
+        .collect::<Result<_, _>>()?;
+    if schedule.is_empty() {
+        return Err("at least one attempt".into());
+    }
+    Ok(schedule)
+}
+
+/// Resolves names for the webhook client, refusing names with a non-public address.
+#[derive(Debug)]
+struct GuardedResolver;
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
+                return Err(format!(
+                    "{host} resolves to {}, a private, loopback or otherwise internal address: \
+                     refused (serve --webhooks-allow-private allows it, for development)",
+                    bad.ip()
+                )
+                .into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The HTTP client deliveries use.
+fn client(config: &DeliveryConfig) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(config.timeout)
+        .user_agent(concat!("netrev-webhooks/", env!("CARGO_PKG_VERSION")));
+    if !config.allow_private {
+        builder = builder.dns_resolver(Arc::new(GuardedResolver));
+    }
+    Ok(builder.build()?)
+}
+
+/// Starts the delivery loop on the current runtime.
+pub fn start(
+    outbox: Arc<Outbox>,
+    webhooks: Arc<Webhooks>,
+    config: DeliveryConfig,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let client = client(&config)?;
+    Ok(tokio::spawn(run(outbox, webhooks, config, client)))
+}
+
+async fn run(
+    outbox: Arc<Outbox>,
+    webhooks: Arc<Webhooks>,
+    config: DeliveryConfig,
+    client: reqwest::Client,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
+    let config = Arc::new(config);
+    loop {
+        let free = slots.available_permits();
+        for delivery in outbox.take_due(now_ms(), free) {
+            let permit = slots.clone().acquire_owned().await.expect("never closed");
+            let (outbox, webhooks, config, client) = (
+                outbox.clone(),
+                webhooks.clone(),
+                config.clone(),
+                client.clone(),
+            );
+            tokio::spawn(async move {
+                attempt(&outbox, &webhooks, &config, &client, delivery).await;
+                drop(permit);
+            });
+        }
+        let wait = match outbox.next_due() {
+            Some(t) => Duration::from_millis(u64::try_from(t - now_ms()).unwrap_or(0)),
+            None => Duration::from_secs(60),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait.min(Duration::from_secs(60))) => {}
+            _ = outbox.wake.notified() => {}
+        }
+    }
+}
+
+/// What an attempt came to.
+enum Answer {
+    Status(u16, Option<Duration>),
+    Error(String),
+}
+
+async fn attempt(
+    outbox: &Outbox,
+    webhooks: &Webhooks,
+    config: &DeliveryConfig,
+    client: &reqwest::Client,
+    d: Delivery,
+) {
+    let key = (d.endpoint.clone(), d.id.clone());
+    let give_up = |reason: &str| {
+        if let Err(e) = outbox.set(&key, Status::Failed, None, Some(reason.to_string())) {
+            tracing::error!(error = %e, "recording a webhook delivery failed");
+        }
+    };
+    let Some(endpoint) = webhooks.get(&d.endpoint) else {
+        return give_up("the endpoint was deleted");
+    };
+    if endpoint.disabled {
+        return give_up("the endpoint is disabled");
+    }
+    let at = now_ms();
+    let started = Instant::now();
+    let answer = send(client, config, &endpoint.url, &endpoint.secret, &d).await;
+    let attempt = Attempt {
+        at,
+        status: match &answer {
+            Answer::Status(s, _) => Some(*s),
+            Answer::Error(_) => None,
+        },
+        error: match &answer {
+            Answer::Error(e) => Some(e.clone()),
+            Answer::Status(..) => None,
+        },
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    };
+    let made = d.attempts.len() + 1;
+    let (next, status, reason) = match answer {
+        Answer::Status(s, _) if (200..300).contains(&s) => (None, Status::Delivered, None),
+        Answer::Status(410, _) => {
+            if let Err(e) = webhooks.disable(&d.endpoint).await {
+                tracing::error!(error = %e, endpoint = %d.endpoint, "disabling a webhook endpoint failed");
+            }
+            tracing::warn!(endpoint = %d.endpoint, "webhook endpoint answered 410 Gone: disabled");
+            (
+                None,
+                Status::Failed,
+                Some("410 Gone: the endpoint is disabled".to_string()),
+            )
+        }
+        answer => match config.schedule.get(made) {
+            Some(delay) => {
+                let asked = match answer {
+                    Answer::Status(429 | 503, Some(after)) => Some(after.min(RETRY_AFTER_MAX)),
+                    _ => None,
+                };
+                let delay = asked.unwrap_or_else(|| jitter(*delay));
+                let next = at + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                (Some(next), Status::Pending, None)
+            }
+            None => (
+                None,
+                Status::Failed,
+                Some(format!("no answer in 2xx after {made} attempts")),
+            ),
+        },
+    };
+    if let Err(e) = outbox.record(&key, attempt, next, status, reason) {
+        tracing::error!(error = %e, "recording a webhook attempt failed");
+    }
+}
+
+/// A delay with ±20% jitter, so retries of many messages do not arrive together.
+fn jitter(delay: Duration) -> Duration {
+    delay.mul_f64(rand::random_range(0.8..1.2))
+}
+
+async fn send(
+    client: &reqwest::Client,
+    config: &DeliveryConfig,
+    url: &str,
+    secret: &str,
+    d: &Delivery,
+) -> Answer {
+    let parsed = match url::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return Answer::Error(format!("not a URL: {e}")),
+    };
+    if !config.allow_private
+        && let Some(ip) = literal_address(&parsed)
+        && !is_public(ip)
+    {
+        return Answer::Error(format!(
+            "{ip} is a private, loopback or otherwise internal address: refused"
+        ));
+    }
+    let timestamp = chrono::Utc::now().timestamp();
+    let signature = match sign(secret, &d.id, timestamp, d.body.as_bytes()) {
+        Ok(s) => s,
+        Err(e) => return Answer::Error(e.to_string()),
+    };
+    let request = client
+        .post(parsed)
+        .header("content-type", "application/json")
+        .header("webhook-id", &d.id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(d.body.to_string());
+    match request.send().await {
+        Ok(r) => {
+            let after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(retry_after);
+            Answer::Status(r.status().as_u16(), after)
+        }
+        Err(e) => Answer::Error(error_chain(&e)),
+    }
+}
+
+/// A `Retry-After` value: seconds, or an HTTP date.
+fn retry_after(v: &str) -> Option<Duration> {
+    if let Ok(secs) = v.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
+    let ms = at.timestamp_millis() - now_ms();
+    Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+}
+
+/// An error with its causes (reqwest's own message hides the resolver's reason).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules_and_retry_after_parse() {
+        assert_eq!(
+            parse_schedule("0, 0.5,300").unwrap(),
+            vec![
+                Duration::ZERO,
+                Duration::from_millis(500),
+                Duration::from_secs(300)
+            ]
+        );
+        assert!(parse_schedule("1,-2").is_err());
+        assert!(parse_schedule("x").is_err());
+        assert_eq!(retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Tue, 01 Jan 2008 00:00:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon"), None);
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(10));
+            assert!(
+                d >= Duration::from_secs(8) && d <= Duration::from_secs(12),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn names_resolving_to_internal_addresses_are_refused() {
+        use reqwest::dns::Resolve as _;
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let err = match GuardedResolver.resolve(name).await {
+            Ok(_) => panic!("localhost must be refused"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("refused"), "{err}");
+    }
+}

@@ -1,0 +1,450 @@
+//! The webhook outbox: every message accepted for delivery, and every attempt, in an
+//! append-only log on the node's local disk (`webhooks.outbox` in the write-ahead log's
+//! directory), fsynced before anything depends on it. A message in the outbox survives kill -9
+//! and is sent after a restart; an attempt that was under way when the process died is made
+//! again (at least once).
+//!
+//! Each line is one JSON record: a message enqueued for one endpoint, an attempt and what
+//! follows it, or a manual "retry now". Opening replays the lines (a torn last line, from a
+//! crash mid-write, is dropped), then rewrites the log with only what is kept: undelivered
+//! messages, and finished ones for [`KEEP_FINISHED`] (the deliveries API shows them, and a
+//! message announced again, e.g. after the live stats are rebuilt, is recognised and not sent
+//! twice). The log is rewritten the same way whenever it has grown by [`COMPACT_BYTES`].
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+/// How long finished deliveries are kept.
+pub const KEEP_FINISHED_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Growth of the log after which it is rewritten.
+const COMPACT_BYTES: u64 = 8 << 20;
+
+/// A delivery: one message for one endpoint.
+pub type Key = (String, String);
+
+/// One attempt to deliver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// When it started, milliseconds since the epoch.
+    pub at: i64,
+    /// The HTTP status answered, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why there was no answer (connection refused, timeout, refused address…).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Waiting for its next attempt.
+    Pending,
+    /// A 2xx answer.
+    Delivered,
+    /// Every scheduled attempt failed, or the endpoint was disabled (410) or deleted.
+    Failed,
+}
+
+/// A delivery as the outbox holds it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub id: String,
+    pub endpoint: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(skip)]
+    pub body: Arc<str>,
+    pub created: i64,
+    pub status: Status,
+    pub attempts: Vec<Attempt>,
+    /// When the next attempt is due (pending deliveries).
+    pub next_attempt: Option<i64>,
+    /// Why it failed for good, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A message to enqueue for one endpoint.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: String,
+    pub endpoint: String,
+    pub event_type: String,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Record {
+    Enqueued {
+        id: String,
+        endpoint: String,
+        event_type: String,
+        body: String,
+        created: i64,
+    },
+    Attempted {
+        id: String,
+        endpoint: String,
+        attempt: Attempt,
+        /// The next attempt; `None`: finished (`status` says how).
+        next: Option<i64>,
+        status: Status,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A delivery's status set without an attempt: made pending again (a manual retry),
+    /// given up (its endpoint was deleted), or restored by a rewrite of the log.
+    Set {
+        id: String,
+        endpoint: String,
+        status: Status,
+        next: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+struct Inner {
+    file: std::fs::File,
+    deliveries: HashMap<Key, Delivery>,
+    /// Deliveries being attempted now.
+    in_flight: HashSet<Key>,
+    /// Bytes appended since the log was last rewritten.
+    grown: u64,
+}
+
+/// The outbox; see the module documentation.
+pub struct Outbox {
+    path: PathBuf,
+    inner: Mutex<Inner>,
+    /// Woken when something may have become due.
+    pub wake: tokio::sync::Notify,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox at `path`, replaying and rewriting it.
+    pub fn open(path: &Path) -> anyhow::Result<Outbox> {
+        let mut deliveries = HashMap::new();
+        match std::fs::File::open(path) {
+            Ok(f) => {
+                let mut lines = std::io::BufReader::new(f).lines().peekable();
+                let mut n = 0;
+                while let Some(line) = lines.next() {
+                    n += 1;
+                    let line = line.with_context(|| format!("reading {}", path.display()))?;
+                    match serde_json::from_str::<Record>(&line) {
+                        Ok(r) => apply(&mut deliveries, r),
+                        // A crash mid-append leaves a torn last line; the rewrite drops it.
+                        Err(_) if lines.peek().is_none() => {
+                            tracing::warn!(path = %path.display(), line = n, "dropping a torn last line of the webhook outbox");
+                        }
+                        Err(e) => anyhow::bail!("{} line {n} is damaged: {e}", path.display()),
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        }
+        let file = rewrite(path, &mut deliveries, now_ms())?;
+        Ok(Outbox {
+            path: path.to_path_buf(),
+            inner: Mutex::new(Inner {
+                file,
+                deliveries,
+                in_flight: HashSet::new(),
+                grown: 0,
+            }),
+            wake: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn append(&self, inner: &mut Inner, records: &[Record]) -> anyhow::Result<()> {
+        let mut bytes = Vec::new();
+        for r in records {
+            serde_json::to_writer(&mut bytes, r)?;
+            bytes.push(b'\n');
+        }
+        inner
+            .file
+            .write_all(&bytes)
+            .and_then(|()| inner.file.sync_data())
+            .with_context(|| format!("appending to {}", self.path.display()))?;
+        inner.grown += bytes.len() as u64;
+        for r in records.iter().cloned() {
+            apply(&mut inner.deliveries, r);
+        }
+        if inner.grown >= COMPACT_BYTES {
+            inner.file = rewrite(&self.path, &mut inner.deliveries, now_ms())?;
+            inner.grown = 0;
+        }
+        Ok(())
+    }
+
+    /// Accepts messages for delivery, durably; those already in the outbox (the same message
+    /// for the same endpoint) are skipped. Returns how many were new.
+    pub fn enqueue(&self, messages: Vec<NewMessage>) -> anyhow::Result<usize> {
+        let mut inner = self.inner.lock().expect("outbox lock");
+        let created = now_ms();
+        let mut seen = HashSet::new();
+        let records: Vec<Record> = messages
+            .into_iter()
+            .filter(|m| {
+                let key = (m.endpoint.clone(), m.id.clone());
+                !inner.deliveries.contains_key(&key) && seen.insert(key)
+            })
+            .map(|m| Record::Enqueued {
+                id: m.id,
+                endpoint: m.endpoint,
+                event_type: m.event_type,
+                body: m.body,
+                created,
+            })
+            .collect();
+        if records.is_empty() {
+            return Ok(0);
+        }
+        self.append(&mut inner, &records)?;
+        drop(inner);
+        self.wake.notify_one();
+        Ok(records.len())
+    }
+
+    /// Pending deliveries due by `now` and not being attempted, at most `max`, oldest due
+    /// first; they are marked as being attempted until [`Outbox::record`].
+    pub fn take_due(&self, now: i64, max: usize) -> Vec<Delivery> {
+        let mut inner = self.inner.lock().expect("outbox lock");
+        let mut due: Vec<&Delivery> = inner
+            .deliveries
+            .values()
+            .filter(|d| d.status == Status::Pending && d.next_attempt.is_some_and(|t| t <= now))
+            .filter(|d| {
+                !inner
+                    .in_flight
+                    .contains(&(d.endpoint.clone(), d.id.clone()))
+            })
+            .collect();
+        due.sort_by_key(|d| (d.next_attempt, d.created));
+        let due: Vec<Delivery> = due.into_iter().take(max).cloned().collect();
+        for d in &due {
+            inner.in_flight.insert((d.endpoint.clone(), d.id.clone()));
+        }
+        due
+    }
+
+    /// When the earliest pending delivery not being attempted is due.
+    pub fn next_due(&self) -> Option<i64> {
+        let inner = self.inner.lock().expect("outbox lock");
+        inner
+            .deliveries
+            .values()
+            .filter(|d| d.status == Status::Pending)
+            .filter(|d| {
+                !inner
+                    .in_flight
+                    .contains(&(d.endpoint.clone(), d.id.clone()))
+            })
+            .filter_map(|d| d.next_attempt)
+            .min()
+    }
+
+    /// Records an attempt of a delivery taken with [`Outbox::take_due`] and what follows:
+    /// the next attempt at `next`, or none (`status` Delivered or Failed).
+    pub fn record(
+        &self,
+        key: &Key,
+        attempt: Attempt,
+        next: Option<i64>,
+        status: Status,
+        reason: Option<String>,
+    ) -> anyhow::Result<()> {
+        let mut inner = self.inner.lock().expect("outbox lock");
+        inner.in_flight.remove(key);
+        let record = Record::Attempted {
+            endpoint: key.0.clone(),
+            id: key.1.clone(),
+            attempt,
+            next,
+            status,
+            reason,
+        };
+        self.append(&mut inner, &[record])?;
+        drop(inner);
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Sets a delivery's status without an attempt: `Pending` with `next` to retry it (a
+    /// manual "retry now"), `Failed` with a reason to give it up. `false` when there is no
+    /// such delivery.
+    pub fn set(
+        &self,
+        key: &Key,
+        status: Status,
+        next: Option<i64>,
+        reason: Option<String>,
+    ) -> anyhow::Result<bool> {
+        let mut inner = self.inner.lock().expect("outbox lock");
+        inner.in_flight.remove(key);
+        if !inner.deliveries.contains_key(key) {
+            return Ok(false);
+        }
+        let record = Record::Set {
+            endpoint: key.0.clone(),
+            id: key.1.clone(),
+            status,
+            next,
+            reason,
+        };
+        self.append(&mut inner, &[record])?;
+        drop(inner);
+        self.wake.notify_one();
+        Ok(true)
+    }
+
+    /// The deliveries of an endpoint, newest first, at most `limit`.
+    pub fn of_endpoint(&self, endpoint: &str, limit: usize) -> Vec<Delivery> {
+        let inner = self.inner.lock().expect("outbox lock");
+        let mut list: Vec<Delivery> = inner
+            .deliveries
+            .values()
+            .filter(|d| d.endpoint == endpoint)
+            .cloned()
+            .collect();
+        list.sort_by(|a, b| (b.created, &b.id).cmp(&(a.created, &a.id)));
+        list.truncate(limit);
+        list
+    }
+}
+
+fn apply(deliveries: &mut HashMap<Key, Delivery>, record: Record) {
+    match record {
+        Record::Enqueued {
+            id,
+            endpoint,
+            event_type,
+            body,
+            created,
+        } => {
+            deliveries
+                .entry((endpoint.clone(), id.clone()))
+                .or_insert(Delivery {
+                    id,
+                    endpoint,
+                    event_type,
+                    body: body.into(),
+                    created,
+                    status: Status::Pending,
+                    attempts: Vec::new(),
+                    next_attempt: Some(created),
+                    reason: None,
+                });
+        }
+        Record::Attempted {
+            id,
+            endpoint,
+            attempt,
+            next,
+            status,
+            reason,
+        } => {
+            if let Some(d) = deliveries.get_mut(&(endpoint, id)) {
+                d.attempts.push(attempt);
+                d.next_attempt = next;
+                d.status = status;
+                d.reason = reason;
+            }
+        }
+        Record::Set {
+            id,
+            endpoint,
+            status,
+            next,
+            reason,
+        } => {
+            if let Some(d) = deliveries.get_mut(&(endpoint, id)) {
+                d.status = status;
+                d.next_attempt = next;
+                d.reason = reason;
+            }
+        }
+    }
+}
+
+/// The records that rebuild one delivery.
+fn records_of(d: &Delivery) -> Vec<Record> {
+    let mut out = vec![Record::Enqueued {
+        id: d.id.clone(),
+        endpoint: d.endpoint.clone(),
+        event_type: d.event_type.clone(),
+        body: d.body.to_string(),
+        created: d.created,
+    }];
+    for a in &d.attempts {
+        out.push(Record::Attempted {
+            id: d.id.clone(),
+            endpoint: d.endpoint.clone(),
+            attempt: a.clone(),
+            next: None,
+            status: Status::Pending,
+            reason: None,
+        });
+    }
+    out.push(Record::Set {
+        id: d.id.clone(),
+        endpoint: d.endpoint.clone(),
+        status: d.status,
+        next: d.next_attempt,
+        reason: d.reason.clone(),
+    });
+    out
+}
+
+/// Drops finished deliveries older than [`KEEP_FINISHED_MS`], writes the rest to a new log
+/// (whole and synced before it replaces the old one), and returns it open for appending.
+fn rewrite(
+    path: &Path,
+    deliveries: &mut HashMap<Key, Delivery>,
+    now: i64,
+) -> anyhow::Result<std::fs::File> {
+    deliveries.retain(|_, d| {
+        d.status == Status::Pending
+            || d.attempts.last().map_or(d.created, |a| a.at) + KEEP_FINISHED_MS > now
+    });
+    let mut list: Vec<&Delivery> = deliveries.values().collect();
+    list.sort_by_key(|d| (d.created, d.id.clone(), d.endpoint.clone()));
+    let mut bytes = Vec::new();
+    for d in list {
+        for r in records_of(d) {
+            serde_json::to_writer(&mut bytes, &r)?;
+            bytes.push(b'\n');
+        }
+    }
+    let tmp = path.with_extension("outbox.tmp");
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    {
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    std::fs::File::open(dir)?.sync_all()?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
