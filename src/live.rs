@@ -99,6 +99,11 @@ pub fn start(
     });
     let (feed_tx, feed_rx) = std::sync::mpsc::channel();
     ingestor.set_feed(feed_tx);
+    // The webhooks must see every acknowledged conversion and refund, even one acknowledged
+    // just before a crash: the log keeps what this thread has not handed to them yet, and
+    // what it held at start is offered again.
+    let processed = ingestor.hold_log();
+    let replayed = ingestor.take_replayed();
     let (rebased_tx, rebased_rx) = std::sync::mpsc::channel();
     {
         let (live, ingestor, store, config) = (
@@ -110,12 +115,17 @@ pub fn start(
         std::thread::Builder::new()
             .name("netrev-live".into())
             .spawn(move || {
+                let webhooks = Webhooks {
+                    hooks: &hooks,
+                    processed: &processed,
+                    replayed: Some(replayed.into_iter().map(|(_, e)| e).collect()),
+                };
                 apply_loop(
                     &live,
                     &ingestor,
                     &store,
                     &config,
-                    &hooks,
+                    webhooks,
                     &feed_rx,
                     &rebased_rx,
                 );
@@ -212,6 +222,16 @@ fn rebase_loop(
     }
 }
 
+/// What the live thread owes the webhooks.
+struct Webhooks<'a> {
+    hooks: &'a Hooks,
+    /// Every event up to this sequence is handed to the webhooks (the log keeps the rest).
+    processed: &'a AtomicU64,
+    /// Events of the log at start, offered again once the first state is built (they may have
+    /// been acknowledged but not handed over before a crash).
+    replayed: Option<Vec<Event>>,
+}
+
 /// The live thread: applies events, swaps in rebased states, persists changed partitions,
 /// and hands the conversions and refunds attributed to their click to the webhooks.
 fn apply_loop(
@@ -219,7 +239,7 @@ fn apply_loop(
     ingestor: &Ingestor,
     store: &Store,
     config: &LiveConfig,
-    hooks: &Hooks,
+    mut webhooks: Webhooks<'_>,
     feed: &Receiver<(u64, Vec<Event>)>,
     rebased: &Receiver<Rebased>,
 ) {
@@ -280,6 +300,18 @@ fn apply_loop(
                     apply(&mut state, &e, new_lookup.as_mut(), out);
                 }
                 retry = failed;
+                // The first state: events received before it existed were never applied to
+                // one, and those of the log at start may never have reached the webhooks.
+                // Offered again (the outbox knows the ones it has).
+                if let Some(replayed) = webhooks.replayed.take() {
+                    let waited = log.iter().map(|(_, e)| e);
+                    attributed.extend(
+                        replayed
+                            .iter()
+                            .chain(waited)
+                            .filter_map(|e| state.attribution_of(e)),
+                    );
+                }
                 dirty.append(&mut written_during_rebase);
                 *live.state.write().expect("live lock") = Some(state);
                 lookup = new_lookup;
@@ -290,13 +322,19 @@ fn apply_loop(
             Err(TryRecvError::Disconnected) => {}
         }
         if !attributed.is_empty() {
-            match hooks.announce(&attributed) {
+            match webhooks.hooks.announce(&attributed) {
                 Ok(()) => attributed.clear(),
                 // Kept, and offered again on the next turn.
                 Err(e) => {
                     tracing::error!(error = %e, "accepting webhook messages failed; will retry")
                 }
             }
+        }
+        // Every event received is applied and its attributions accepted: the log may let go
+        // of it. Not while a state is missing, or events wait for a lookup to work again.
+        if attributed.is_empty() && retry.is_empty() && webhooks.replayed.is_none() {
+            let received = live.received_seq.load(Ordering::Acquire);
+            webhooks.processed.fetch_max(received, Ordering::AcqRel);
         }
         // Forget events that a future snapshot is sure to hold.
         {

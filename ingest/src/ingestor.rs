@@ -14,6 +14,11 @@
 //! that partition in the range. So after a crash, a replayed record is already in Parquet
 //! exactly when a file of its partition covers its sequence; those are dropped, the rest are
 //! flushed again. The checkpoint only bounds how much of the log recovery must read.
+//!
+//! A consumer of the durable events (the live stats, which hand refunds and conversions to the
+//! webhooks) can hold the log back ([`Ingestor::hold_log`]): records it has not processed are
+//! kept even once flushed, and after a crash they are offered to it again
+//! ([`Ingestor::take_replayed`]), so it sees every acknowledged event at least once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -171,6 +176,13 @@ struct Shared {
     store: Store,
     /// Where durable events go next (the live stats), in sequence order, when set.
     feed: std::sync::OnceLock<Feed>,
+    /// The feed consumer's progress, when it holds the log back: the checkpoint (and the
+    /// log's trim) never pass it.
+    hold: std::sync::OnceLock<Arc<AtomicU64>>,
+    /// The checkpoint found at open: where a consumer's progress starts.
+    opened_at: u64,
+    /// The events of the log after that checkpoint (flushed or not), for the consumer.
+    replayed: Mutex<Vec<(u64, Event)>>,
 }
 
 /// A receiver of durable events: each message is the sequence of the first event and the
@@ -217,7 +229,14 @@ impl Ingestor {
             .filter(|r| r.seq > checkpoint)
             .collect();
         let replayed_count = unflushed.len();
+        let replayed_events: Vec<(u64, Event)> =
+            unflushed.iter().map(|r| (r.seq, r.event.clone())).collect();
         let (covered, todo) = split_covered(&store, &node, unflushed).await?;
+        // Everything before the first record still to flush is in Parquet (flush units are
+        // written in sequence order); the checkpoint may lag behind it when the log was held.
+        let flushed = todo
+            .first()
+            .map_or(checkpoint.max(max_replayed), |r| r.seq - 1);
 
         let history = scan_history(&store, &node).await?;
         let mut seen = history.keys;
@@ -262,7 +281,7 @@ impl Ingestor {
             flush_now: Notify::new(),
             flusher_stop,
             flush_lock: tokio::sync::Mutex::new(()),
-            flushed_seq: AtomicU64::new(checkpoint),
+            flushed_seq: AtomicU64::new(flushed),
             fsyncs: AtomicU64::new(0),
             recorded: AtomicU64::new(0),
             files_written: AtomicU64::new(0),
@@ -270,6 +289,9 @@ impl Ingestor {
             node,
             store,
             feed: std::sync::OnceLock::new(),
+            hold: std::sync::OnceLock::new(),
+            opened_at: checkpoint,
+            replayed: Mutex::new(replayed_events),
         });
         let writer = {
             let shared = shared.clone();
@@ -380,6 +402,24 @@ impl Ingestor {
         if self.shared.feed.set(feed).is_err() {
             panic!("the ingest feed is set once");
         }
+    }
+
+    /// Holds the log back for a consumer of the feed: returns its progress marker (every event
+    /// up to it processed), starting at the checkpoint found at open, for the consumer to
+    /// advance. Records after it stay in the log, flushed or not. Set once, before serving.
+    pub fn hold_log(&self) -> Arc<AtomicU64> {
+        let progress = Arc::new(AtomicU64::new(self.shared.opened_at));
+        if self.shared.hold.set(progress.clone()).is_err() {
+            panic!("the log is held by one consumer");
+        }
+        progress
+    }
+
+    /// The events the log held after its checkpoint at open (already flushed or not), in
+    /// sequence order: what a consumer holding the log may not have processed before a crash.
+    /// Taken once.
+    pub fn take_replayed(&self) -> Vec<(u64, Event)> {
+        std::mem::take(&mut *self.shared.replayed.lock().expect("replayed lock"))
     }
 
     /// Highest sequence durable in the log: every acknowledged event is at or below it.
@@ -782,9 +822,14 @@ async fn write_unit(shared: &Shared, chunks: &[Chunk]) -> Result<usize> {
         }
     }
     let dir = shared.config.wal_dir.clone();
+    // Records a consumer has not processed stay in the log (see `hold_log`).
+    let keep = shared
+        .hold
+        .get()
+        .map_or(last, |h| h.load(Ordering::Acquire).min(last));
     tokio::task::spawn_blocking(move || -> Result<()> {
-        wal::write_checkpoint(&dir, last)?;
-        wal::remove_flushed(&dir, last)?;
+        wal::write_checkpoint(&dir, keep)?;
+        wal::remove_flushed(&dir, keep)?;
         Ok(())
     })
     .await
@@ -850,6 +895,54 @@ mod tests {
             let e = e.unwrap();
             std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
+    }
+
+    /// A consumer holding the log: what it has not processed stays in the log once flushed,
+    /// is offered again after a crash (without a second copy in Parquet), and is let go by
+    /// the flush after it is processed.
+    #[tokio::test]
+    async fn a_held_log_replays_what_its_consumer_had_not_processed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("data").to_str().unwrap()).unwrap();
+        let events: Vec<Event> = (0..5).map(|i| conv(i, DAY1 + i)).collect();
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
+        let progress = ing.hold_log();
+        assert_eq!(progress.load(Ordering::Acquire), 0);
+        for e in &events[..4] {
+            ing.submit(e.clone()).await.unwrap();
+        }
+        progress.store(2, Ordering::Release);
+        ing.flush().await.unwrap();
+        assert_eq!(ing.stats().flushed_seq, 4);
+        let wal = tmp.path().join("wal");
+        assert_eq!(wal::read_checkpoint(&wal).unwrap(), 2);
+        drop(ing); // a crash
+
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
+        assert_eq!(ing.stats().buffered_events, 0, "all of it is in Parquet");
+        assert_eq!(ing.stats().flushed_seq, 4);
+        assert_eq!(
+            ing.take_replayed(),
+            vec![(3, events[2].clone()), (4, events[3].clone())]
+        );
+        assert_eq!(stored(&store).await, events[..4].to_vec());
+        let progress = ing.hold_log();
+        assert_eq!(progress.load(Ordering::Acquire), 2);
+        progress.store(4, Ordering::Release);
+        ing.submit(events[4].clone()).await.unwrap();
+        ing.flush().await.unwrap();
+        assert_eq!(wal::read_checkpoint(&wal).unwrap(), 4);
+        drop(ing);
+
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
+        assert_eq!(ing.take_replayed(), vec![(5, events[4].clone())]);
+        assert_eq!(stored(&store).await, events);
     }
 
     /// A crash after the Parquet files were written but before the checkpoint: on restart the

@@ -523,6 +523,23 @@ impl LiveStats {
         self.visitors.get(vid).copied().unwrap_or_default()
     }
 
+    /// A conversion or refund that the state already holds, as attributed to its click (the
+    /// copy the state holds, and the visitor's totals now); `None` for clicks, and for events
+    /// the state does not hold or whose click it does not know. For announcing events again
+    /// after a crash, when it is not known whether they were.
+    pub fn attribution_of(&self, event: &Event) -> Option<Attributed> {
+        let key = CidKey::new(event.cid());
+        let state = self.states.get(&key)?;
+        let held = match event {
+            Event::Click(_) => return None,
+            Event::Conversion(c) => Event::Conversion(state.conversions.get(&c.txid)?.clone()),
+            Event::Refund(r) => Event::Refund(state.refunds.get(&RefundKey::of(r))?.clone()),
+        };
+        let mut out = Vec::new();
+        self.announce(&key, vec![held], &mut out);
+        out.pop()
+    }
+
     /// Reports `events` of the click ID `key` as attributed to its click.
     fn announce(&self, key: &CidKey, events: Vec<Event>, out: &mut Vec<Attributed>) {
         let Some(click) = self.states.get(key).and_then(|s| s.click.as_ref()) else {

@@ -421,6 +421,23 @@ proptest! {
         let unique: std::collections::BTreeSet<String> = reported.iter().cloned().collect();
         prop_assert_eq!(unique.len(), reported.len(), "reported twice: {:?}", reported);
         prop_assert_eq!(unique, expected);
+        // Any of them can be reported again on demand (after a crash): those with a click.
+        for e in &events {
+            let again = live.attribution_of(e);
+            match identity(e) {
+                Some(k) if clicked(&events, e.cid()) => {
+                    let again = again.expect("held and clicked");
+                    prop_assert_eq!(identity(&again.event), Some(k));
+                    // Every copy of a click has the same visitor in these histories.
+                    let vid = events.iter().find_map(|x| match x {
+                        Event::Click(c) if c.cid == e.cid() => Some(c.vid.clone()),
+                        _ => None,
+                    });
+                    prop_assert_eq!(Some(again.vid.to_string()), vid);
+                }
+                _ => prop_assert!(again.is_none()),
+            }
+        }
         // The day rows are the hourly rows summed by day.
         let mut summed: BTreeMap<Key, Measures> = BTreeMap::new();
         for (k, m) in live.rows() {
