@@ -546,12 +546,39 @@ async fn deliveries(
             .filter(|n| (1..=10_000).contains(n))
             .ok_or_else(|| bad("limit", "a number from 1 to 10000"))?,
     };
-    let list = state.outbox.of_endpoint(&id, limit);
-    Ok(axum::Json(json!({
-        "endpoint": endpoint.public(),
-        "deliveries": serde_json::to_value(&list).map_err(internal)?,
-    }))
-    .into_response())
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    };
+    let list: Vec<Value> = state
+        .outbox
+        .of_endpoint(&id, limit)
+        .into_iter()
+        .map(|d| {
+            let attempts: Vec<Value> = d
+                .attempts
+                .iter()
+                .map(|a| {
+                    json!({
+                        "at": time(a.at),
+                        "status": a.status,
+                        "error": a.error,
+                        "duration_ms": a.duration_ms,
+                    })
+                })
+                .collect();
+            json!({
+                "id": d.id,
+                "type": d.event_type,
+                "created": time(d.created),
+                "status": d.status,
+                "attempts": attempts,
+                "next_attempt": d.next_attempt.and_then(time),
+                "reason": d.reason,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({"endpoint": endpoint.public(), "deliveries": list})).into_response())
 }
 
 /// `POST /api/webhooks/{id}/deliveries/{message}/retry`: attempt a delivery again now (a
@@ -590,7 +617,7 @@ async fn retry_delivery(
     }
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(json!({"ok": true, "id": key.1, "next_attempt": now})),
+        axum::Json(json!({"ok": true, "id": key.1})),
     )
         .into_response())
 }

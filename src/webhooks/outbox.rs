@@ -54,13 +54,11 @@ pub enum Status {
 }
 
 /// A delivery as the outbox holds it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     pub id: String,
     pub endpoint: String,
-    #[serde(rename = "type")]
     pub event_type: String,
-    #[serde(skip)]
     pub body: Arc<str>,
     pub created: i64,
     pub status: Status,
@@ -68,7 +66,6 @@ pub struct Delivery {
     /// When the next attempt is due (pending deliveries).
     pub next_attempt: Option<i64>,
     /// Why it failed for good, when it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
 
