@@ -597,23 +597,33 @@ async fn retry_delivery(
             Some("id"),
         ));
     }
+    use crate::webhooks::outbox::{Set, Status, now_ms};
     let key = (id, message);
-    let now = crate::webhooks::outbox::now_ms();
-    let found = state
-        .outbox
-        .set(
-            &key,
-            crate::webhooks::outbox::Status::Pending,
-            Some(now),
-            None,
-        )
-        .map_err(internal)?;
-    if !found {
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            format!("no message {:?} for webhook endpoint {:?}", key.1, key.0),
-            Some("message"),
-        ));
+    let outbox = state.outbox.clone();
+    let asked = key.clone();
+    // The outbox syncs its log: not on a thread that serves requests.
+    let set = tokio::task::spawn_blocking(move || {
+        outbox.set(&asked, Status::Pending, Some(now_ms()), None)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    match set {
+        Set::Done => {}
+        Set::NoSuchDelivery => {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                format!("no message {:?} for webhook endpoint {:?}", key.1, key.0),
+                Some("message"),
+            ));
+        }
+        Set::UnderWay => {
+            return Err(error(
+                StatusCode::CONFLICT,
+                format!("message {:?} is being delivered right now", key.1),
+                Some("message"),
+            ));
+        }
     }
     Ok((
         StatusCode::ACCEPTED,

@@ -102,7 +102,9 @@ pub fn start(
     // The webhooks must see every acknowledged conversion and refund, even one acknowledged
     // just before a crash: the log keeps what this thread has not handed to them yet, and
     // what it held at start is offered again.
-    let processed = ingestor.hold_log();
+    let processed = ingestor
+        .log_hold()
+        .ok_or_else(|| anyhow::anyhow!("the live stats need the ingest log held for them"))?;
     let replayed = ingestor.take_replayed();
     let (rebased_tx, rebased_rx) = std::sync::mpsc::channel();
     {
@@ -305,12 +307,9 @@ fn apply_loop(
                 // Offered again (the outbox knows the ones it has).
                 if let Some(replayed) = webhooks.replayed.take() {
                     let waited = log.iter().map(|(_, e)| e);
-                    attributed.extend(
-                        replayed
-                            .iter()
-                            .chain(waited)
-                            .filter_map(|e| state.attribution_of(e)),
-                    );
+                    for e in replayed.iter().chain(waited) {
+                        attributed.extend(state.attributions_of(e));
+                    }
                 }
                 dirty.append(&mut written_during_rebase);
                 *live.state.write().expect("live lock") = Some(state);
@@ -336,8 +335,9 @@ fn apply_loop(
             let received = live.received_seq.load(Ordering::Acquire);
             webhooks.processed.fetch_max(received, Ordering::AcqRel);
         }
-        // Forget events that a future snapshot is sure to hold.
-        {
+        // Forget events that a future snapshot is sure to hold; not before the first state,
+        // which offers them to the webhooks.
+        if webhooks.replayed.is_none() {
             let floor = live.floor.lock().expect("floor lock");
             let limit = floor.map_or(ingestor.flushed_seq(), |f| f.min(ingestor.flushed_seq()));
             while log.front().is_some_and(|(seq, _)| *seq <= limit) {

@@ -45,7 +45,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let _live_lock = netrev_pipeline::recompute::take_live_lock(&store)?;
     // The webhook outbox is node-local durable state, like the write-ahead log beside it.
     let outbox_path = config.ingest.wal_dir.join("webhooks.outbox");
-    let ingestor = Ingestor::open(store.clone(), config.ingest)
+    // The live thread hands conversions and refunds to the webhooks: it holds the log.
+    let ingest = netrev_ingest::IngestConfig {
+        hold_log: true,
+        ..config.ingest
+    };
+    let ingestor = Ingestor::open(store.clone(), ingest)
         .await
         .context("starting ingest")?;
     let webhooks = Arc::new(
@@ -54,7 +59,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             .context("loading the webhook settings")?,
     );
     let outbox = Arc::new(
-        crate::webhooks::outbox::Outbox::open(&outbox_path)
+        crate::webhooks::outbox::Outbox::open(&outbox_path, config.webhooks.schedule[0])
             .with_context(|| format!("opening the webhook outbox {}", outbox_path.display()))?,
     );
     let hooks = Arc::new(crate::webhooks::Hooks {

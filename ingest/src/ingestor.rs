@@ -16,7 +16,7 @@
 //! flushed again. The checkpoint only bounds how much of the log recovery must read.
 //!
 //! A consumer of the durable events (the live stats, which hand refunds and conversions to the
-//! webhooks) can hold the log back ([`Ingestor::hold_log`]): records it has not processed are
+//! webhooks) can hold the log back ([`IngestConfig::hold_log`]): records it has not processed are
 //! kept even once flushed, and after a crash they are offered to it again
 //! ([`Ingestor::take_replayed`]), so it sees every acknowledged event at least once.
 
@@ -56,6 +56,9 @@ pub struct IngestConfig {
     pub max_buffered: usize,
     /// Size at which the log starts a new segment.
     pub segment_bytes: u64,
+    /// Whether a consumer of the feed holds the log back (see [`Ingestor::log_hold`]): set
+    /// here so no flush can let go of a record before the consumer has had it.
+    pub hold_log: bool,
 }
 
 impl Default for IngestConfig {
@@ -68,6 +71,7 @@ impl Default for IngestConfig {
             // About 1 KiB each in memory: ~1 GiB at the limit.
             max_buffered: 1_000_000,
             segment_bytes: 64 << 20,
+            hold_log: false,
         }
     }
 }
@@ -177,10 +181,8 @@ struct Shared {
     /// Where durable events go next (the live stats), in sequence order, when set.
     feed: std::sync::OnceLock<Feed>,
     /// The feed consumer's progress, when it holds the log back: the checkpoint (and the
-    /// log's trim) never pass it.
-    hold: std::sync::OnceLock<Arc<AtomicU64>>,
-    /// The checkpoint found at open: where a consumer's progress starts.
-    opened_at: u64,
+    /// log's trim) never pass it. Starts at the checkpoint found at open.
+    hold: Option<Arc<AtomicU64>>,
     /// The events of the log after that checkpoint (flushed or not), for the consumer.
     replayed: Mutex<Vec<(u64, Event)>>,
 }
@@ -274,6 +276,9 @@ impl Ingestor {
         let writer_log = wal::Writer::create(&dir, next_seq, config.segment_bytes)?;
         let (durable, _) = watch::channel(next_seq - 1);
         let (flusher_stop, stop_rx) = watch::channel(false);
+        let hold = config
+            .hold_log
+            .then(|| Arc::new(AtomicU64::new(checkpoint)));
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             writer_wake: Condvar::new(),
@@ -289,8 +294,7 @@ impl Ingestor {
             node,
             store,
             feed: std::sync::OnceLock::new(),
-            hold: std::sync::OnceLock::new(),
-            opened_at: checkpoint,
+            hold,
             replayed: Mutex::new(replayed_events),
         });
         let writer = {
@@ -404,15 +408,11 @@ impl Ingestor {
         }
     }
 
-    /// Holds the log back for a consumer of the feed: returns its progress marker (every event
-    /// up to it processed), starting at the checkpoint found at open, for the consumer to
-    /// advance. Records after it stay in the log, flushed or not. Set once, before serving.
-    pub fn hold_log(&self) -> Arc<AtomicU64> {
-        let progress = Arc::new(AtomicU64::new(self.shared.opened_at));
-        if self.shared.hold.set(progress.clone()).is_err() {
-            panic!("the log is held by one consumer");
-        }
-        progress
+    /// With [`IngestConfig::hold_log`]: the consumer's progress marker (every event up to it
+    /// processed), starting at the checkpoint found at open, for the consumer to advance.
+    /// Records after it stay in the log, flushed or not.
+    pub fn log_hold(&self) -> Option<Arc<AtomicU64>> {
+        self.shared.hold.clone()
     }
 
     /// The events the log held after its checkpoint at open (already flushed or not), in
@@ -825,7 +825,7 @@ async fn write_unit(shared: &Shared, chunks: &[Chunk]) -> Result<usize> {
     // Records a consumer has not processed stay in the log (see `hold_log`).
     let keep = shared
         .hold
-        .get()
+        .as_ref()
         .map_or(last, |h| h.load(Ordering::Acquire).min(last));
     tokio::task::spawn_blocking(move || -> Result<()> {
         wal::write_checkpoint(&dir, keep)?;
@@ -905,10 +905,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path().join("data").to_str().unwrap()).unwrap();
         let events: Vec<Event> = (0..5).map(|i| conv(i, DAY1 + i)).collect();
-        let ing = Ingestor::open(store.clone(), config(tmp.path()))
-            .await
-            .unwrap();
-        let progress = ing.hold_log();
+        let held = IngestConfig {
+            hold_log: true,
+            ..config(tmp.path())
+        };
+        let ing = Ingestor::open(store.clone(), held.clone()).await.unwrap();
+        let progress = ing.log_hold().unwrap();
         assert_eq!(progress.load(Ordering::Acquire), 0);
         for e in &events[..4] {
             ing.submit(e.clone()).await.unwrap();
@@ -920,9 +922,7 @@ mod tests {
         assert_eq!(wal::read_checkpoint(&wal).unwrap(), 2);
         drop(ing); // a crash
 
-        let ing = Ingestor::open(store.clone(), config(tmp.path()))
-            .await
-            .unwrap();
+        let ing = Ingestor::open(store.clone(), held.clone()).await.unwrap();
         assert_eq!(ing.stats().buffered_events, 0, "all of it is in Parquet");
         assert_eq!(ing.stats().flushed_seq, 4);
         assert_eq!(
@@ -930,7 +930,7 @@ mod tests {
             vec![(3, events[2].clone()), (4, events[3].clone())]
         );
         assert_eq!(stored(&store).await, events[..4].to_vec());
-        let progress = ing.hold_log();
+        let progress = ing.log_hold().unwrap();
         assert_eq!(progress.load(Ordering::Acquire), 2);
         progress.store(4, Ordering::Release);
         ing.submit(events[4].clone()).await.unwrap();
@@ -938,9 +938,7 @@ mod tests {
         assert_eq!(wal::read_checkpoint(&wal).unwrap(), 4);
         drop(ing);
 
-        let ing = Ingestor::open(store.clone(), config(tmp.path()))
-            .await
-            .unwrap();
+        let ing = Ingestor::open(store.clone(), held).await.unwrap();
         assert_eq!(ing.take_replayed(), vec![(5, events[4].clone())]);
         assert_eq!(stored(&store).await, events);
     }

@@ -291,6 +291,21 @@ fn click_only(e: &Entry) -> Measures {
 }
 
 impl ClickState {
+    /// The conversions, then the refunds, of the click ID, each in time order.
+    fn events(&self) -> Vec<Event> {
+        let mut conversions: Vec<&Conversion> = self.conversions.values().collect();
+        conversions.sort_by(|a, b| {
+            (a.ts, &a.txid, conversion_order(a)).cmp(&(b.ts, &b.txid, conversion_order(b)))
+        });
+        let mut refunds: Vec<&Refund> = self.refunds.values().collect();
+        refunds.sort_by(|a, b| (refund_order(a), &a.txid).cmp(&(refund_order(b), &b.txid)));
+        conversions
+            .into_iter()
+            .map(|c| Event::Conversion(c.clone()))
+            .chain(refunds.into_iter().map(|r| Event::Refund(r.clone())))
+            .collect()
+    }
+
     /// What the click adds to its visitor's totals, given its contribution.
     fn credit(&self) -> Option<(Arc<str>, VisitorTotals)> {
         let (c, (_, m)) = (self.click.as_ref()?, self.contribution.as_ref()?);
@@ -523,21 +538,34 @@ impl LiveStats {
         self.visitors.get(vid).copied().unwrap_or_default()
     }
 
-    /// A conversion or refund that the state already holds, as attributed to its click (the
-    /// copy the state holds, and the visitor's totals now); `None` for clicks, and for events
-    /// the state does not hold or whose click it does not know. For announcing events again
-    /// after a crash, when it is not known whether they were.
-    pub fn attribution_of(&self, event: &Event) -> Option<Attributed> {
+    /// An event the state already holds, as attributed: a conversion or refund (the copy the
+    /// state holds) when its click is known, or for a click, every conversion and refund of its
+    /// click ID; the visitor's totals are those of now. Nothing for events the state does not
+    /// hold or whose click it does not know. For announcing events again after a crash, when
+    /// it is not known whether they were.
+    pub fn attributions_of(&self, event: &Event) -> Vec<Attributed> {
         let key = CidKey::new(event.cid());
-        let state = self.states.get(&key)?;
-        let held = match event {
-            Event::Click(_) => return None,
-            Event::Conversion(c) => Event::Conversion(state.conversions.get(&c.txid)?.clone()),
-            Event::Refund(r) => Event::Refund(state.refunds.get(&RefundKey::of(r))?.clone()),
-        };
         let mut out = Vec::new();
-        self.announce(&key, vec![held], &mut out);
-        out.pop()
+        let Some(state) = self.states.get(&key) else {
+            return out;
+        };
+        let held = match event {
+            Event::Click(_) => state.events(),
+            Event::Conversion(c) => state
+                .conversions
+                .get(&c.txid)
+                .map(|c| Event::Conversion(c.clone()))
+                .into_iter()
+                .collect(),
+            Event::Refund(r) => state
+                .refunds
+                .get(&RefundKey::of(r))
+                .map(|r| Event::Refund(r.clone()))
+                .into_iter()
+                .collect(),
+        };
+        self.announce(&key, held, &mut out);
+        out
     }
 
     /// Reports `events` of the click ID `key` as attributed to its click.
@@ -623,24 +651,7 @@ impl LiveStats {
                 state.click = Some(new);
                 let changes = self.refresh(&key);
                 if waiting {
-                    let state = &self.states[&key];
-                    let mut conversions: Vec<&Conversion> = state.conversions.values().collect();
-                    conversions.sort_by(|a, b| {
-                        (a.ts, &a.txid, conversion_order(a)).cmp(&(
-                            b.ts,
-                            &b.txid,
-                            conversion_order(b),
-                        ))
-                    });
-                    let mut refunds: Vec<&Refund> = state.refunds.values().collect();
-                    refunds.sort_by(|a, b| {
-                        (refund_order(a), &a.txid).cmp(&(refund_order(b), &b.txid))
-                    });
-                    let events = conversions
-                        .into_iter()
-                        .map(|c| Event::Conversion(c.clone()))
-                        .chain(refunds.into_iter().map(|r| Event::Refund(r.clone())))
-                        .collect();
+                    let events = self.states[&key].events();
                     self.announce(&key, events, attributed);
                 }
                 return Ok(changes);

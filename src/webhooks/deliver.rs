@@ -105,14 +105,22 @@ fn client(config: &DeliveryConfig) -> anyhow::Result<reqwest::Client> {
     Ok(builder.build()?)
 }
 
-/// Starts the delivery loop on the current runtime.
+/// Starts the delivery loop on a thread and runtime of its own: its attempts, and the outbox
+/// writes (fsync) that record them, never take a thread that serves postbacks.
 pub fn start(
     outbox: Arc<Outbox>,
     webhooks: Arc<Webhooks>,
     config: DeliveryConfig,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Built here (requests run on the runtime they are made on, the new thread's).
     let client = client(&config)?;
-    Ok(tokio::spawn(run(outbox, webhooks, config, client)))
+    std::thread::Builder::new()
+        .name("netrev-webhooks".into())
+        .spawn(move || rt.block_on(run(outbox, webhooks, config, client)))?;
+    Ok(())
 }
 
 async fn run(
@@ -136,11 +144,16 @@ async fn run(
             tokio::spawn(async move {
                 attempt(&outbox, &webhooks, &config, &client, delivery).await;
                 drop(permit);
+                // A slot is free: whatever waits for one may go.
+                outbox.wake.notify_one();
             });
         }
+        // With every slot taken, only a finished attempt (which wakes us) can start another.
         let wait = match outbox.next_due() {
-            Some(t) => Duration::from_millis(u64::try_from(t - now_ms()).unwrap_or(0)),
-            None => Duration::from_secs(60),
+            Some(t) if slots.available_permits() > 0 => {
+                Duration::from_millis(u64::try_from(t - now_ms()).unwrap_or(0))
+            }
+            _ => Duration::from_secs(60),
         };
         tokio::select! {
             _ = tokio::time::sleep(wait.min(Duration::from_secs(60))) => {}
@@ -210,7 +223,8 @@ async fn attempt(
                     _ => None,
                 };
                 let delay = asked.unwrap_or_else(|| jitter(*delay));
-                let next = at + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
+                // Counted from the failure: after a 15 s timeout, 5 s more.
+                let next = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2);
                 (Some(next), Status::Pending, None)
             }
             None => (

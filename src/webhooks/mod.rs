@@ -74,6 +74,7 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
                 || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
                 || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated) fec0::/10
+                || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) // local-use NAT64 64:ff9b:1::/48
                 || (s[0] == 0x2001 && s[1] == 0x0db8)) // documentation
         }
     }
@@ -95,13 +96,14 @@ fn public_v4(ip: Ipv4Addr) -> bool {
         || o[0] >= 240) // reserved
 }
 
-/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`)
-/// or NAT64 (`64:ff9b::a.b.c.d`) IPv6 address.
+/// The IPv4 address inside an IPv4-mapped (`::ffff:a.b.c.d`), IPv4-translated
+/// (`::ffff:0:a.b.c.d`), IPv4-compatible (`::a.b.c.d`) or NAT64 (`64:ff9b::a.b.c.d`) IPv6
+/// address.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
-        [0, 0, 0, 0, 0, 0xffff, _, _] => Some(tail),
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] => Some(tail),
         [0, 0, 0, 0, 0, 0, _, _] if !ip.is_loopback() && !ip.is_unspecified() => Some(tail),
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
         _ => None,
@@ -335,8 +337,12 @@ fn time(micros: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The JSON body of the message for an attributed event.
-pub fn message_body(a: &Attributed, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+/// The JSON body of the message `id` for an attributed event.
+pub fn message_body(
+    a: &Attributed,
+    id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> serde_json::Value {
     use netrev_storage::money::display;
     let (_, message_type) = kind(&a.event).unwrap_or(("", ""));
     let mut data = match &a.event {
@@ -374,6 +380,7 @@ pub fn message_body(a: &Attributed, now: chrono::DateTime<chrono::Utc>) -> serde
         "net": display(a.visitor.net()),
     });
     serde_json::json!({
+        "id": id,
         "type": message_type,
         "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "data": data,
@@ -408,7 +415,7 @@ impl Hooks {
                 continue;
             }
             let id = message_id(&a.event);
-            let body = message_body(a, now).to_string();
+            let body = message_body(a, &id, now).to_string();
             for e in subscribed {
                 messages.push(outbox::NewMessage {
                     id: id.clone(),
@@ -477,6 +484,8 @@ mod tests {
             "http://[fe80::1]/",
             "http://224.0.0.1/",
             "http://[64:ff9b::a00:1]/",
+            "http://[::ffff:0:a00:1]/",
+            "http://[64:ff9b:1::a00:1]/",
         ] {
             let url = url::Url::parse(target).unwrap();
             let ip = literal_address(&url).unwrap_or_else(|| panic!("{target} is a literal"));

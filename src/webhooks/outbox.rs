@@ -12,9 +12,10 @@
 //! twice). The log is rewritten the same way whenever it has grown by [`COMPACT_BYTES`].
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,15 @@ pub struct Delivery {
     pub reason: Option<String>,
 }
 
+/// What [`Outbox::set`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Set {
+    Done,
+    NoSuchDelivery,
+    /// An attempt is being made right now; nothing changed.
+    UnderWay,
+}
+
 /// A message to enqueue for one endpoint.
 #[derive(Debug, Clone)]
 pub struct NewMessage {
@@ -112,6 +122,8 @@ enum Record {
 
 struct Inner {
     file: std::fs::File,
+    /// The log's length: what is known to be whole in it.
+    len: u64,
     deliveries: HashMap<Key, Delivery>,
     /// Deliveries being attempted now.
     in_flight: HashSet<Key>,
@@ -122,6 +134,8 @@ struct Inner {
 /// The outbox; see the module documentation.
 pub struct Outbox {
     path: PathBuf,
+    /// Milliseconds from acceptance to a message's first attempt.
+    first_delay: i64,
     inner: Mutex<Inner>,
     /// Woken when something may have become due.
     pub wake: tokio::sync::Notify,
@@ -133,33 +147,39 @@ pub fn now_ms() -> i64 {
 
 impl Outbox {
     /// Opens (or creates) the outbox at `path`, replaying and rewriting it.
-    pub fn open(path: &Path) -> anyhow::Result<Outbox> {
+    /// A new message's first attempt is due `first_delay` after it is accepted.
+    pub fn open(path: &Path, first_delay: Duration) -> anyhow::Result<Outbox> {
+        let first_delay = i64::try_from(first_delay.as_millis()).unwrap_or(i64::MAX / 2);
         let mut deliveries = HashMap::new();
-        match std::fs::File::open(path) {
-            Ok(f) => {
-                let mut lines = std::io::BufReader::new(f).lines().peekable();
-                let mut n = 0;
-                while let Some(line) = lines.next() {
-                    n += 1;
-                    let line = line.with_context(|| format!("reading {}", path.display()))?;
-                    match serde_json::from_str::<Record>(&line) {
-                        Ok(r) => apply(&mut deliveries, r),
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let lines: Vec<&[u8]> = bytes
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                for (n, line) in lines.iter().enumerate() {
+                    match serde_json::from_slice::<Record>(line) {
+                        Ok(r) => apply(&mut deliveries, r, first_delay),
                         // A crash mid-append leaves a torn last line; the rewrite drops it.
-                        Err(_) if lines.peek().is_none() => {
-                            tracing::warn!(path = %path.display(), line = n, "dropping a torn last line of the webhook outbox");
+                        Err(_) if n + 1 == lines.len() => {
+                            tracing::warn!(path = %path.display(), line = n + 1, "dropping a torn last line of the webhook outbox");
                         }
-                        Err(e) => anyhow::bail!("{} line {n} is damaged: {e}", path.display()),
+                        Err(e) => {
+                            anyhow::bail!("{} line {} is damaged: {e}", path.display(), n + 1)
+                        }
                     }
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         }
-        let file = rewrite(path, &mut deliveries, now_ms())?;
+        let (file, len) = rewrite(path, &mut deliveries, now_ms())?;
         Ok(Outbox {
             path: path.to_path_buf(),
+            first_delay,
             inner: Mutex::new(Inner {
                 file,
+                len,
                 deliveries,
                 in_flight: HashSet::new(),
                 grown: 0,
@@ -174,17 +194,23 @@ impl Outbox {
             serde_json::to_writer(&mut bytes, r)?;
             bytes.push(b'\n');
         }
-        inner
+        if let Err(e) = inner
             .file
             .write_all(&bytes)
             .and_then(|()| inner.file.sync_data())
-            .with_context(|| format!("appending to {}", self.path.display()))?;
+        {
+            // Cut off what part of this append made it (a full disk), so the next append
+            // starts on a line of its own; nothing of it counts.
+            let _ = inner.file.set_len(inner.len);
+            return Err(e).with_context(|| format!("appending to {}", self.path.display()));
+        }
+        inner.len += bytes.len() as u64;
         inner.grown += bytes.len() as u64;
         for r in records.iter().cloned() {
-            apply(&mut inner.deliveries, r);
+            apply(&mut inner.deliveries, r, self.first_delay);
         }
         if inner.grown >= COMPACT_BYTES {
-            inner.file = rewrite(&self.path, &mut inner.deliveries, now_ms())?;
+            (inner.file, inner.len) = rewrite(&self.path, &mut inner.deliveries, now_ms())?;
             inner.grown = 0;
         }
         Ok(())
@@ -284,20 +310,23 @@ impl Outbox {
     }
 
     /// Sets a delivery's status without an attempt: `Pending` with `next` to retry it (a
-    /// manual "retry now"), `Failed` with a reason to give it up. `false` when there is no
-    /// such delivery.
+    /// manual "retry now"), `Failed` with a reason to give it up (for a delivery taken with
+    /// [`Outbox::take_due`], which this ends).
     pub fn set(
         &self,
         key: &Key,
         status: Status,
         next: Option<i64>,
         reason: Option<String>,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Set> {
         let mut inner = self.inner.lock().expect("outbox lock");
-        inner.in_flight.remove(key);
         if !inner.deliveries.contains_key(key) {
-            return Ok(false);
+            return Ok(Set::NoSuchDelivery);
         }
+        if status == Status::Pending && inner.in_flight.contains(key) {
+            return Ok(Set::UnderWay);
+        }
+        inner.in_flight.remove(key);
         let record = Record::Set {
             endpoint: key.0.clone(),
             id: key.1.clone(),
@@ -308,7 +337,7 @@ impl Outbox {
         self.append(&mut inner, &[record])?;
         drop(inner);
         self.wake.notify_one();
-        Ok(true)
+        Ok(Set::Done)
     }
 
     /// The deliveries of an endpoint, newest first, at most `limit`.
@@ -326,7 +355,7 @@ impl Outbox {
     }
 }
 
-fn apply(deliveries: &mut HashMap<Key, Delivery>, record: Record) {
+fn apply(deliveries: &mut HashMap<Key, Delivery>, record: Record, first_delay: i64) {
     match record {
         Record::Enqueued {
             id,
@@ -345,7 +374,7 @@ fn apply(deliveries: &mut HashMap<Key, Delivery>, record: Record) {
                     created,
                     status: Status::Pending,
                     attempts: Vec::new(),
-                    next_attempt: Some(created),
+                    next_attempt: Some(created + first_delay),
                     reason: None,
                 });
         }
@@ -415,7 +444,7 @@ fn rewrite(
     path: &Path,
     deliveries: &mut HashMap<Key, Delivery>,
     now: i64,
-) -> anyhow::Result<std::fs::File> {
+) -> anyhow::Result<(std::fs::File, u64)> {
     deliveries.retain(|_, d| {
         d.status == Status::Pending
             || d.attempts.last().map_or(d.created, |a| a.at) + KEEP_FINISHED_MS > now
@@ -440,8 +469,105 @@ fn rewrite(
     }
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
     std::fs::File::open(dir)?.sync_all()?;
-    std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .append(true)
         .open(path)
-        .with_context(|| format!("opening {}", path.display()))
+        .with_context(|| format!("opening {}", path.display()))?;
+    Ok((file, bytes.len() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str, body: &str) -> NewMessage {
+        NewMessage {
+            id: id.into(),
+            endpoint: "wh_1".into(),
+            event_type: "refund.created".into(),
+            body: body.into(),
+        }
+    }
+
+    fn attempt(status: u16) -> Attempt {
+        Attempt {
+            at: now_ms(),
+            status: Some(status),
+            error: None,
+            duration_ms: 1,
+        }
+    }
+
+    /// What was accepted survives a reopen, with its attempts; the same message is accepted
+    /// once; a torn last line (cut inside a multi-byte character) is dropped, not fatal.
+    #[test]
+    fn reopens_with_what_it_accepted_and_drops_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("webhooks.outbox");
+        let outbox = Outbox::open(&path, Duration::ZERO).unwrap();
+        let messages = vec![
+            message("msg_1", r#"{"source":"Zürich"}"#),
+            message("msg_2", "{}"),
+        ];
+        assert_eq!(outbox.enqueue(messages.clone()).unwrap(), 2);
+        assert_eq!(outbox.enqueue(messages).unwrap(), 0, "already accepted");
+        let due = outbox.take_due(now_ms(), 10);
+        assert_eq!(due.len(), 2);
+        assert!(outbox.take_due(now_ms(), 10).is_empty(), "being attempted");
+        let first = ("wh_1".to_string(), "msg_1".to_string());
+        let retry_at = now_ms() + 60_000;
+        outbox
+            .record(&first, attempt(500), Some(retry_at), Status::Pending, None)
+            .unwrap();
+        // A retry asked while the other is being attempted changes nothing.
+        let second = ("wh_1".to_string(), "msg_2".to_string());
+        assert_eq!(
+            outbox.set(&second, Status::Pending, Some(0), None).unwrap(),
+            Set::UnderWay
+        );
+        drop(outbox);
+
+        // A crash in the middle of an append: half a line, cut inside "ü".
+        let mut bytes = std::fs::read(&path).unwrap();
+        let line = br#"{"op":"enqueued","id":"msg_3","endpoint":"wh_1","event_type":"x","body":"Z"#;
+        bytes.extend_from_slice(line);
+        bytes.push(0xc3);
+        std::fs::write(&path, &bytes).unwrap();
+
+        let outbox = Outbox::open(&path, Duration::ZERO).unwrap();
+        let list = outbox.of_endpoint("wh_1", 10);
+        assert_eq!(list.len(), 2, "{list:?}");
+        let d1 = list.iter().find(|d| d.id == "msg_1").unwrap();
+        assert_eq!(d1.attempts.len(), 1);
+        assert_eq!(d1.next_attempt, Some(retry_at));
+        assert_eq!(&*d1.body, r#"{"source":"Zürich"}"#);
+        // msg_2's attempt was cut short by the "crash": due again.
+        let due = outbox.take_due(now_ms(), 10);
+        assert_eq!(
+            due.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            ["msg_2"]
+        );
+        outbox
+            .record(&second, attempt(200), None, Status::Delivered, None)
+            .unwrap();
+        assert_eq!(
+            outbox.set(&second, Status::Pending, Some(0), None).unwrap(),
+            Set::Done
+        );
+        assert_eq!(outbox.take_due(now_ms(), 10).len(), 1, "retried by hand");
+    }
+
+    /// A damaged line in the middle is not guessed around.
+    #[test]
+    fn a_damaged_middle_line_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("webhooks.outbox");
+        let outbox = Outbox::open(&path, Duration::ZERO).unwrap();
+        outbox.enqueue(vec![message("msg_1", "{}")]).unwrap();
+        drop(outbox);
+        let good = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{{broken\n{good}")).unwrap();
+        let err = Outbox::open(&path, Duration::ZERO).err().unwrap();
+        assert!(err.to_string().contains("line 1 is damaged"), "{err}");
+    }
 }

@@ -421,12 +421,24 @@ proptest! {
         let unique: std::collections::BTreeSet<String> = reported.iter().cloned().collect();
         prop_assert_eq!(unique.len(), reported.len(), "reported twice: {:?}", reported);
         prop_assert_eq!(unique, expected);
-        // Any of them can be reported again on demand (after a crash): those with a click.
+        // Any of them can be reported again on demand (after a crash): those with a click,
+        // and for a click, all of its click ID's.
         for e in &events {
-            let again = live.attribution_of(e);
+            let mut again = live.attributions_of(e);
             match identity(e) {
+                None => {
+                    let of_cid: std::collections::BTreeSet<String> = events
+                        .iter()
+                        .filter(|x| x.cid() == e.cid())
+                        .filter_map(identity)
+                        .collect();
+                    let got: std::collections::BTreeSet<String> =
+                        again.iter().filter_map(|a| identity(&a.event)).collect();
+                    prop_assert_eq!(got, of_cid);
+                }
                 Some(k) if clicked(&events, e.cid()) => {
-                    let again = again.expect("held and clicked");
+                    prop_assert_eq!(again.len(), 1);
+                    let again = again.pop().unwrap();
                     prop_assert_eq!(identity(&again.event), Some(k));
                     // Every copy of a click has the same visitor in these histories.
                     let vid = events.iter().find_map(|x| match x {
@@ -435,7 +447,7 @@ proptest! {
                     });
                     prop_assert_eq!(Some(again.vid.to_string()), vid);
                 }
-                _ => prop_assert!(again.is_none()),
+                _ => prop_assert!(again.is_empty()),
             }
         }
         // The day rows are the hourly rows summed by day.
