@@ -127,6 +127,19 @@ struct GenerateArgs {
     /// Seed of the generator: the same seed and sizes give the same events.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Instead of writing files, send the history as postbacks to this running server
+    /// (e.g. http://127.0.0.1:8080), in event order.
+    #[arg(long, value_name = "URL")]
+    replay: Option<String>,
+    /// With --replay: postbacks per second at most.
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    /// With --replay: postbacks in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// With --replay: the server's postback token, if it requires one.
+    #[arg(long, env = "NETREV_POSTBACK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +226,36 @@ fn main() -> anyhow::Result<()> {
             Command::Sql(args) => commands::sql(&args.data.data, &args.query, args.format).await,
             Command::Import(args) => {
                 commands::import(&args.data.data, args.table, &args.file).await
+            }
+            Command::Generate(args) if args.replay.is_some() => {
+                let url = args.replay.as_deref().expect("checked");
+                let r = generate::replay(
+                    url,
+                    args.token.as_deref(),
+                    args.clicks,
+                    args.days,
+                    args.seed,
+                    args.rate,
+                    args.concurrency,
+                )
+                .await?;
+                let refused: u64 = r.refused.values().sum();
+                eprintln!(
+                    "replayed {} clicks, {} conversions, {} refunds ({} retried twice): {} postbacks in {:.1}s ({:.0}/s), ack p50 {:.2} ms, p99 {:.2} ms, {} not answered 200 {:?}",
+                    r.summary.clicks,
+                    r.summary.conversions,
+                    r.summary.refunds,
+                    r.summary.duplicates,
+                    r.sent,
+                    r.secs,
+                    r.sent as f64 / r.secs.max(1e-9),
+                    r.p50_ms,
+                    r.p99_ms,
+                    refused,
+                    r.refused
+                );
+                anyhow::ensure!(refused == 0, "some postbacks were refused");
+                Ok(())
             }
             Command::Generate(args) => {
                 let store = netrev_storage::Store::open(&args.data.data)?;

@@ -19,7 +19,7 @@
 //! - other clicks are kept in an index only from the *horizon* day on (and always when their ID
 //!   does not tell their day). An event for an older click is resolved through a
 //!   [`ClickLookup`]: netrev click IDs carry their click time, so only that day's Parquet files
-//!   are candidates. About 100 bytes per indexed click (see the README's figures).
+//!   are candidates. About 100–180 bytes per indexed click (see the README's figures).
 //!
 //! A live state starts from a batch recompute ([`LiveStats::from_session`]): the rows of
 //! `stats_hourly` plus the per-click state, read from the same snapshot of the raw files.

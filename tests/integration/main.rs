@@ -3,6 +3,7 @@
 
 mod api;
 mod crash;
+mod generate;
 mod golden;
 mod harness;
 mod jobs;
