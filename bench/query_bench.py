@@ -37,11 +37,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--clicks", type=int, default=10_000_000)
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--runs", type=int, default=5, help="DuckDB runs")
+    ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--data", help="an existing generated data root (default: bench-data/query-N)")
+    ap.add_argument("--bin", help="the netrev binary (default: a release build)")
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    netrev = os.path.join(ROOT, "target", "release", "netrev")
-    data = os.path.join(ROOT, "bench-data", f"query-{args.clicks}")
-    if not os.path.exists(os.path.join(data, ".complete")):
+    netrev = args.bin
+    if not netrev:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+        netrev = os.path.join(ROOT, "target", "release", "netrev")
+    data = args.data or os.path.join(ROOT, "bench-data", f"query-{args.clicks}")
+    if not args.data and not os.path.exists(os.path.join(data, ".complete")):
         subprocess.run(["rm", "-rf", data], check=True)
         subprocess.run([netrev, "generate", "--data", data, "--clicks", str(args.clicks), "--seed", "3"], check=True)
         open(os.path.join(data, ".complete"), "w").close()
@@ -77,6 +83,8 @@ def main():
             assert r.status == 200, body
         ours = {row["source"]: (row["clicks"], Decimal(row["gross_revenue"]), Decimal(row["refund_amount"]))
                 for row in json.loads(body)["rows"]}
+        with open(f"/proc/{server.pid}/status") as f:
+            peak_rss = int(re.search(r"VmHWM:\s+(\d+)", f.read()).group(1)) // 1024
     finally:
         server.terminate()
         server.wait()
@@ -86,7 +94,7 @@ def main():
             FROM stats_hourly WHERE date BETWEEN DATE '{first}' AND DATE '{today}'
             GROUP BY source ORDER BY source"""
     duck_times = []
-    for _ in range(5):
+    for _ in range(args.runs):
         t = time.perf_counter()
         rows = con.execute(q).fetchall()
         duck_times.append((time.perf_counter() - t) * 1000)
@@ -100,11 +108,18 @@ def main():
     print("| 90 days of the stats table by source | p50 | p99 |")
     print("|---|---|---|")
     print(f"| netrev `/api/stats` (live stats), {args.requests} requests | {p50:.1f} ms | {p99:.1f} ms |")
-    print(f"| DuckDB from the raw Parquet files (the sql/ jobs as views), 5 runs | {duck:.0f} ms | {max(duck_times):.0f} ms |")
+    print(f"| DuckDB from the raw Parquet files (the sql/ jobs as views), {args.runs} runs | {duck:.0f} ms | {max(duck_times):.0f} ms |")
     print()
     print(f"p50 target <= 20 ms: {'met' if p50 <= 20 else 'MISSED'}; "
           f"DuckDB / netrev: {duck / p50:.0f}x (target >= 20x: {'met' if duck / p50 >= 20 else 'MISSED'})")
     print(f"same answer: {ours == theirs}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"clicks": args.clicks, "netrev_p50_ms": p50, "netrev_p99_ms": p99,
+                       "duckdb_p50_ms": duck, "duckdb_max_ms": max(duck_times),
+                       "duckdb_version": duckdb.__version__, "ready_s": ready,
+                       "peak_rss_mib": peak_rss,
+                       "same_answer": ours == theirs}, f)
     sys.exit(0 if ours == theirs else 1)
 
 

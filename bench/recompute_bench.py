@@ -1,6 +1,6 @@
 """Recompute benchmark: netrev's SQL jobs vs DuckDB running the same SQL on the same files.
 
-Usage: python3 bench/recompute_bench.py [--clicks N] [--keep DIR]
+Usage: python3 bench/recompute_bench.py [--clicks N] [--keep DIR] [--pg] [--json FILE] [--bin PATH]
 
 1. Generates a history with DuckDB straight into a netrev data root (the raw tables' exact
    schema: Decimal(18,4) money, UTC microsecond timestamps, Hive date partitions).
@@ -8,10 +8,14 @@ Usage: python3 bench/recompute_bench.py [--clicks N] [--keep DIR]
 3. Times DuckDB running the job files of sql/, translated where the dialects differ, with the
    same intermediate views computed once (as temporary tables) as netrev does, and writing
    the same four derived tables as Parquet.
-4. Checks both produced the same totals, then prints a markdown table with the ratio.
+4. With --pg: loads the same raw tables into PostgreSQL (started here on 127.0.0.1, indexed on
+   the click and visitor IDs) and times the same job files there, translated to its dialect,
+   computing the same intermediate tables once and the derived tables as tables.
+5. Checks all produced the same totals, then prints a markdown table with the ratios.
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -19,8 +23,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from decimal import Decimal
 
 import duckdb
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The job order, and which views a recompute computes once and keeps, as the binary does.
@@ -103,6 +110,64 @@ def duckdb_sql(text):
     return text
 
 
+def pg_sql(text):
+    """The job files in PostgreSQL's dialect: timestamps to microseconds with extract(epoch),
+    generate_series for range, and sums of counts cast back to bigint (PostgreSQL widens them
+    to numeric, which would make the integer division of the LTV rounding exact division)."""
+    text = re.sub(r"CAST\(((?:min|max)\(ts\)|[a-z]\.ts|first_seen) AS BIGINT\)",
+                  r"CAST(extract(epoch FROM \1) * 1000000 AS BIGINT)", text)
+    text = re.sub(r"unnest\(range\(0, (.*) \+ 1\)\)", r"generate_series(0, \1)", text)
+    text = text.replace("sum(cohort_size) AS cohort_size", "CAST(sum(cohort_size) AS BIGINT) AS cohort_size")
+    return text
+
+
+def run_pg(pg, data, scratch):
+    """Loads the raw tables of `data` into PostgreSQL (not timed), then times the jobs: returns
+    (seconds, totals)."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    columns = {
+        "clicks": "cid text NOT NULL, vid text NOT NULL, ts timestamptz NOT NULL, source text, "
+                  "campaign text, link text, country text, device text, cost numeric(18,4) NOT NULL",
+        "conversions": "cid text NOT NULL, ts timestamptz NOT NULL, amount numeric(18,4) NOT NULL, "
+                       "txid text, type text",
+        "refunds": "cid text NOT NULL, ts timestamptz NOT NULL, amount numeric(18,4) NOT NULL, "
+                   "txid text, type text NOT NULL, ref text",
+    }
+    for t, cols in columns.items():
+        names = ", ".join(c.split()[0] for c in cols.split(", "))
+        csv = os.path.join(scratch, f"{t}.csv")
+        con.execute(f"COPY (SELECT {names} FROM read_parquet('{data}/events/{t}/*/*.parquet', "
+                    f"hive_partitioning = true)) TO '{csv}' (HEADER, DELIMITER ',')")
+        os.chmod(csv, 0o644)
+        pg.psql(f"CREATE TABLE {t} ({cols});")
+        pg.psql(f"\\copy {t} FROM '{csv}' CSV HEADER")
+        os.remove(csv)
+    con.close()
+    pg.psql("CREATE INDEX ON clicks (cid); CREATE INDEX ON clicks (vid); "
+            "CREATE INDEX ON conversions (cid); CREATE INDEX ON refunds (cid); ANALYZE;")
+    script = ["SET TimeZone = 'UTC';"]
+    for job in JOBS:
+        with open(os.path.join(ROOT, "sql", job + ".sql")) as f:
+            text = pg_sql(f.read())
+        if job in MATERIALIZED:
+            text = text.replace("CREATE OR REPLACE VIEW", "CREATE TEMP TABLE")
+            script.append(text)
+            script.append(f"ANALYZE {job};")
+        else:
+            script.append(text)
+    for table, order in ORDER.items():
+        script.append(f"CREATE TABLE out_{table} AS SELECT * FROM {table} ORDER BY {order};")
+    script.append("""SELECT (SELECT sum(clicks) FROM out_stats_hourly), (SELECT sum(gross_revenue) FROM out_stats_hourly),
+        (SELECT sum(refund_amount) FROM out_stats_hourly), (SELECT sum(refunded_conversions) FROM out_stats_hourly),
+        (SELECT sum(ltv) FROM out_cohort_ltv), (SELECT count(*) FROM out_visitors);""")
+    t = time.time()
+    out = pg.psql("\n".join(script)).strip().splitlines()[-1]
+    secs = time.time() - t
+    clicks, gross, refunded, refunded_conv, ltv, visitors = out.split("|")
+    return secs, (int(clicks), Decimal(gross), Decimal(refunded), int(refunded_conv), Decimal(ltv), int(visitors))
+
+
 def duckdb_jobs(data, materialize):
     """A DuckDB connection with the raw tables of `data` and every job of sql/ as a view (with
     `materialize`, the views netrev computes once as temporary tables, as netrev does)."""
@@ -149,12 +214,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--clicks", type=int, default=10_000_000)
     ap.add_argument("--keep", help="reuse/keep the generated data in this directory")
+    ap.add_argument("--pg", action="store_true", help="also time PostgreSQL")
+    ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--bin", help="the netrev binary (default: a release build)")
+    ap.add_argument("--data", help="an existing data root (e.g. from netrev generate) instead of generating one")
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    netrev = os.path.join(ROOT, "target", "release", "netrev")
+    netrev = args.bin
+    if not netrev:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+        netrev = os.path.join(ROOT, "target", "release", "netrev")
 
     work = args.keep or tempfile.mkdtemp(prefix="netrev-bench-")
-    data = os.path.join(work, "data")
+    data = args.data or os.path.join(work, "data")
     if not os.path.isdir(os.path.join(data, "events")):
         t = time.time()
         counts = generate(data, args.clicks)
@@ -180,6 +251,15 @@ def main():
     theirs = totals(f"{out}/stats_hourly/*/*.parquet", f"{out}/cohort_ltv/*.parquet",
                     f"{out}/visitors/*.parquet")
     same = ours == theirs
+    pg_s, pg_version = None, None
+    if args.pg:
+        from pgserver import PgServer
+        with PgServer() as pg:
+            pg_version = pg.version
+            pg_s, pg_totals = run_pg(pg, data, work)
+        if pg_totals != ours:
+            print(f"PostgreSQL totals differ: {pg_totals} vs {ours}", file=sys.stderr)
+            same = False
     ratio = netrev_s / duck_s
     print(f"machine: {os.cpu_count()} cores; DuckDB {duckdb.__version__}; "
           f"{counts['clicks']:,} clicks, {counts['conversions']:,} conversions, {counts['refunds']:,} refunds")
@@ -188,8 +268,18 @@ def main():
     print("|---|---|")
     print(f"| netrev recompute (DataFusion 55) | {netrev_s:.1f} s |")
     print(f"| DuckDB, same SQL on the same files | {duck_s:.1f} s |")
+    if pg_s is not None:
+        print(f"| PostgreSQL {pg_version}, same SQL on the same rows, loaded and indexed | {pg_s:.1f} s |")
     print()
     print(f"netrev / DuckDB time: {ratio:.2f} (target <= 1.0: {'met' if ratio <= 1.0 else 'MISSED'})")
+    if pg_s is not None:
+        print(f"PostgreSQL / netrev time: {pg_s / netrev_s:.1f} (target >= 10: {'met' if pg_s / netrev_s >= 10 else 'MISSED'})")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"clicks": counts["clicks"], "conversions": counts["conversions"],
+                       "refunds": counts["refunds"], "netrev_s": netrev_s, "duckdb_s": duck_s,
+                       "duckdb_version": duckdb.__version__, "pg_s": pg_s, "pg_version": pg_version,
+                       "same_totals": same}, f)
     print(f"same totals in both outputs: {same} {ours if same else (ours, theirs)}")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,89 @@
+"""Prints the benchmark suite's results table (bench/run) from the JSON files its parts wrote.
+
+Usage: python3 bench/report.py DIR   (DIR holds ingest.json, recompute.json, live.json, query.json)
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+
+def load(d, name):
+    path = os.path.join(d, f"{name}.json")
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def verdict(ok):
+    return "met" if ok else "**MISSED**"
+
+
+def main():
+    d = sys.argv[1]
+    smoke = "--smoke" in sys.argv[2:]
+    ingest, recompute, live, query = (load(d, n) for n in ("ingest", "recompute", "live", "query"))
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    versions = []
+    if recompute:
+        versions.append(f"DuckDB {recompute['duckdb_version']}")
+    pg = (ingest or {}).get("pg_version") or (recompute or {}).get("pg_version")
+    if pg:
+        versions.append(f"PostgreSQL {pg}")
+    print(f"machine: {os.cpu_count()} cores, {mem:.0f} GiB, {platform.system()} {platform.machine()}; "
+          f"{', '.join(versions)}; netrev {rev}")
+    if smoke:
+        print()
+        print("**Smoke run** (debug build, tiny sizes): it checks that every part runs and that the engines "
+              "agree; its figures say nothing about the targets.")
+    print()
+    print("| # | measure | netrev | baseline (same run) | ratio | target | |")
+    print("|---|---|---|---|---|---|---|")
+    if ingest:
+        r = ingest["netrev_rps"] / ingest["bare_rps"]
+        print(f"| 1 | ingest: durable postbacks/s (p99 ack) | {ingest['netrev_rps']:,.0f} ({ingest['netrev_p99_ms']} ms) "
+              f"| bare axum `{{\"ok\":true}}`: {ingest['bare_rps']:,.0f} ({ingest['bare_p99_ms']} ms) | {r:.2f}× | ≥ 0.5× | {verdict(r >= 0.5)} |")
+        if ingest.get("pg_rps"):
+            r = ingest["netrev_rps"] / ingest["pg_rps"]
+            print(f"| 1 | ingest vs PostgreSQL, a row per postback (pgbench, synchronous_commit=on) | {ingest['netrev_rps']:,.0f} "
+                  f"| {ingest['pg_rps']:,.0f} ({ingest['pg_p99_ms']} ms) | {r:.1f}× | ≥ 5× | {verdict(r >= 5)} |")
+    if recompute:
+        n = f"{recompute['clicks']:,} clicks"
+        r = recompute["netrev_s"] / recompute["duckdb_s"]
+        print(f"| 2 | recompute, {n} (all derived tables) | {recompute['netrev_s']:.1f} s "
+              f"| DuckDB, same SQL, same files: {recompute['duckdb_s']:.1f} s | {r:.2f}× the time | ≤ 1.0× | {verdict(r <= 1.0)} |")
+        if recompute.get("pg_s"):
+            r = recompute["pg_s"] / recompute["netrev_s"]
+            print(f"| 2 | recompute vs PostgreSQL (same SQL, loaded and indexed) | {recompute['netrev_s']:.1f} s "
+                  f"| {recompute['pg_s']:.1f} s | {r:.1f}× faster | ≥ 10× | {verdict(r >= 10)} |")
+    if live:
+        s, l = live["small"], live["large"]
+        print(f"| 3 | incremental: apply {l['batch_events']:,} events, {l['history_clicks']:,} vs {s['history_clicks']:,} clicks of history "
+              f"| {l['apply_ms']:.0f} ms | {s['apply_ms']:.0f} ms | {live['ratio']:.2f}× | ≤ 1.5× | {verdict(live['ratio'] <= 1.5)} |")
+        if "p50_ms" in live:
+            print(f"| 3 | refund to visible in /api/stats under {live['rate']:,.0f} postbacks/s | p50 {live['p50_ms']} ms, p99 {live['p99_ms']} ms "
+                  f"| - | - | within 1 s | {verdict(live['p99_ms'] <= 1000 and live['misses'] == 0)} |")
+    if query:
+        r = query["duckdb_p50_ms"] / query["netrev_p50_ms"]
+        ok = query["netrev_p50_ms"] <= 20 and r >= 20 and query["same_answer"]
+        print(f"| 4 | /api/stats, 90 days by source, {query['clicks']:,} clicks: p50 (p99) | {query['netrev_p50_ms']:.1f} ms ({query['netrev_p99_ms']:.1f} ms) "
+              f"| DuckDB from raw Parquet: {query['duckdb_p50_ms']:,.0f} ms | {r:,.0f}× faster | p50 ≤ 20 ms, ≥ 20× | {verdict(ok)} |")
+    rss = []
+    if ingest:
+        rss.append(f"ingest {ingest['netrev_peak_rss_mib']:,} MiB")
+    if live:
+        rss.append(f"{live['large']['history_clicks']:,}-click history {live['large_peak_rss_mib']:,} MiB")
+        rss.append(f"live load {live['live_peak_rss_mib']:,} MiB")
+    if query:
+        rss.append(f"query ({query['clicks']:,} clicks) {query['peak_rss_mib']:,} MiB")
+    if rss:
+        print(f"| 5 | peak RSS of `netrev serve` | {'; '.join(rss)} | - | - | - | |")
+    same = all(x is None or x.get(k, True) for x, k in ((recompute, "same_totals"), (query, "same_answer")))
+    print()
+    print(f"all engines agree on the numbers: {same}")
+    sys.exit(0 if same else 1)
+
+
+if __name__ == "__main__":
+    main()
