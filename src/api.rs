@@ -653,6 +653,8 @@ mod tests {
         ("get", "/api/refunds/unmatched"),
         ("post", "/api/sql"),
         ("get", "/api/openapi.json"),
+        ("get", "/"),
+        ("get", "/assets/{name}"),
         ("get", "/api/webhooks"),
         ("post", "/api/webhooks"),
         ("delete", "/api/webhooks/{id}"),

@@ -88,18 +88,22 @@ pub fn group(rows: &[Value], granularity: &str) -> Result<Value, String> {
                 .iter()
                 .filter(|(age, _)| **age <= last)
                 .map(|(age, p)| {
-                    let ltv = if m.size == 0 {
-                        Decimal::ZERO
-                    } else {
-                        (p.net / Decimal::from(m.size))
-                            .round_dp_with_strategy(4, RoundingStrategy::MidpointNearestEven)
+                    // Per visitor, rounded half-even to 4 decimals like cohort_ltv.sql.
+                    let per_visitor = |amount: Decimal| {
+                        if m.size == 0 {
+                            Decimal::ZERO
+                        } else {
+                            (amount / Decimal::from(m.size))
+                                .round_dp_with_strategy(4, RoundingStrategy::MidpointNearestEven)
+                        }
                     };
                     json!({
                         "age": age,
                         "gross": display(p.gross),
                         "refunds": display(p.refunds),
                         "net": display(p.net),
-                        "ltv": display(ltv),
+                        "ltv": display(per_visitor(p.net)),
+                        "gross_ltv": display(per_visitor(p.gross)),
                     })
                 })
                 .collect();
@@ -138,6 +142,8 @@ mod tests {
         assert_eq!(p[0]["gross"], "30.00");
         assert_eq!(p[1]["net"], "25.00");
         assert_eq!(p[1]["ltv"], "8.3333");
+        // Gross per visitor, rounded half-even like ltv: 50 / 3.
+        assert_eq!(p[1]["gross_ltv"], "16.6667");
         assert_eq!(c[1]["cohort"], "2026-11-09");
         let days = group(&rows, "day").unwrap();
         assert_eq!(days["cohorts"].as_array().unwrap().len(), 3);

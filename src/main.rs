@@ -5,6 +5,7 @@ mod api;
 mod bench_live;
 mod cohorts;
 mod commands;
+mod dashboard;
 mod generate;
 mod live;
 mod serve;

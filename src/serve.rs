@@ -78,6 +78,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
                 .route("/api/health", get(health))
                 .with_state((ingestor.clone(), live.clone())),
         )
+        .merge(crate::dashboard::router())
         .merge(crate::api::router(
             store,
             live,

@@ -421,7 +421,7 @@ for s, c, g, r in rows:
     );
     assert_eq!(
         first["points"][0],
-        json!({"age": 0, "gross": "170.00", "refunds": "0.00", "net": "170.00", "ltv": "85.00"})
+        json!({"age": 0, "gross": "170.00", "refunds": "0.00", "net": "170.00", "ltv": "85.00", "gross_ltv": "85.00"})
     );
     // Ages count from v1's first click (March 8, 06:30): A3's sale on March 9 at 04:00 is age 0,
     // the chargeback of March 20 age 12, the refund of March 21 age 13.
