@@ -303,6 +303,15 @@ impl Outbox {
             status,
             reason,
         };
+        self.commit(inner, record)
+    }
+
+    /// Appends `record` and wakes the delivery loop (something may be due, or a slot free).
+    fn commit(
+        &self,
+        mut inner: std::sync::MutexGuard<'_, Inner>,
+        record: Record,
+    ) -> anyhow::Result<()> {
         self.append(&mut inner, &[record])?;
         drop(inner);
         self.wake.notify_one();
@@ -334,9 +343,7 @@ impl Outbox {
             next,
             reason,
         };
-        self.append(&mut inner, &[record])?;
-        drop(inner);
-        self.wake.notify_one();
+        self.commit(inner, record)?;
         Ok(Set::Done)
     }
 

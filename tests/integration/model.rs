@@ -200,19 +200,14 @@ fn identity(e: &Event) -> Option<String> {
 
 /// The SQL `visitors` table: vid → (gross revenue, refund amount), visitors with money only.
 async fn sql_visitors(events: &[Event]) -> BTreeMap<String, (Decimal, Decimal)> {
-    let ctx = session_of(events).await;
-    let batches = ctx
-        .sql("SELECT CAST(vid AS VARCHAR), gross_revenue, refund_amount FROM visitors")
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let batches = query(
+        events,
+        "SELECT CAST(vid AS VARCHAR), gross_revenue, refund_amount FROM visitors",
+    )
+    .await;
     let mut out = BTreeMap::new();
     for b in &batches {
-        let dec = |i: usize, r: usize| {
-            Decimal::from_i128_with_scale(b.column(i).as_primitive::<Decimal128Type>().value(r), 4)
-        };
+        let dec = |i: usize, r: usize| money_at(b, i, r);
         let vids = arrow::compute::cast(b.column(0), &arrow::datatypes::DataType::Utf8).unwrap();
         let vids = vids.as_string::<i32>();
         for r in 0..b.num_rows() {
@@ -225,23 +220,27 @@ async fn sql_visitors(events: &[Event]) -> BTreeMap<String, (Decimal, Decimal)> 
     out
 }
 
-async fn sql_stats(events: &[Event]) -> BTreeMap<Key, Measures> {
+/// The rows of `sql` over the job views of a session holding `events`.
+async fn query(events: &[Event], sql: &str) -> Vec<RecordBatch> {
     let ctx = session_of(events).await;
-    let batches: Vec<RecordBatch> = ctx
-        .sql(
-            "SELECT hour, source, clicks, cost, conversions, gross_revenue, refunds, refund_amount, \
-             chargebacks, chargeback_amount, refunded_conversions FROM stats_hourly",
-        )
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    ctx.sql(sql).await.unwrap().collect().await.unwrap()
+}
+
+/// The money in column `i`, row `r` of a batch.
+fn money_at(b: &RecordBatch, i: usize, r: usize) -> Decimal {
+    Decimal::from_i128_with_scale(b.column(i).as_primitive::<Decimal128Type>().value(r), 4)
+}
+
+async fn sql_stats(events: &[Event]) -> BTreeMap<Key, Measures> {
+    let batches = query(
+        events,
+        "SELECT hour, source, clicks, cost, conversions, gross_revenue, refunds, refund_amount, \
+         chargebacks, chargeback_amount, refunded_conversions FROM stats_hourly",
+    )
+    .await;
     let mut out = BTreeMap::new();
     for b in &batches {
-        let dec = |i: usize, r: usize| {
-            Decimal::from_i128_with_scale(b.column(i).as_primitive::<Decimal128Type>().value(r), 4)
-        };
+        let dec = |i: usize, r: usize| money_at(b, i, r);
         let int = |i: usize, r: usize| b.column(i).as_primitive::<Int64Type>().value(r);
         let hours = b.column(0).as_primitive::<TimestampMicrosecondType>();
         let sources = arrow::compute::cast(b.column(1), &arrow::datatypes::DataType::Utf8).unwrap();
