@@ -56,7 +56,7 @@ def main():
     path = f"/api/stats?from={first}&to={today}&group_by=source&columns=clicks,gross_revenue,refund_amount,refund_rate,net_revenue"
 
     env = dict(os.environ, NETREV_LOG="warn")
-    server = subprocess.Popen([netrev, "serve", "--data", data, "--listen", "127.0.0.1:0",
+    server = subprocess.Popen([netrev, "serve", "--data", data, "--listen", "127.0.0.1:0", "--rate-limit-per-ip", "0",
                                "--recompute-interval-secs", "0"], stdout=subprocess.PIPE, env=env, text=True)
     try:
         line = server.stdout.readline()

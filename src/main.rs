@@ -7,7 +7,9 @@ mod cohorts;
 mod commands;
 mod dashboard;
 mod generate;
+mod http_server;
 mod live;
+mod rate_limit;
 mod serve;
 mod stats_api;
 mod webhooks;
@@ -199,6 +201,25 @@ struct ServeArgs {
     /// the event; each next one from the previous failure). Jittered by ±20%.
     #[arg(long, env = "NETREV_WEBHOOKS_RETRY_SCHEDULE", default_value = "0,5,300,1800,7200,18000,36000,36000", value_parser = crate::webhooks::deliver::parse_schedule)]
     webhooks_retry_schedule: std::vec::Vec<std::time::Duration>,
+    /// Milliseconds a client has to send its request headers before it is disconnected.
+    #[arg(long, env = "NETREV_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    header_read_timeout_ms: u64,
+    /// Open connections at most; beyond it new connections are closed at once.
+    #[arg(long, env = "NETREV_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// Postbacks per second per client address (0: no limit); more get 429 + Retry-After.
+    #[arg(long, env = "NETREV_RATE_LIMIT_PER_IP", default_value_t = 1000.0)]
+    rate_limit_per_ip: f64,
+    /// Burst of postbacks a client may send above the rate.
+    #[arg(long, env = "NETREV_RATE_LIMIT_BURST", default_value_t = 2000.0)]
+    rate_limit_burst: f64,
+    /// Address of a reverse proxy whose X-Forwarded-For is believed (repeatable).
+    #[arg(
+        long = "trusted-proxy",
+        env = "NETREV_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Webhook deliveries attempted at once (a slow receiver holds one slot at most 15 s).
     #[arg(long, env = "NETREV_WEBHOOKS_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     webhooks_concurrency: u32,
@@ -309,6 +330,15 @@ impl ServeArgs {
                 rebase_every: (self.recompute_interval_secs > 0)
                     .then(|| std::time::Duration::from_secs(self.recompute_interval_secs)),
             },
+            http: crate::http_server::Limits {
+                header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
+                max_connections: self.max_connections,
+            },
+            rate_limit: (
+                self.rate_limit_per_ip,
+                self.rate_limit_burst,
+                self.trusted_proxies,
+            ),
             api_key: self.api_key,
             webhooks: crate::webhooks::deliver::DeliveryConfig {
                 schedule: self.webhooks_retry_schedule,

@@ -28,6 +28,10 @@ pub struct ServeConfig {
     pub sql_limits: netrev_pipeline::query::Limits,
     /// Webhook delivery: schedule, concurrency, timeout, private targets.
     pub webhooks: crate::webhooks::deliver::DeliveryConfig,
+    /// Header read timeout and connection limit.
+    pub http: crate::http_server::Limits,
+    /// Postbacks per second and burst per client address, and the trusted proxies.
+    pub rate_limit: (f64, f64, Vec<std::net::IpAddr>),
 }
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
@@ -72,7 +76,12 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .api_key
         .as_deref()
         .map(netrev_ingest::http::Secret::new);
+    let (rate, burst, trusted) = config.rate_limit;
     let app = netrev_ingest::http::router(ingestor.clone(), &config.postbacks)
+        .layer(axum::middleware::from_fn_with_state(
+            crate::rate_limit::RateLimit::new(rate, burst, trusted),
+            crate::rate_limit::limit,
+        ))
         .merge(
             Router::new()
                 .route("/api/health", get(health))
@@ -94,9 +103,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(%addr, data = %config.data, node = ingestor.node(), "netrev serving");
     // Tests and scripts read the bound port (e.g. with --listen 127.0.0.1:0) from this line.
     println!("netrev listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    crate::http_server::serve(listener, app, config.http, shutdown).await?;
     tracing::info!("shutting down: flushing the ingest buffer");
     ingestor.shutdown().await.context("final flush")?;
     Ok(())

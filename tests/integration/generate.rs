@@ -54,7 +54,7 @@ async fn replayed_history_equals_the_generated_one() {
         String::from_utf8_lossy(&out.stderr).to_string()
     };
     generate(&["--data", generated.to_str().unwrap()]);
-    let server = Server::start(&served, &[]);
+    let server = Server::start(&served, &["--rate-limit-per-ip", "0"]);
     let said = generate(&["--replay", &server.base, "--rate", "20000"]);
     assert!(said.contains("0 not answered 200"), "{said}");
     server.wait_flushed(&client()).await;

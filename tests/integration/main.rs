@@ -1,6 +1,7 @@
 //! Integration tests: one binary of modules, so DataFusion and friends are linked once.
 //! Each test starts the real `netrev` binary on 127.0.0.1:0 and speaks HTTP to it.
 
+mod abuse;
 mod api;
 mod crash;
 mod generate;

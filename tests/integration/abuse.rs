@@ -1,0 +1,150 @@
+//! HTTP abuse, against the real server: a client slow to send its headers is disconnected,
+//! the per-IP rate limit answers 429 with Retry-After and records nothing (a forged
+//! X-Forwarded-For does not escape it unless the peer is a trusted proxy), and connections
+//! beyond the limit are closed.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::harness::{Server, client};
+
+fn addr(server: &Server) -> String {
+    server.base.trim_start_matches("http://").to_string()
+}
+
+/// Whether the server closed `stream` (a read returns end of file or a reset) within `within`.
+fn closed(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue, // an error answer, then the close
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_slow_to_send_headers_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--header-read-timeout-ms", "500"]);
+    let mut slow = TcpStream::connect(addr(&server)).unwrap();
+    slow.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    assert!(
+        closed(&mut slow, Duration::from_secs(5)),
+        "still open after 5 s"
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400),
+        "closed too early: {waited:?}"
+    );
+    // A client that sends its request in time is served.
+    let h = server.health(&client()).await;
+    assert_eq!(h["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limit_answers_429_and_forged_forwarding_does_not_escape_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &["--rate-limit-per-ip", "2", "--rate-limit-burst", "3"],
+    );
+    let http = client();
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let r = http
+            .get(server.url(&format!("/api/conversion?cid=c{i}&amount=1")))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            let after: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=2).contains(&after), "{after}");
+        }
+        statuses.push(r.status().as_u16());
+    }
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    assert!((3..=4).contains(&ok), "{statuses:?}");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // What was refused was not recorded.
+    let h = server.health(&http).await;
+    assert_eq!(h["ingest"]["recorded"], ok as u64, "{h}");
+    // Health and queries are not postbacks: not limited.
+    for _ in 0..5 {
+        assert_eq!(server.health(&http).await["ok"], true);
+    }
+    server.stop();
+
+    // Behind a trusted proxy, each forwarded client has its own bucket.
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--rate-limit-per-ip",
+            "2",
+            "--rate-limit-burst",
+            "3",
+            "--trusted-proxy",
+            "127.0.0.1",
+        ],
+    );
+    for i in 0..8 {
+        let r = http
+            .get(server.url(&format!("/api/conversion?cid=c{i}&amount=1")))
+            .header("x-forwarded-for", format!("203.0.113.{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-connections", "2"]);
+    let _first = TcpStream::connect(addr(&server)).unwrap();
+    let _second = TcpStream::connect(addr(&server)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = TcpStream::connect(addr(&server)).unwrap();
+    third
+        .write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .ok();
+    assert!(
+        closed(&mut third, Duration::from_secs(3)),
+        "a third connection was served"
+    );
+    drop(_first);
+    // Once one closes, a new connection is served again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut s = TcpStream::connect(addr(&server)).unwrap();
+        s.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = s.read_to_string(&mut body);
+        if body.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served again: {body:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
