@@ -41,8 +41,12 @@ proptest! {
                 && json
                 && !body.iter().all(u8::is_ascii_whitespace)
             {
-                // A JSON body is accepted only when it is a JSON object.
-                prop_assert!(serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body).is_ok());
+                // A JSON body is accepted only when it is a JSON object (numbers as written:
+                // JSON has no range limit, and amounts are parsed as decimal text later).
+                let object = serde_json::from_slice::<
+                    std::collections::HashMap<String, &serde_json::value::RawValue>,
+                >(body);
+                prop_assert!(object.is_ok(), "{:?}", String::from_utf8_lossy(body));
                 prop_assert!(p.len() <= 64);
             }
         }
@@ -77,7 +81,9 @@ proptest! {
         let i = pos.index(issued.len());
         let mut altered = issued.clone();
         altered.replace_range(i..=i, &c);
-        prop_assume!(altered != issued);
+        if altered == issued {
+            return Ok(());
+        }
         let native = matches!(clickid::check(&altered, &key, ms), Ok(clickid::Kind::Native { .. }));
         prop_assert!(!native, "{} accepted", altered);
     }
