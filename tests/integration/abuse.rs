@@ -148,3 +148,69 @@ async fn connections_beyond_the_limit_are_closed() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The postback token and the API key never reach the logs, even at debug level, whether they
+/// come right, wrong, in the query string, a header or a malformed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_not_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serve.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_netrev"))
+        .args(["serve", "--data"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--postback-token",
+            "tok-SECRET-1234",
+        ])
+        .args(["--api-key", "key-SECRET-5678"])
+        .env("NETREV_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("netrev listening on ")
+        .unwrap()
+        .to_string();
+    let http = client();
+    for path in [
+        "/api/click?source=a&token=tok-SECRET-1234",
+        "/api/click?source=a&token=tok-SECRET-1234x",
+        "/api/conversion?cid=c1&amount=zzz&token=tok-SECRET-1234",
+        "/api/conversion?cid=c1&amount=1&amount=2&token=tok-SECRET-1234",
+    ] {
+        http.get(format!("{base}{path}")).send().await.unwrap();
+    }
+    http.post(format!("{base}/api/conversion/refund"))
+        .header("x-postback-token", "tok-SECRET-1234")
+        .header("content-type", "application/json")
+        .body(r#"{"cid": "c1", "amount": "bad", "token": "tok-SECRET-1234"}"#)
+        .send()
+        .await
+        .unwrap();
+    for key in ["key-SECRET-5678", "key-SECRET-5678-wrong"] {
+        http.get(format!("{base}/api/stats"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.is_empty(),
+        "debug logging wrote nothing: the test would prove nothing"
+    );
+    assert!(!text.contains("SECRET"), "a secret in the logs:\n{text}");
+}
