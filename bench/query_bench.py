@@ -25,7 +25,7 @@ from decimal import Decimal
 import duckdb
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from recompute_bench import ROOT, duckdb_jobs  # noqa: E402
+from recompute_bench import ROOT, duckdb_jobs, netrev_binary  # noqa: E402
 
 
 def pct(values, q):
@@ -42,10 +42,7 @@ def main():
     ap.add_argument("--data", help="an existing generated data root (default: bench-data/query-N)")
     ap.add_argument("--bin", help="the netrev binary (default: a release build)")
     args = ap.parse_args()
-    netrev = args.bin
-    if not netrev:
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-        netrev = os.path.join(ROOT, "target", "release", "netrev")
+    netrev = netrev_binary(args.bin)
     data = args.data or os.path.join(ROOT, "bench-data", f"query-{args.clicks}")
     if not args.data and not os.path.exists(os.path.join(data, ".complete")):
         subprocess.run(["rm", "-rf", data], check=True)

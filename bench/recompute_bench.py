@@ -110,6 +110,14 @@ def duckdb_sql(text):
     return text
 
 
+def netrev_binary(given):
+    """The netrev binary to measure: `given` (--bin), else a release build made now."""
+    if given:
+        return given
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    return os.path.join(ROOT, "target", "release", "netrev")
+
+
 def pg_sql(text):
     """The job files in PostgreSQL's dialect: timestamps to microseconds with extract(epoch),
     generate_series for range, and sums of counts cast back to bigint (PostgreSQL widens them
@@ -220,10 +228,7 @@ def main():
     ap.add_argument("--bin", help="the netrev binary (default: a release build)")
     ap.add_argument("--data", help="an existing data root (e.g. from netrev generate) instead of generating one")
     args = ap.parse_args()
-    netrev = args.bin
-    if not netrev:
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-        netrev = os.path.join(ROOT, "target", "release", "netrev")
+    netrev = netrev_binary(args.bin)
 
     work = args.keep or tempfile.mkdtemp(prefix="netrev-bench-")
     data = args.data or os.path.join(work, "data")

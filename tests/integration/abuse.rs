@@ -32,6 +32,15 @@ fn closed(stream: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
+/// Conversion `i`, claiming (in `X-Forwarded-For`) to come from its own client address.
+async fn forwarded_postback(http: &reqwest::Client, server: &Server, i: u32) -> reqwest::Response {
+    http.get(server.url(&format!("/api/conversion?cid=c{i}&amount=1")))
+        .header("x-forwarded-for", format!("203.0.113.{i}"))
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_slow_to_send_headers_is_disconnected() {
     let dir = tempfile::tempdir().unwrap();
@@ -64,12 +73,7 @@ async fn the_rate_limit_answers_429_and_forged_forwarding_does_not_escape_it() {
     let http = client();
     let mut statuses = Vec::new();
     for i in 0..8 {
-        let r = http
-            .get(server.url(&format!("/api/conversion?cid=c{i}&amount=1")))
-            .header("x-forwarded-for", format!("203.0.113.{i}"))
-            .send()
-            .await
-            .unwrap();
+        let r = forwarded_postback(&http, &server, i).await;
         if r.status() == 429 {
             let after: u64 = r.headers()["retry-after"]
                 .to_str()
@@ -106,13 +110,7 @@ async fn the_rate_limit_answers_429_and_forged_forwarding_does_not_escape_it() {
         ],
     );
     for i in 0..8 {
-        let r = http
-            .get(server.url(&format!("/api/conversion?cid=c{i}&amount=1")))
-            .header("x-forwarded-for", format!("203.0.113.{i}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(forwarded_postback(&http, &server, i).await.status(), 200);
     }
 }
 
