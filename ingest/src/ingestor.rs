@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use chrono::NaiveDate;
@@ -100,7 +100,7 @@ pub enum Rejected {
 }
 
 /// Counters for the health route and the benchmarks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct IngestStats {
     /// Highest sequence durable in the log.
     pub durable_seq: u64,
@@ -114,6 +114,11 @@ pub struct IngestStats {
     pub recorded: u64,
     /// Raw Parquet files written since start.
     pub files_written: u64,
+    /// Why postbacks are being refused with 503 (the log cannot write), if they are.
+    pub wal_error: Option<String>,
+    /// Why flushing to the object store is failing (being retried; the log keeps the events),
+    /// if it is.
+    pub flush_error: Option<String>,
 }
 
 /// Durable records not yet in Parquet, as Arrow batches per partition.
@@ -152,6 +157,11 @@ struct State {
     unflushed: usize,
     /// Set when the log cannot be appended to any more; every submit is refused.
     poisoned: Option<String>,
+    /// Why the log is refusing appends until it recovers (a failed fsync), for the health
+    /// route.
+    log_error: Option<String>,
+    /// Why the last flush to the object store failed, until one succeeds.
+    flush_error: Option<String>,
     /// Set by shutdown: the writer drains `pending` and exits.
     closing: bool,
     /// The writer is asleep on the condition variable. Only then does a submit pay for a
@@ -442,6 +452,8 @@ impl Ingestor {
             wal_fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
             recorded: self.shared.recorded.load(Ordering::Relaxed),
             files_written: self.shared.files_written.load(Ordering::Relaxed),
+            wal_error: st.poisoned.clone().or_else(|| st.log_error.clone()),
+            flush_error: st.flush_error.clone(),
         }
     }
 
@@ -612,6 +624,8 @@ fn build_chunk(first_seq: u64, last_seq: u64, events: &[Event]) -> Result<Chunk>
 /// written at once.
 fn writer_loop(shared: &Shared, mut log: wal::Writer) {
     let mut framed = Vec::new();
+    // Set by a failed fsync: the reason and when the log was last found failing.
+    let mut broken: Option<(String, Instant)> = None;
     loop {
         let (batch, poisoned): (Vec<Pending>, Option<String>) = {
             let mut st = shared.state.lock().expect("ingest lock");
@@ -629,13 +643,14 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
         let first = batch[0].seq;
         let last = batch[batch.len() - 1].seq;
         // After a failed fsync the log cannot vouch for anything: never append behind it.
-        let result = match poisoned {
-            Some(reason) => Err(AppendError::Sync(wal::WalError::Io {
+        let refused = poisoned.map_or_else(|| heal(shared, &mut log, &mut broken), Err);
+        let result = match refused {
+            Err(reason) => Err(AppendError::Write(wal::WalError::Io {
                 op: "append",
                 path: shared.config.wal_dir.clone(),
                 source: std::io::Error::other(reason),
             })),
-            None => {
+            Ok(()) => {
                 framed.clear();
                 wal::frame(&mut framed, first, batch.iter().map(|p| p.json.as_slice()));
                 let r = log.append(first, &framed);
@@ -695,10 +710,9 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
                         }
                     }
                     st.unflushed -= batch.len();
-                    if let AppendError::Sync(_) = e
-                        && st.poisoned.is_none()
-                    {
-                        st.poisoned = Some(reason.clone());
+                    if let AppendError::Sync(_) = e {
+                        broken = Some((reason.clone(), Instant::now()));
+                        st.log_error = Some(reason.clone());
                     }
                 }
                 // Let duplicates waiting on these sequences wake and see the keys are gone.
@@ -707,6 +721,38 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
                     let _ = p.done.send(Err(Rejected::Unavailable(reason.clone())));
                 }
             }
+        }
+    }
+}
+
+/// How often a broken log is tried again; postbacks in between get 503 at once.
+const HEAL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// `Ok` when the log may be appended to: it is healthy, or it was broken by a failed fsync and
+/// [`wal::Writer::recover`] now succeeds (the disk is back). Otherwise the reason to refuse.
+fn heal(
+    shared: &Shared,
+    log: &mut wal::Writer,
+    broken: &mut Option<(String, Instant)>,
+) -> Result<(), String> {
+    let Some((reason, since)) = broken else {
+        return Ok(());
+    };
+    if since.elapsed() < HEAL_INTERVAL {
+        return Err(reason.clone());
+    }
+    match log.recover() {
+        Ok(()) => {
+            tracing::warn!(after = %reason, "write-ahead log recovered; accepting postbacks again");
+            *broken = None;
+            shared.state.lock().expect("ingest lock").log_error = None;
+            Ok(())
+        }
+        Err(e) => {
+            let reason = format!("write-ahead log still failing: {e}");
+            *broken = Some((reason.clone(), Instant::now()));
+            shared.state.lock().expect("ingest lock").log_error = Some(reason.clone());
+            Err(reason)
         }
     }
 }
@@ -744,7 +790,10 @@ async fn flusher_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             _ = shared.flush_now.notified() => {}
             _ = stop.changed() => return,
         }
-        match flush_once(&shared).await {
+        let result = flush_once(&shared).await;
+        shared.state.lock().expect("ingest lock").flush_error =
+            result.as_ref().err().map(|e| e.to_string());
+        match result {
             Ok(()) => delay = FLUSH_RETRY_BASE,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "flush to Parquet failed; will retry");
@@ -817,6 +866,12 @@ async fn write_unit(shared: &Shared, chunks: &[Chunk]) -> Result<usize> {
         .expect("encode task panicked")?;
         // A file of this name can only exist from an earlier attempt at this very unit, with
         // the same rows: never overwrite.
+        netrev_storage::failpoint::check("raw-put").map_err(|e| {
+            netrev_storage::Error::from(object_store::Error::Generic {
+                store: "failpoint",
+                source: Box::new(e),
+            })
+        })?;
         if shared.store.put_if_absent(&path, bytes).await? {
             shared.files_written.fetch_add(1, Ordering::Relaxed);
         }

@@ -29,7 +29,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use netrev_storage::Event;
+use netrev_storage::{Event, failpoint};
 
 /// First bytes of every segment: identifies the file and its format version.
 pub const MAGIC: &[u8; 8] = b"NRWAL\x00\x00\x01";
@@ -358,17 +358,30 @@ impl Writer {
             self.path = path;
             self.len = MAGIC.len() as u64;
         }
-        if let Err(e) = self.file.write_all(framed) {
+        if let Err(e) = failpoint::check("wal-write").and_then(|()| self.file.write_all(framed)) {
             let err = io("write", &self.path)(e);
             return Err(match self.file.set_len(self.len) {
                 Ok(()) => AppendError::Write(err),
                 Err(_) => AppendError::Sync(err),
             });
         }
-        self.file
-            .sync_data()
+        failpoint::check("wal-fsync")
+            .and_then(|()| self.file.sync_data())
             .map_err(|e| AppendError::Sync(io("fsync", &self.path)(e)))?;
         self.len += framed.len() as u64;
+        Ok(())
+    }
+
+    /// Makes the log appendable again after [`AppendError::Sync`]: cuts the segment back to
+    /// its last synced length (what follows was never acknowledged), makes that durable, and
+    /// sends the next append to a new segment, whose fresh file descriptor reports only its
+    /// own errors. Fails, changing nothing that matters, while the disk still fails.
+    pub fn recover(&mut self) -> Result<()> {
+        self.file
+            .set_len(self.len)
+            .map_err(io("truncate", &self.path))?;
+        self.file.sync_all().map_err(io("fsync", &self.path))?;
+        self.len = self.len.max(self.segment_bytes);
         Ok(())
     }
 }

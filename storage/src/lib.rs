@@ -25,6 +25,7 @@
 
 pub mod clickid;
 mod error;
+pub mod failpoint;
 pub mod model;
 pub mod money;
 pub mod store;

@@ -324,6 +324,7 @@ fn write_temp_beside(target: &FsPath, bytes: &[u8]) -> Result<PathBuf> {
 /// Replaces `target` atomically with `bytes`, durable once this returns.
 pub fn write_file_durably(target: &FsPath, bytes: &[u8]) -> Result<()> {
     let tmp = write_temp_beside(target, bytes)?;
+    crate::failpoint::check("durable-before-rename").map_err(|e| Error::io("rename", target, e))?;
     if let Err(e) = std::fs::rename(&tmp, target) {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io("rename", target, e));

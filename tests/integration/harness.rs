@@ -17,12 +17,23 @@ pub struct Server {
 
 impl Server {
     pub fn start(data: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_netrev"))
-            .arg("serve")
+        Server::start_env(data, extra, &[])
+    }
+
+    /// Like [`Server::start`] with extra environment variables (e.g. `NETREV_FAILPOINTS`).
+    /// Flushes every 200 ms unless `extra` sets `--flush-interval-ms`.
+    pub fn start_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netrev"));
+        cmd.arg("serve")
             .arg("--data")
             .arg(data)
-            .args(["--listen", "127.0.0.1:0", "--flush-interval-ms", "200"])
+            .args(["--listen", "127.0.0.1:0"]);
+        if !extra.contains(&"--flush-interval-ms") {
+            cmd.args(["--flush-interval-ms", "200"]);
+        }
+        let mut child = cmd
             .args(extra)
+            .envs(env.iter().copied())
             .env("NETREV_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -4,6 +4,7 @@
 mod abuse;
 mod api;
 mod crash;
+mod faults;
 mod fuzz;
 mod generate;
 mod golden;
