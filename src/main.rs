@@ -220,6 +220,21 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// ClickBank secret key (Vendor Settings → My Site → Secret Key): enables
+    /// `POST /api/ipn/clickbank` for INS 6.0 or later.
+    #[arg(long, env = "NETREV_IPN_CLICKBANK_SECRET", hide_env_values = true)]
+    ipn_clickbank_secret: Option<String>,
+    /// JVZoo secret key (My Account → JVZIPN Secret Key): enables `POST /api/ipn/jvzoo`.
+    #[arg(long, env = "NETREV_IPN_JVZOO_SECRET", hide_env_values = true)]
+    ipn_jvzoo_secret: Option<String>,
+    /// WarriorPlus security key (Account → API/IPN settings): enables
+    /// `POST /api/ipn/warriorplus`.
+    #[arg(long, env = "NETREV_IPN_WARRIORPLUS_SECRET", hide_env_values = true)]
+    ipn_warriorplus_secret: Option<String>,
+    /// Digistore24 IPN passphrase (Settings → Integrations (IPN)): enables
+    /// `POST /api/ipn/digistore24`.
+    #[arg(long, env = "NETREV_IPN_DIGISTORE24_SECRET", hide_env_values = true)]
+    ipn_digistore24_secret: Option<String>,
     /// Webhook deliveries attempted at once (a slow receiver holds one slot at most 15 s).
     #[arg(long, env = "NETREV_WEBHOOKS_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     webhooks_concurrency: u32,
@@ -323,6 +338,12 @@ impl ServeArgs {
             postbacks: netrev_ingest::http::PostbackConfig {
                 token: self.postback_token,
                 body_limit: self.body_limit,
+                ipn: netrev_ingest::ipn::IpnSecrets {
+                    clickbank: self.ipn_clickbank_secret,
+                    jvzoo: self.ipn_jvzoo_secret,
+                    warriorplus: self.ipn_warriorplus_secret,
+                    digistore24: self.ipn_digistore24_secret,
+                },
             },
             live: crate::live::LiveConfig {
                 days: self.live_days,

@@ -5,6 +5,7 @@
 //! | `GET/POST /api/click` | `{"ok":true,"cid":…,"vid":…}` |
 //! | `GET/POST /api/conversion` | `{"ok":true}` |
 //! | `GET/POST /api/conversion/refund` | `{"ok":true}` |
+//! | `POST /api/ipn/{network}` | `OK` (text), see [`crate::ipn`] |
 //!
 //! Every answer is JSON; every error maps to its status in [`PostbackError`]'s one
 //! `IntoResponse`.
@@ -14,7 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -25,6 +26,7 @@ use subtle::ConstantTimeEq;
 use netrev_storage::Event;
 
 use crate::ingestor::{Ingestor, Outcome, Rejected};
+use crate::ipn::{self, IpnSecrets, Network, Refused};
 use crate::params::{self, BodyKind, Params};
 use crate::postback::{self, Context, Invalid};
 
@@ -37,6 +39,8 @@ pub struct PostbackConfig {
     /// Largest request body accepted. Postbacks are a few hundred bytes; 64 KiB leaves room
     /// for verbose networks while keeping a flood of large bodies cheap to refuse.
     pub body_limit: usize,
+    /// The secrets of the networks whose own notifications `/api/ipn/{network}` takes.
+    pub ipn: IpnSecrets,
 }
 
 impl Default for PostbackConfig {
@@ -44,6 +48,7 @@ impl Default for PostbackConfig {
         PostbackConfig {
             token: None,
             body_limit: 64 * 1024,
+            ipn: IpnSecrets::default(),
         }
     }
 }
@@ -57,6 +62,7 @@ struct AppState {
     /// The configured postback token.
     token: Option<Secret>,
     body_limit: usize,
+    ipn: Arc<IpnSecrets>,
 }
 
 /// Why a postback was not acknowledged.
@@ -66,6 +72,10 @@ pub enum PostbackError {
     Invalid(Invalid),
     /// 401: the postback token is missing or wrong.
     Unauthorized,
+    /// 401: a network's notification fails the network's own check.
+    Unverified(String),
+    /// 404: no such network, or its secret is not configured.
+    NotFound(String),
     /// 413: the body is larger than the limit.
     TooLarge(usize),
     /// 405: HEAD (or another method without a handler) cannot record a postback.
@@ -84,6 +94,8 @@ impl IntoResponse for PostbackError {
                 Some("token".to_string()),
                 None,
             ),
+            PostbackError::Unverified(why) => (StatusCode::UNAUTHORIZED, why, None, None),
+            PostbackError::NotFound(why) => (StatusCode::NOT_FOUND, why, None, None),
             PostbackError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "postbacks are sent with GET or POST".to_string(),
@@ -134,11 +146,13 @@ pub fn router(ingestor: Arc<Ingestor>, config: &PostbackConfig) -> Router {
         ingestor,
         token: config.token.as_deref().map(Secret::new),
         body_limit: config.body_limit,
+        ipn: Arc::new(config.ipn.clone()),
     };
     Router::new()
         .route("/api/click", get(click).post(click))
         .route("/api/conversion", get(conversion).post(conversion))
         .route("/api/conversion/refund", get(refund).post(refund))
+        .route("/api/ipn/{network}", get(ipn_probe).post(ipn_notification))
         .with_state(state)
 }
 
@@ -164,18 +178,7 @@ async fn read_params(state: &AppState, req: Request) -> Result<Params, PostbackE
             .and_then(|v| v.to_str().ok()),
     );
     let body = if parts.method == Method::POST {
-        axum::body::to_bytes(body, state.body_limit)
-            .await
-            .map_err(|e| {
-                let too_large = std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                    || e.into_inner().is::<http_body_util::LengthLimitError>();
-                if too_large {
-                    PostbackError::TooLarge(state.body_limit)
-                } else {
-                    PostbackError::Invalid(Invalid::new("", "the request body could not be read"))
-                }
-            })?
+        read_body(state, body).await?
     } else {
         drop::<Body>(body);
         Default::default()
@@ -199,6 +202,22 @@ async fn read_params(state: &AppState, req: Request) -> Result<Params, PostbackE
         }
     }
     Ok(parsed?)
+}
+
+/// The request body, at most the configured limit.
+async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes, PostbackError> {
+    axum::body::to_bytes(body, state.body_limit)
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.into_inner().is::<http_body_util::LengthLimitError>();
+            if too_large {
+                PostbackError::TooLarge(state.body_limit)
+            } else {
+                PostbackError::Invalid(Invalid::new("", "the request body could not be read"))
+            }
+        })
 }
 
 /// A configured secret (postback token, API key), kept as its SHA-256: comparing fixed-size
@@ -283,6 +302,68 @@ fn ok() -> Response {
             HeaderValue::from_static("application/json"),
         )],
         r#"{"ok":true}"#,
+    )
+        .into_response()
+}
+
+/// The network named in the route, if it is served here.
+fn ipn_network(state: &AppState, name: &str) -> Result<(Network, String), PostbackError> {
+    let network = Network::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = Network::ALL.iter().map(|n| n.name()).collect();
+        PostbackError::NotFound(format!(
+            "unknown network {name:?}; IPN is taken from {}",
+            known.join(", ")
+        ))
+    })?;
+    let secret = state.ipn.get(network).ok_or_else(|| {
+        PostbackError::NotFound(format!(
+            "IPN from {name} is not configured (set --ipn-{name}-secret)"
+        ))
+    })?;
+    Ok((network, secret.to_string()))
+}
+
+/// GET: networks (Digistore24) check that the URL answers before they post to it.
+async fn ipn_probe(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, PostbackError> {
+    ipn_network(&state, &name)?;
+    Ok(ipn_ok())
+}
+
+async fn ipn_notification(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    req: Request,
+) -> Result<Response, PostbackError> {
+    let (network, secret) = ipn_network(&state, &name)?;
+    let body = read_body(&state, req.into_body()).await?;
+    let notice = network.read(&secret, &body).map_err(|r| match r {
+        Refused::Unverified(why) => {
+            tracing::warn!(network = name, reason = %why, "IPN refused");
+            PostbackError::Unverified(why)
+        }
+        Refused::Invalid(i) => PostbackError::Invalid(i),
+    })?;
+    let ctx = Context {
+        key: state.ingestor.click_id_key(),
+        now_micros: now_micros(),
+    };
+    match ipn::to_event(notice, &ctx)? {
+        Ok(event) => {
+            submit(&state, event).await?;
+        }
+        Err(why) => tracing::info!(network = name, reason = %why, "IPN acknowledged and ignored"),
+    }
+    Ok(ipn_ok())
+}
+
+/// What the networks expect: a 200, and for Digistore24 a body starting with `OK`.
+fn ipn_ok() -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"))],
+        "OK",
     )
         .into_response()
 }

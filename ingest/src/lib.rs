@@ -24,6 +24,7 @@ pub mod dedup;
 pub mod http;
 pub mod import;
 pub mod ingestor;
+pub mod ipn;
 pub mod params;
 pub mod postback;
 pub mod wal;

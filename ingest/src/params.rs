@@ -30,6 +30,11 @@ impl Params {
             .filter(|v| !v.is_empty())
     }
 
+    /// Every parameter in byte order of its name, empty values included.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

@@ -46,7 +46,7 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn now_ms(&self) -> u64 {
+    pub(crate) fn now_ms(&self) -> u64 {
         (self.now_micros / 1000).max(0) as u64
     }
 }
