@@ -8,13 +8,15 @@ and chargebacks of earlier conversions, and retried copies of acknowledged postb
 few keep-alive connections paced to --rate postbacks/s. Every --kill-every seconds (±30%) the
 server gets SIGKILL in the middle of that load and is started again on the same data; a
 postback whose answer was lost is sent again until it is acknowledged, as a network would.
-RSS is sampled every 5 s.
+RSS is sampled every 5 s. The live stats hold every click of the last days in memory, so RSS
+grows with the history; a leak shows as a lifetime ending well above where the next one,
+rebuilt from disk with the same history, starts.
 
 At the end the server is stopped gracefully, the raw tables are read with `netrev sql` and
 `netrev recompute` is run; the script checks that every acknowledged click, conversion and
 refund is there exactly once (nothing lost, nothing counted twice) and that stats_hourly's
-totals equal the sums of what was acknowledged, and prints RSS per server lifetime (a leak
-shows as lifetimes of the same length ending ever higher). Exits non-zero on any mismatch.
+totals equal the sums of what was acknowledged, and prints RSS per server lifetime. Exits
+non-zero on any mismatch.
 """
 
 import argparse
@@ -58,7 +60,8 @@ class Server:
         with self.lock:
             self.proc = proc
             self.port = int(line[len(prefix):].rsplit(":", 1)[1])
-            self.lifetimes.append({"started": t0, "ready_s": time.time() - t0, "rss_mib": []})
+            self.lifetimes.append({"started": t0, "ready_s": time.time() - t0, "rss_mib": [],
+                                   "acked_at_start": None})
 
     def kill9(self):
         with self.lock:
@@ -256,9 +259,15 @@ def main():
     next_kill = t0 + args.kill_every * rnd.uniform(0.7, 1.3)
     kills = 0
     last_report = t0
+    def acked():
+        with ledger.lock:
+            return len(ledger.clicks) + len(ledger.conversions) + len(ledger.refunds)
+
     while time.time() - t0 < args.duration:
         time.sleep(5)
         server.sample_rss()
+        if server.lifetimes[-1]["acked_at_start"] is None:
+            server.lifetimes[-1]["acked_at_start"] = acked()
         now = time.time()
         if now >= next_kill and now - t0 < args.duration - 5:
             server.kill9()
@@ -282,6 +291,8 @@ def main():
     lifetimes = [{"ready_s": round(lt["ready_s"], 2),
                   "length_s": round((server.lifetimes[i + 1]["started"] if i + 1 < len(server.lifetimes)
                                      else t0 + elapsed) - lt["started"]),
+                  "acked_events_at_start": lt["acked_at_start"],
+                  "rss_start_mib": round(lt["rss_mib"][0]) if lt["rss_mib"] else None,
                   "rss_end_mib": round(lt["rss_mib"][-1]) if lt["rss_mib"] else None,
                   "rss_max_mib": round(max(lt["rss_mib"])) if lt["rss_mib"] else None}
                  for i, lt in enumerate(server.lifetimes)]

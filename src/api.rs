@@ -645,6 +645,8 @@ mod tests {
         ("post", "/api/conversion"),
         ("get", "/api/conversion/refund"),
         ("post", "/api/conversion/refund"),
+        ("get", "/api/ipn/{network}"),
+        ("post", "/api/ipn/{network}"),
         ("get", "/api/health"),
         ("get", "/api/stats"),
         ("get", "/api/cohorts"),

@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the postback service.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Rebuild the derived tables (stats_hourly, cohort_ltv, visitors, refund_links) from the
     /// raw events by running the SQL jobs of sql/.
     Recompute(RecomputeArgs),
@@ -252,7 +252,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args.into_config()).await,
+            Command::Serve(args) => serve::run((*args).into_config()).await,
             Command::Recompute(args) => {
                 let range = netrev_pipeline::recompute::DateRange {
                     from: args.from,

@@ -95,7 +95,12 @@ impl IntoResponse for PostbackError {
                 None,
             ),
             PostbackError::Unverified(why) => (StatusCode::UNAUTHORIZED, why, None, None),
-            PostbackError::NotFound(why) => (StatusCode::NOT_FOUND, why, None, None),
+            PostbackError::NotFound(why) => (
+                StatusCode::NOT_FOUND,
+                why,
+                Some("network".to_string()),
+                None,
+            ),
             PostbackError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "postbacks are sent with GET or POST".to_string(),

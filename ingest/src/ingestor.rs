@@ -644,6 +644,8 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
         let last = batch[batch.len() - 1].seq;
         // After a failed fsync the log cannot vouch for anything: never append behind it.
         let refused = poisoned.map_or_else(|| heal(shared, &mut log, &mut broken), Err);
+        // Refused without trying: the failure was logged when it happened.
+        let attempted = refused.is_ok();
         let result = match refused {
             Err(reason) => Err(AppendError::Write(wal::WalError::Io {
                 op: "append",
@@ -699,7 +701,9 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
             }
             Err(e) => {
                 let reason = e.to_string();
-                tracing::error!(error = %reason, "write-ahead log append failed; postbacks get 503");
+                if attempted {
+                    tracing::error!(error = %reason, "write-ahead log append failed; postbacks get 503");
+                }
                 {
                     let mut st = shared.state.lock().expect("ingest lock");
                     for p in &batch {

@@ -496,7 +496,8 @@ for s, c, g, r in rows:
                 &path
                     .replace("{vid}", "v1")
                     .replace("{id}", "wh_none")
-                    .replace("{message}", "msg_none"),
+                    .replace("{message}", "msg_none")
+                    .replace("{network}", "jvzoo"),
             );
             let req = match method.as_str() {
                 "get" => http.get(url),

@@ -1,6 +1,6 @@
 //! Fuzzing the parsers that face the network and the disk, the proptest way (bounded, so CI
 //! runs it every time): postback parameters (query, form, JSON), amounts, click IDs and
-//! write-ahead-log segments. Nothing may panic, and nothing malformed may be accepted.
+//! write-ahead-log segments, network notifications (IPN). Nothing may panic, and nothing malformed may be accepted.
 //! `PROPTEST_CASES=1000000 cargo test --test integration fuzz` runs them longer.
 
 use std::str::FromStr;
@@ -131,5 +131,37 @@ proptest! {
         // Arbitrary bytes.
         let mut out = Vec::new();
         let _ = wal::scan_segment(&path, &noise, true, &mut out);
+    }
+
+    #[test]
+    fn ipn_notifications(body in postback_text(), raw in proptest::collection::vec(any::<u8>(), 0..96), action in "(sale|refund|dispute|subscr_[a-z]{1,9}|[a-zA-Z_]{0,8})", amount in "[-0-9.,eE]{0,8}", sid in ".{0,30}") {
+        use netrev_ingest::ipn::{Network, Notice, to_event};
+        let key = clickid::Key::random();
+        let ctx = netrev_ingest::postback::Context { key: &key, now_micros: 1_795_000_000_000_000 };
+        // Without the secret nothing is genuine, whatever the bytes.
+        for network in Network::ALL {
+            for input in [body.as_bytes(), &raw[..]] {
+                prop_assert!(network.read("the-secret", input).is_err(), "{network:?} {input:?}");
+            }
+        }
+        // With WarriorPlus's key (sent in clear) the rest is arbitrary: read and map it without
+        // panicking; whatever is recorded has a positive amount for a refund.
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("WP_ACTION", &action)
+            .append_pair("WP_SALE", "sale_1")
+            .append_pair("WP_SALE_AMOUNT", &amount)
+            .append_pair("WP_HOP_SID", &sid)
+            .append_pair("WP_SECURITYKEY", "the-secret")
+            .finish();
+        if let Ok(notice) = Network::WarriorPlus.read("the-secret", form.as_bytes()) {
+            let ignored = matches!(notice, Notice::Ignore(_));
+            match to_event(notice, &ctx) {
+                Ok(Ok(Event::Refund(r))) => prop_assert!(r.amount > Decimal::ZERO),
+                Ok(Ok(Event::Conversion(c))) => prop_assert!(c.amount >= Decimal::ZERO),
+                Ok(Ok(Event::Click(_))) => prop_assert!(false, "an IPN records no click"),
+                Ok(Err(_)) | Err(_) => {}
+            }
+            prop_assert!(!ignored || !["sale", "refund", "dispute"].contains(&action.as_str()));
+        }
     }
 }

@@ -9,6 +9,7 @@ mod fuzz;
 mod generate;
 mod golden;
 mod harness;
+mod ipn;
 mod jobs;
 mod live;
 mod model;
