@@ -249,10 +249,7 @@ impl Webhooks {
         events.dedup();
         let id: [u8; 8] = rand::random();
         let endpoint = Endpoint {
-            id: format!(
-                "wh_{}",
-                id.iter().map(|b| format!("{b:02x}")).collect::<String>()
-            ),
+            id: format!("wh_{}", hex::encode(id)),
             url: parsed.to_string(),
             events,
             description,
@@ -322,13 +319,7 @@ pub fn message_id(event: &Event) -> String {
         Event::Click(c) => format!("click\0{}", c.cid),
     };
     let digest = <Sha256 as sha2::Digest>::digest(key.as_bytes());
-    format!(
-        "msg_{}",
-        digest[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    )
+    format!("msg_{}", hex::encode(&digest[..16]))
 }
 
 fn time(micros: i64) -> String {

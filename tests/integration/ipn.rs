@@ -24,14 +24,10 @@ const JVZOO: &str = "SECRETKEY123";
 const WARRIORPLUS: &str = "MyKey123";
 const DIGISTORE24: &str = "s3cret-passphrase";
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// ClickBank INS 6.0: the notification encrypted with AES-256-CBC (PKCS#7) under the text of
 /// the first 32 hex digits of SHA-1(secret key).
 fn clickbank(secret: &str, notification: serde_json::Value) -> Vec<u8> {
-    let key: [u8; 32] = hex(&Sha1::digest(secret)).as_bytes()[..32]
+    let key: [u8; 32] = hex::encode(Sha1::digest(secret)).as_bytes()[..32]
         .try_into()
         .unwrap();
     let iv = *b"526AFD2AE8887CC2";
@@ -88,7 +84,7 @@ fn jvzoo(secret: &str, kind: &str, receipt: &str, amount: &str, tid: &str) -> Ve
     sorted.sort();
     let mut text: String = sorted.iter().map(|(_, v)| format!("{v}|")).collect();
     text.push_str(secret);
-    let cverify = hex(&Sha1::digest(text.as_bytes()))[..8].to_uppercase();
+    let cverify = hex::encode(Sha1::digest(text.as_bytes()))[..8].to_uppercase();
     pairs.push(("cverify", cverify));
     form(&pairs)
 }
@@ -118,7 +114,7 @@ fn digistore24(pass: &str, pairs: &[(&str, &str)]) -> Vec<u8> {
         h.update(format!("{k}={v}{pass}"));
     }
     let mut all: Vec<(&str, String)> = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
-    all.push(("sha_sign", hex(&h.finalize()).to_uppercase()));
+    all.push(("sha_sign", hex::encode_upper(h.finalize())));
     form(&all)
 }
 

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha1::{Digest, Sha1};
 
-use super::{Amount, Notice, Refused, Tracking, hex, rebill_txid};
+use super::{Amount, Notice, Refused, Tracking, rebill_txid};
 use crate::postback::Invalid;
 use netrev_storage::RefundType;
 
@@ -52,7 +52,7 @@ struct Notification {
 
 /// The AES key ClickBank derives from a secret key.
 pub fn key(secret: &str) -> [u8; 32] {
-    let digest = hex(&Sha1::digest(secret.as_bytes()));
+    let digest = hex::encode(Sha1::digest(secret.as_bytes()));
     digest.as_bytes()[..32].try_into().expect("40 hex digits")
 }
 

@@ -20,7 +20,7 @@
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
 
-use super::{Amount, Notice, Refused, Tracking, hex};
+use super::{Amount, Notice, Refused, Tracking};
 use crate::params::{self, BodyKind, Params};
 use crate::postback::Invalid;
 use netrev_storage::RefundType;
@@ -51,7 +51,7 @@ pub fn sha_sign(params: &Params, passphrase: &str, uppercase_names: bool) -> Str
         h.update(value.as_bytes());
         h.update(passphrase.as_bytes());
     }
-    hex(&h.finalize()).to_ascii_uppercase()
+    hex::encode_upper(h.finalize())
 }
 
 pub fn read(passphrase: &str, body: &[u8]) -> Result<Notice, Refused> {

@@ -20,7 +20,7 @@
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
-use super::{Amount, Notice, Refused, Tracking, hex, rebill_txid};
+use super::{Amount, Notice, Refused, Tracking, rebill_txid};
 use crate::params::{self, BodyKind, Params};
 use crate::postback::Invalid;
 use netrev_storage::RefundType;
@@ -33,7 +33,7 @@ pub fn cverify(params: &Params, secret: &str) -> String {
         text.push('|');
     }
     text.push_str(secret);
-    hex(&Sha1::digest(text.as_bytes()))[..8].to_ascii_uppercase()
+    hex::encode(Sha1::digest(text.as_bytes()))[..8].to_ascii_uppercase()
 }
 
 pub fn read(secret: &str, body: &[u8]) -> Result<Notice, Refused> {

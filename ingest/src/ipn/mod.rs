@@ -27,8 +27,6 @@ use netrev_storage::clickid::{self, Kind};
 use netrev_storage::money::{self, AmountError};
 use netrev_storage::{Conversion, Event, Refund, RefundType};
 use rust_decimal::Decimal;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::postback::{Context, Invalid, MAX_TXID_CHARS};
 
@@ -261,19 +259,6 @@ pub fn rebill_txid(receipt: &str, time: Option<&str>) -> String {
         Some(t) if !receipt.contains('-') => format!("{receipt}-BILL-{t}"),
         _ => receipt.to_string(),
     }
-}
-
-/// Compares a secret the network sent with the configured one in constant time (as SHA-256
-/// digests, which hides the length too).
-pub fn same_secret(given: &str, configured: &str) -> bool {
-    let a: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-    let b: [u8; 32] = Sha256::digest(configured.as_bytes()).into();
-    bool::from(a.ct_eq(&b))
-}
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

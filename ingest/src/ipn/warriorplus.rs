@@ -16,7 +16,8 @@
 //! `aff`), `WP_SALE_EARNINGS_VENDOR` for a vendor's, else `WP_SALE_AMOUNT`. The click ID is
 //! the SubID of the link: `WP_HOP_SID`, `WP_SID` or `WP_HOP_TID`.
 
-use super::{Amount, Notice, Refused, Tracking, same_secret};
+use super::{Amount, Notice, Refused, Tracking};
+use crate::http::Secret;
 use crate::params::{self, BodyKind};
 use crate::postback::Invalid;
 use netrev_storage::RefundType;
@@ -25,7 +26,7 @@ pub fn read(secret: &str, body: &[u8]) -> Result<Notice, Refused> {
     let p = params::parse(None, body, BodyKind::Form)?;
     match p.get("WP_SECURITYKEY") {
         None => return Err(Refused::Unverified("WP_SECURITYKEY is missing".into())),
-        Some(k) if !same_secret(k.trim(), secret.trim()) => {
+        Some(k) if !Secret::new(secret.trim()).matches(Some(k.trim())) => {
             return Err(Refused::Unverified(
                 "WP_SECURITYKEY is not the configured WarriorPlus security key".into(),
             ));
