@@ -173,8 +173,11 @@ struct Shared {
     state: Mutex<State>,
     /// Wakes the writer thread when `pending` fills or on shutdown.
     writer_wake: Condvar,
-    /// Highest durable sequence; duplicates wait on it for their original.
+    /// Highest durable sequence.
     durable: watch::Sender<u64>,
+    /// Highest sequence whose append is over, durable or failed; duplicates wait on it for
+    /// their original.
+    resolved: watch::Sender<u64>,
     /// Wakes the flusher early when the buffer reaches `flush_rows`.
     flush_now: Notify,
     /// Tells the flusher to do a last flush and stop.
@@ -258,8 +261,12 @@ impl Ingestor {
             }
         }
         // Never reuse a sequence this node already put in a file name, even if its log
-        // directory was lost: a reused range could overwrite or shadow stored rows.
-        let next_seq = checkpoint.max(max_replayed).max(history.max_seq_of_node) + 1;
+        // directory was lost: a reused range could overwrite or shadow stored rows. Nor start
+        // below the newest segment (one left empty after a failed fsync skipped sequences):
+        // the segment being written must stay the newest, the one trimming never removes.
+        let newest_segment = wal::segments(&dir)?.last().map_or(0, |(first, _)| *first);
+        let next_seq =
+            (checkpoint.max(max_replayed).max(history.max_seq_of_node) + 1).max(newest_segment);
         tracing::info!(
             node = %node,
             checkpoint,
@@ -285,6 +292,7 @@ impl Ingestor {
 
         let writer_log = wal::Writer::create(&dir, next_seq, config.segment_bytes)?;
         let (durable, _) = watch::channel(next_seq - 1);
+        let (resolved, _) = watch::channel(next_seq - 1);
         let (flusher_stop, stop_rx) = watch::channel(false);
         let hold = config
             .hold_log
@@ -293,6 +301,7 @@ impl Ingestor {
             state: Mutex::new(state),
             writer_wake: Condvar::new(),
             durable,
+            resolved,
             flush_now: Notify::new(),
             flusher_stop,
             flush_lock: tokio::sync::Mutex::new(()),
@@ -397,12 +406,12 @@ impl Ingestor {
     /// A duplicate is acknowledged only once its original is durable, so an ack never
     /// outruns the log even for retries that race the first copy.
     async fn await_original(&self, key: dedup::Key, original: u64) -> Result<Outcome, Rejected> {
-        let mut rx = self.shared.durable.subscribe();
+        let mut rx = self.shared.resolved.subscribe();
         if rx.wait_for(|&d| d >= original).await.is_err() {
             return Err(Rejected::ShuttingDown);
         }
         let st = self.shared.state.lock().expect("ingest lock");
-        // A failed append removes its keys before the durable mark can pass it.
+        // A failed append removes its keys before the resolved mark can pass it.
         match st.seen.get(&key) {
             Some(&s) if s == original => Ok(Outcome::Duplicate),
             _ => Err(Rejected::Unavailable(
@@ -692,6 +701,7 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
                     .recorded
                     .fetch_add(dones.len() as u64, Ordering::Relaxed);
                 shared.durable.send_replace(last);
+                shared.resolved.send_replace(last);
                 for done in dones {
                     let _ = done.send(Ok(()));
                 }
@@ -720,7 +730,7 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
                     }
                 }
                 // Let duplicates waiting on these sequences wake and see the keys are gone.
-                shared.durable.send_replace(last);
+                shared.resolved.send_replace(last);
                 for p in batch {
                     let _ = p.done.send(Err(Rejected::Unavailable(reason.clone())));
                 }
@@ -1064,6 +1074,41 @@ mod tests {
         ing.shutdown().await.unwrap();
         drop(ing);
         assert_eq!(stored(&store).await, want);
+    }
+
+    /// After a failed fsync the log continues in a segment named by the next sequence, past
+    /// the refused ones; if that segment is still empty at a restart, the restarted log must
+    /// not start below it, or trimming would take the newer-named empty segment for the one
+    /// being written and delete the real one.
+    #[tokio::test]
+    async fn a_restart_never_writes_below_the_newest_segment() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("data").to_str().unwrap()).unwrap();
+        let cfg = config(tmp.path());
+        let ing = Ingestor::open(store.clone(), cfg.clone()).await.unwrap();
+        assert!(matches!(
+            ing.submit(conv(1, DAY1)).await,
+            Ok(Outcome::Recorded(1))
+        ));
+        drop(ing);
+        // What a recovered log leaves: an empty segment for sequence 50 onwards.
+        let empty = cfg.wal_dir.join(format!("{:020}.wal", 50));
+        std::fs::write(&empty, wal::MAGIC).unwrap();
+        let ing = Ingestor::open(store.clone(), cfg.clone()).await.unwrap();
+        let Ok(Outcome::Recorded(seq)) = ing.submit(conv(2, DAY1)).await else {
+            panic!("recorded")
+        };
+        assert!(seq >= 50, "sequence {seq} written below the newest segment");
+        ing.flush().await.unwrap();
+        // Trimming after the flush kept the segment being written: a third event written
+        // now survives a crash.
+        assert!(matches!(
+            ing.submit(conv(3, DAY1)).await,
+            Ok(Outcome::Recorded(_))
+        ));
+        drop(ing);
+        let replayed = wal::replay(&cfg.wal_dir).unwrap();
+        assert_eq!(replayed.last().map(|r| r.seq), Some(seq + 1));
     }
 
     #[tokio::test]

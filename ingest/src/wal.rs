@@ -365,9 +365,12 @@ impl Writer {
                 Err(_) => AppendError::Sync(err),
             });
         }
-        failpoint::check("wal-fsync")
-            .and_then(|()| self.file.sync_data())
-            .map_err(|e| AppendError::Sync(io("fsync", &self.path)(e)))?;
+        if let Err(e) = failpoint::check("wal-fsync").and_then(|()| self.file.sync_data()) {
+            // Not acknowledged, so it must not be replayed either: cut it off now, as far as
+            // the failing disk lets us ([`Writer::recover`] makes the cut durable).
+            let _ = self.file.set_len(self.len);
+            return Err(AppendError::Sync(io("fsync", &self.path)(e)));
+        }
         self.len += framed.len() as u64;
         Ok(())
     }

@@ -414,10 +414,10 @@ async fn each_network_records_sales_refunds_and_chargebacks_once_and_nothing_els
         })
         .collect();
     let want: BTreeSet<String> = [
-        format!("{cb} 48.5 CBR00001-RFND CustomerRequest CBR00001"),
-        format!("{cb} 0.1 CBR00002-CGBK Chargeback CBR00002"),
-        format!("{jv} 47 JVR0001-RFND CustomerRequest JVR0001"),
-        format!("{jv} 0.2 JVR0002-CGBK Chargeback JVR0002"),
+        format!("{cb} 48.5 CBR00001-RFND-2026-11-20T10:00:00-08:00 CustomerRequest CBR00001"),
+        format!("{cb} 0.1 CBR00002-CGBK-2026-11-20T10:00:00-08:00 Chargeback CBR00002"),
+        format!("{jv} 47 JVR0001-RFND-1795000000 CustomerRequest JVR0001"),
+        format!("{jv} 0.2 JVR0002-CGBK-1795000000 Chargeback JVR0002"),
         format!("{wp} 8.5 sale_1-refund CustomerRequest sale_1"),
         format!("{wp} 0.3 sale_2-dispute Chargeback sale_2"),
         format!("{ds} 47 3999940 CustomerRequest "),

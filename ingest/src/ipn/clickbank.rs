@@ -9,16 +9,14 @@
 //! |---|---|
 //! | `SALE` | conversion `sale`, `txid` = `receipt` |
 //! | `BILL` | conversion `rebill`, `txid` = its `receipt` |
-//! | `RFND` | refund `customer_request`, `txid` = `receipt-RFND`, `ref` = `receipt` |
-//! | `CGBK` | refund `chargeback`, `txid` = `receipt-CGBK`, `ref` = `receipt` |
-//! | `INSF` | refund `chargeback` (an eCheck returned unpaid), `txid` = `receipt-INSF` |
+//! | `RFND` | refund `customer_request`, `txid` = `receipt-RFND-transactionTime`, `ref` = `receipt` |
+//! | `CGBK` | refund `chargeback`, `txid` = `receipt-CGBK-transactionTime`, `ref` = `receipt` |
+//! | `INSF` | refund `chargeback` (an eCheck returned unpaid), `txid` = `receipt-INSF-…` |
 //! | `TEST*`, `*-TEST-*`, cancellations, anything else | acknowledged, ignored |
 //!
 //! The amount is `totalAccountAmount`, what the account receiving the notification earns
 //! (the affiliate's commission for an affiliate); the click ID is the `tid` of the hoplink,
 //! which ClickBank echoes in `trackingCodes`.
-
-use std::collections::HashMap;
 
 use aes::cipher::{BlockDecryptMut, KeyIvInit, block_padding::NoPadding};
 use base64::Engine;
@@ -27,7 +25,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha1::{Digest, Sha1};
 
-use super::{Amount, Notice, Refused, Tracking, rebill_txid};
+use super::{Amount, Notice, Refused, Tracking, rebill_txid, refund_txid};
 use crate::postback::Invalid;
 use netrev_storage::RefundType;
 
@@ -40,14 +38,14 @@ struct Envelope {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Notification {
-    transaction_type: String,
-    receipt: String,
+    transaction_type: Option<String>,
+    receipt: Option<String>,
     transaction_time: Option<String>,
     total_account_amount: Option<Box<RawValue>>,
     #[serde(default)]
-    tracking_codes: Option<Vec<Option<String>>>,
+    tracking_codes: Option<serde_json::Value>,
     #[serde(default)]
-    vendor_variables: Option<HashMap<String, serde_json::Value>>,
+    vendor_variables: Option<serde_json::Value>,
 }
 
 /// The AES key ClickBank derives from a secret key.
@@ -93,18 +91,26 @@ pub fn read(secret: &str, body: &[u8]) -> Result<Notice, Refused> {
         )
     };
     let plain = decrypt(secret, &envelope.notification, &envelope.iv).ok_or_else(unverified)?;
-    let n: Notification = serde_json::from_slice(&plain).map_err(|_| unverified())?;
+    // Decrypting to a JSON object is what makes it genuine; its fields are judged after.
+    let n: Notification = match serde_json::from_slice(&plain) {
+        Ok(n) => n,
+        Err(e) if serde_json::from_slice::<serde_json::Map<_, _>>(&plain).is_ok() => {
+            return Err(Invalid::new("notification", format!("unexpected field: {e}")).into());
+        }
+        Err(_) => return Err(unverified()),
+    };
 
-    let mut clicks: Vec<Tracking> = n
-        .tracking_codes
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|value| Tracking {
-            field: "trackingCodes",
-            value,
-        })
-        .collect();
+    let mut clicks: Vec<Tracking> = match &n.tracking_codes {
+        Some(serde_json::Value::Array(codes)) => codes
+            .iter()
+            .filter_map(|c| c.as_str())
+            .map(|value| Tracking {
+                field: "trackingCodes",
+                value: value.to_string(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
     if let Some(serde_json::Value::String(tid)) =
         n.vendor_variables.as_ref().and_then(|v| v.get("tid"))
     {
@@ -128,28 +134,40 @@ pub fn read(secret: &str, body: &[u8]) -> Result<Notice, Refused> {
             text,
         })
     };
-    let receipt = n.receipt.trim().to_string();
-    let refund = |kind, suffix: &str| -> Result<Notice, Refused> {
+    let receipt = || -> Result<String, Refused> {
+        Ok(n.receipt
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .ok_or_else(|| Invalid::new("receipt", "is required"))?
+            .to_string())
+    };
+    let time = n.transaction_time.as_deref();
+    let refund = |kind, what: &str| -> Result<Notice, Refused> {
+        let receipt = receipt()?;
         Ok(Notice::Refund {
             clicks: clicks.clone(),
             amount: amount()?,
-            txid: format!("{receipt}-{suffix}"),
-            reference: Some(receipt.clone()),
+            txid: refund_txid(&receipt, what, time),
+            reference: Some(receipt),
             kind,
         })
     };
-    let t = n.transaction_type.trim().to_ascii_uppercase();
+    let Some(t) = n.transaction_type.as_deref() else {
+        return Err(Invalid::new("transactionType", "is required").into());
+    };
+    let t = t.trim().to_ascii_uppercase();
     match t.as_str() {
         "SALE" => Ok(Notice::Conversion {
             clicks: clicks.clone(),
             amount: amount()?,
-            txid: receipt.clone(),
+            txid: receipt()?,
             kind: "sale",
         }),
         "BILL" => Ok(Notice::Conversion {
             clicks: clicks.clone(),
             amount: amount()?,
-            txid: rebill_txid(&receipt, n.transaction_time.as_deref()),
+            txid: rebill_txid(&receipt()?, time),
             kind: "rebill",
         }),
         "RFND" => refund(RefundType::CustomerRequest, "RFND"),

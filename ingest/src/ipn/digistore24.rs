@@ -10,7 +10,7 @@
 //! | `on_payment` | conversion `sale` (`rebill` after the first payment), `txid` = `transaction_id` |
 //! | `on_refund` | refund `customer_request`, `txid` = `transaction_id` |
 //! | `on_chargeback` | refund `chargeback`, `txid` = `transaction_id` |
-//! | `connection_test`, test mode (`api_mode` not `live`), anything else | acknowledged, ignored |
+//! | `connection_test`, test mode (`api_mode` not `live`, or absent), anything else | acknowledged, ignored |
 //!
 //! A refund's `ref` is `parent_transaction_id` when given; otherwise it links to the click's
 //! earliest sale (DESIGN.md section 4). The amount is `amount`; the click ID comes from
@@ -86,9 +86,11 @@ pub fn read(passphrase: &str, body: &[u8]) -> Result<Notice, Refused> {
     if event == "connection_test" {
         return Ok(Notice::Ignore("connection test".into()));
     }
-    if let Some(mode) = p.get("api_mode").filter(|m| *m != "live") {
+    // As Digistore24's own sample: anything but `live` is a test.
+    if p.get("api_mode") != Some("live") {
+        let mode = p.get("api_mode").unwrap_or("absent");
         return Ok(Notice::Ignore(format!(
-            "test mode (api_mode={mode}): {event}"
+            "test mode (api_mode {mode}): {event}"
         )));
     }
     let clicks: Vec<Tracking> = ["click_id", "custom", "cid", "trackingkey", "campaignkey"]

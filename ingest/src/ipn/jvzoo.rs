@@ -8,9 +8,9 @@
 //! |---|---|
 //! | `SALE` | conversion `sale`, `txid` = `ctransreceipt` |
 //! | `BILL` | conversion `rebill`, `txid` = its `ctransreceipt` |
-//! | `RFND` | refund `customer_request`, `txid` = `ctransreceipt-RFND`, `ref` = `ctransreceipt` |
-//! | `CGBK` | refund `chargeback`, `txid` = `ctransreceipt-CGBK`, `ref` = `ctransreceipt` |
-//! | `INSF` | refund `chargeback`, `txid` = `ctransreceipt-INSF` |
+//! | `RFND` | refund `customer_request`, `txid` = `ctransreceipt-RFND-ctranstime`, `ref` = `ctransreceipt` |
+//! | `CGBK` | refund `chargeback`, `txid` = `ctransreceipt-CGBK-ctranstime`, `ref` = `ctransreceipt` |
+//! | `INSF` | refund `chargeback`, `txid` = `ctransreceipt-INSF-ctranstime` |
 //! | `TEST…`, `CANCEL-REBILL`, `UNCANCEL-REBILL`, anything else | acknowledged, ignored |
 //!
 //! The amount is `ctransamount` (what the party receiving the notification is paid, in
@@ -20,7 +20,7 @@
 use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
-use super::{Amount, Notice, Refused, Tracking, rebill_txid};
+use super::{Amount, Notice, Refused, Tracking, rebill_txid, refund_txid};
 use crate::params::{self, BodyKind, Params};
 use crate::postback::Invalid;
 use netrev_storage::RefundType;
@@ -73,7 +73,7 @@ pub fn read(secret: &str, body: &[u8]) -> Result<Notice, Refused> {
         Ok(Notice::Refund {
             clicks: clicks.clone(),
             amount: amount(),
-            txid: format!("{receipt}-{suffix}"),
+            txid: refund_txid(&receipt, suffix, p.get("ctranstime")),
             reference: Some(receipt),
             kind,
         })

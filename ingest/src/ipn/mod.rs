@@ -89,7 +89,7 @@ impl IpnSecrets {
             Network::WarriorPlus => self.warriorplus.as_deref(),
             Network::Digistore24 => self.digistore24.as_deref(),
         }
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.trim().is_empty())
     }
 }
 
@@ -199,21 +199,19 @@ pub fn to_event(notice: Notice, ctx: &Context) -> Result<Result<Event, String>, 
     }
 }
 
-/// The first echoed value that is a click ID netrev issued; else the first that could be a
-/// click imported from another tracker. A value failing the integrity check of our IDs is
-/// someone else's code (or mistyped), not ours.
+/// The first echoed value that is a click ID netrev issued (its integrity check passes).
+/// Anything else is someone else's code (a campaign key, a vendor's tracking ID) or
+/// mistyped: a sale carrying only such values is not from a netrev click.
 fn click_id(clicks: &[Tracking], ctx: &Context) -> Option<String> {
-    let mut foreign = None;
-    for t in clicks {
-        match clickid::check(&t.value, ctx.key, ctx.now_ms()) {
-            Ok(Kind::Native { .. }) => return Some(t.value.clone()),
-            Ok(Kind::Foreign) => {
-                foreign.get_or_insert_with(|| t.value.clone());
-            }
-            Err(_) => {}
-        }
-    }
-    foreign
+    clicks
+        .iter()
+        .find(|t| {
+            matches!(
+                clickid::check(&t.value, ctx.key, ctx.now_ms()),
+                Ok(Kind::Native { .. })
+            )
+        })
+        .map(|t| t.value.clone())
 }
 
 fn no_click(clicks: &[Tracking]) -> String {
@@ -251,6 +249,17 @@ fn id(field: &str, v: String) -> Result<String, Invalid> {
     Ok(v)
 }
 
+/// The `txid` of a refund or chargeback (`what`) of `receipt`. Networks send the sale's
+/// receipt with it, so the notification's time tells two refunds of one sale apart (a partial
+/// one, or a rebill's that reused the receipt), while a resent notification, which keeps its
+/// time, is the same refund.
+pub fn refund_txid(receipt: &str, what: &str, time: Option<&str>) -> String {
+    match time.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) => format!("{receipt}-{what}-{t}"),
+        None => format!("{receipt}-{what}"),
+    }
+}
+
 /// The `txid` of a rebill. Networks give rebills receipts of their own (`RECEIPT-B001`); one
 /// that repeats the first sale's receipt is told apart by its time, so it is never taken for
 /// a retried copy of that sale and dropped.
@@ -283,7 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn our_click_id_wins_over_foreign_codes_and_none_means_ignored() {
+    fn only_our_click_ids_count_and_none_means_ignored() {
         let key = clickid::Key::random();
         let ours = clickid::Generator::new(key.clone())
             .issue(1_795_000_000_000)
@@ -309,10 +318,10 @@ mod tests {
             (r.cid.as_str(), r.amount),
             (ours.as_str(), Decimal::new(125, 1))
         );
-        let Ok(Ok(Event::Refund(r))) = to_event(refund(tracking(&["fb_1"])), &c) else {
-            panic!("a foreign ID is taken when there is no other")
+        let Ok(Err(why)) = to_event(refund(tracking(&["fb_1"])), &c) else {
+            panic!("a code that is not a netrev click ID is not a click")
         };
-        assert_eq!(r.cid, "fb_1");
+        assert!(why.contains("fb_1"), "{why}");
         let Ok(Err(why)) = to_event(refund(tracking(&["has space"])), &c) else {
             panic!("ignored")
         };
@@ -326,9 +335,12 @@ mod tests {
     #[test]
     fn amounts_are_exact_and_checked() {
         let key = clickid::Key::random();
+        let ours = clickid::Generator::new(key.clone())
+            .issue(1_795_000_000_000)
+            .0;
         let c = ctx(&key);
         let sale = |text: &str| Notice::Conversion {
-            clicks: tracking(&["fb_1"]),
+            clicks: tracking(&[&ours]),
             amount: Amount {
                 field: "ctransamount",
                 text: text.into(),
@@ -349,5 +361,7 @@ mod tests {
         assert_eq!(rebill_txid("ABC-B001", Some("1700")), "ABC-B001");
         assert_eq!(rebill_txid("ABC", Some("1700")), "ABC-BILL-1700");
         assert_eq!(rebill_txid("ABC", None), "ABC");
+        assert_eq!(refund_txid("ABC", "RFND", Some("1700")), "ABC-RFND-1700");
+        assert_eq!(refund_txid("ABC", "RFND", None), "ABC-RFND");
     }
 }

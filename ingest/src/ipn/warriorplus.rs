@@ -9,6 +9,9 @@
 //! | `subscr_completed` | conversion `rebill`, `txid` = `WP_SUBSCR_PAYMENT_TXNID` |
 //! | `refund`, `subscr_refunded` | refund `customer_request`, `txid` = `SALE-refund`, `ref` = the sale ID |
 //! | `dispute` | refund `chargeback`, `txid` = `SALE-dispute`, `ref` = the sale ID |
+//!
+//! A refund or dispute of one payment of a subscription (`WP_SUBSCR_PAYMENT_TXNID` given) is
+//! `SALE-PAYMENT-refund` (or `-dispute`) with `ref` = that payment.
 //! | cancellations, failures, anything else | acknowledged, ignored |
 //!
 //! The sale ID is `WP_SALE` (else `WP_SALEID`, else `WP_TXNID`). The amount is what the
@@ -66,16 +69,20 @@ pub fn read(secret: &str, body: &[u8]) -> Result<Notice, Refused> {
     };
     let refund = |kind, what: &str| -> Result<Notice, Refused> {
         let sale = sale()?;
-        // A subscription is refunded payment by payment.
-        let txid = match p.get("WP_SUBSCR_PAYMENT_TXNID") {
-            Some(payment) if what == "refund" => format!("{sale}-{payment}-refund"),
-            _ => format!("{sale}-{what}"),
+        // A subscription is refunded or disputed payment by payment; each recurring payment
+        // was recorded under its own transaction ID.
+        let (txid, reference) = match p.get("WP_SUBSCR_PAYMENT_TXNID") {
+            Some(payment) => (
+                format!("{sale}-{payment}-{what}"),
+                payment.trim().to_string(),
+            ),
+            None => (format!("{sale}-{what}"), sale),
         };
         Ok(Notice::Refund {
             clicks: clicks.clone(),
             amount: amount(),
             txid,
-            reference: Some(sale),
+            reference: Some(reference),
             kind,
         })
     };
