@@ -235,6 +235,10 @@ struct ServeArgs {
     /// `POST /api/ipn/digistore24`.
     #[arg(long, env = "NETREV_IPN_DIGISTORE24_SECRET", hide_env_values = true)]
     ipn_digistore24_secret: Option<String>,
+    /// Serve the postback routes only (an extra ingest node on a shared S3 data root): no
+    /// live stats, query routes, dashboard, webhooks or scheduled recompute.
+    #[arg(long, env = "NETREV_INGEST_ONLY")]
+    ingest_only: bool,
     /// Webhook deliveries attempted at once (a slow receiver holds one slot at most 15 s).
     #[arg(long, env = "NETREV_WEBHOOKS_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     webhooks_concurrency: u32,
@@ -321,9 +325,14 @@ fn main() -> anyhow::Result<()> {
 
 impl ServeArgs {
     fn into_config(self) -> serve::ServeConfig {
-        let wal_dir = self
-            .wal_dir
-            .unwrap_or_else(|| PathBuf::from(&self.data.data).join("wal"));
+        // A remote data root has no local directory to hold the log: it must be given.
+        let wal_dir = self.wal_dir.unwrap_or_else(|| {
+            if self.data.data.contains("://") {
+                PathBuf::new()
+            } else {
+                PathBuf::from(&self.data.data).join("wal")
+            }
+        });
         serve::ServeConfig {
             data: self.data.data,
             listen: self.listen,
@@ -367,6 +376,7 @@ impl ServeArgs {
                 allow_private: self.webhooks_allow_private,
                 ..Default::default()
             },
+            ingest_only: self.ingest_only,
             sql_limits: netrev_pipeline::query::Limits {
                 max_rows: self.sql_max_rows,
                 timeout: std::time::Duration::from_secs(self.sql_timeout_secs),

@@ -32,6 +32,9 @@ pub struct ServeConfig {
     pub http: crate::http_server::Limits,
     /// Postbacks per second and burst per client address, and the trusted proxies.
     pub rate_limit: (f64, f64, Vec<std::net::IpAddr>),
+    /// Serve the postback routes only: no live stats, query routes, dashboard, webhooks or
+    /// scheduled recompute (an extra ingest node beside a full one on a shared store).
+    pub ingest_only: bool,
 }
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
@@ -42,8 +45,17 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             config.listen
         );
     }
+    anyhow::ensure!(
+        !config.ingest.wal_dir.as_os_str().is_empty(),
+        "the data root {} is not a local directory: give the write-ahead log a local one with \
+         --wal-dir (NETREV_WAL_DIR), one per node",
+        config.data
+    );
     let store =
         Store::open(&config.data).with_context(|| format!("opening data root {}", config.data))?;
+    if config.ingest_only {
+        return run_ingest_only(config, store).await;
+    }
     // Held while we run: one server per data root, and stats_hourly is kept by our live stats
     // (`netrev recompute` leaves it alone meanwhile).
     let _live_lock = netrev_pipeline::recompute::take_live_lock(&store)?;
@@ -107,6 +119,45 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!("shutting down: flushing the ingest buffer");
     ingestor.shutdown().await.context("final flush")?;
     Ok(())
+}
+
+/// An extra ingest node: postbacks into its own write-ahead log and raw files named after its
+/// node ID; everything computed from them is left to the full node's scheduled recompute.
+async fn run_ingest_only(config: ServeConfig, store: Store) -> anyhow::Result<()> {
+    let ingestor = Ingestor::open(store, config.ingest)
+        .await
+        .context("starting ingest")?;
+    let (rate, burst, trusted) = config.rate_limit;
+    let app = netrev_ingest::http::router(ingestor.clone(), &config.postbacks)
+        .layer(axum::middleware::from_fn_with_state(
+            crate::rate_limit::RateLimit::new(rate, burst, trusted),
+            crate::rate_limit::limit,
+        ))
+        .merge(
+            Router::new()
+                .route("/api/health", get(ingest_health))
+                .with_state(ingestor.clone()),
+        );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let shutdown = shutdown_signal();
+    tracing::info!(%addr, data = %config.data, node = ingestor.node(), "netrev ingest-only node serving");
+    println!("netrev listening on http://{addr}");
+    crate::http_server::serve(listener, app, config.http, shutdown).await?;
+    tracing::info!("shutting down: flushing the ingest buffer");
+    ingestor.shutdown().await.context("final flush")?;
+    Ok(())
+}
+
+async fn ingest_health(State(ingestor): State<Arc<Ingestor>>) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "ok": true,
+        "node": ingestor.node(),
+        "ingest_only": true,
+        "ingest": ingestor.stats(),
+    }))
 }
 
 async fn health(

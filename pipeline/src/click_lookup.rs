@@ -14,8 +14,12 @@ use std::ops::Range;
 
 use arrow::array::StringArray;
 use chrono::NaiveDate;
+use std::sync::Arc;
+
+use bytes::Bytes;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
@@ -24,6 +28,7 @@ use parquet::arrow::arrow_reader::{
 use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::page_index::column_index::ColumnIndexMetaData;
+use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::statistics::Statistics;
 
 use crate::live::{ClickColumns, ClickLookup, ClickRow};
@@ -69,9 +74,64 @@ impl FileIndex {
     }
 }
 
+/// Where the click files are read from.
+enum Files {
+    /// Paths of the local file system (a local data root's snapshot).
+    Local(LocalFileSystem),
+    /// Paths of a remote store (S3), fetched whole: raw files are micro-batch sized.
+    Remote(Arc<dyn ObjectStore>),
+}
+
+/// A click file opened for reading: a local file, or the bytes of a remote one.
+enum Source {
+    File(std::fs::File),
+    Bytes(Bytes),
+}
+
+impl Length for Source {
+    fn len(&self) -> u64 {
+        match self {
+            Source::File(f) => f.len(),
+            Source::Bytes(b) => Length::len(b),
+        }
+    }
+}
+
+impl ChunkReader for Source {
+    type T = Box<dyn std::io::Read + Send>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(match self {
+            Source::File(f) => Box::new(f.get_read(start)?),
+            Source::Bytes(b) => Box::new(b.get_read(start)?),
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        match self {
+            Source::File(f) => f.get_bytes(start, length),
+            Source::Bytes(b) => b.get_bytes(start, length),
+        }
+    }
+}
+
+/// The runtime remote reads are driven on: lookups run on the live stats' own thread, which
+/// is not a runtime's, and block there until the bytes arrive. Lives as long as the process.
+fn remote_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("netrev-click-reads")
+            .enable_all()
+            .build()
+            .expect("click lookup runtime")
+    })
+}
+
 /// Looks clicks up in the `clicks` files of a snapshot.
 pub struct ParquetClicks {
-    store: LocalFileSystem,
+    files: Files,
     /// The snapshot's click files by partition day.
     by_day: HashMap<NaiveDate, Vec<Path>>,
     days: HashMap<NaiveDate, Vec<FileIndex>>,
@@ -95,9 +155,9 @@ impl std::fmt::Debug for ParquetClicks {
 }
 
 impl ParquetClicks {
-    /// A lookup over the `clicks` files among `files` (paths of `store`, each under a
-    /// `clicks/date=YYYY-MM-DD/` partition).
-    pub fn new(files: &HashSet<Path>) -> Self {
+    /// A lookup over the `clicks` files among `files`, each under a `clicks/date=YYYY-MM-DD/`
+    /// partition: paths of the local file system, or of `remote` when given.
+    pub fn new(files: &HashSet<Path>, remote: Option<Arc<dyn ObjectStore>>) -> Self {
         let mut by_day: HashMap<NaiveDate, Vec<Path>> = HashMap::new();
         for f in files {
             let parts: Vec<_> = f.parts().collect();
@@ -112,7 +172,10 @@ impl ParquetClicks {
             }
         }
         ParquetClicks {
-            store: LocalFileSystem::new(),
+            files: match remote {
+                Some(store) => Files::Remote(store),
+                None => Files::Local(LocalFileSystem::new()),
+            },
             by_day,
             days: HashMap::new(),
             recent: VecDeque::new(),
@@ -124,12 +187,22 @@ impl ParquetClicks {
         }
     }
 
-    fn open(&self, path: &Path) -> Result<std::fs::File> {
-        let local = self
-            .store
-            .path_to_filesystem(path)
-            .map_err(|e| Error::DataRoot(format!("{path}: {e}")))?;
-        std::fs::File::open(&local).map_err(|e| Error::DataRoot(format!("{path}: {e}")))
+    fn open(&self, path: &Path) -> Result<Source> {
+        let failed = |e: &dyn std::fmt::Display| Error::DataRoot(format!("{path}: {e}"));
+        match &self.files {
+            Files::Local(fs) => {
+                let local = fs.path_to_filesystem(path).map_err(|e| failed(&e))?;
+                Ok(Source::File(
+                    std::fs::File::open(&local).map_err(|e| failed(&e))?,
+                ))
+            }
+            Files::Remote(store) => {
+                let bytes = remote_runtime()
+                    .block_on(async { store.get(path).await?.bytes().await })
+                    .map_err(|e| failed(&e))?;
+                Ok(Source::Bytes(bytes))
+            }
+        }
     }
 
     fn day(&mut self, day: NaiveDate) -> Result<&Vec<FileIndex>> {

@@ -56,8 +56,28 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// `DATAFUSION_*` environment variables (e.g. `DATAFUSION_EXECUTION_BATCH_SIZE`).
 pub async fn session(store: &Store) -> Result<SessionContext> {
     let ctx = SessionContext::new_with_config(SessionConfig::from_env()?);
+    if store.local_root().is_none() {
+        register_remote(&ctx, store.object_store());
+    }
     register_raw_tables(&ctx, store).await?;
     Ok(ctx)
+}
+
+/// The URL under which a remote data root (S3) is registered in DataFusion; its paths are
+/// those of the store (`events/clicks/…`). A local root is read by its directory's path.
+const REMOTE_URL: &str = "netrev://root/";
+
+fn register_remote(ctx: &SessionContext, store: Arc<dyn object_store::ObjectStore>) {
+    let url = url::Url::parse(REMOTE_URL).expect("valid URL");
+    ctx.runtime_env().register_object_store(&url, store);
+}
+
+/// The listing URL of the directory `rel` (`events/clicks`, `tables/visitors`) of `store`.
+fn table_url(store: &Store, rel: &str) -> String {
+    match store.local_root() {
+        Some(root) => format!("{}/", root.join(rel).display()),
+        None => format!("{REMOTE_URL}{rel}/"),
+    }
 }
 
 /// A session with the raw tables and every job's view: what the jobs run in.
@@ -83,7 +103,19 @@ pub async fn materialized_job_session_with_files(
     Arc<std::collections::HashSet<object_store::path::Path>>,
 )> {
     let ctx = session(store).await?;
-    let root = local_root(store)?;
+    let Some(root) = store.local_root() else {
+        // A remote root: the snapshot lists the store itself, under the URL its tables use.
+        let frozen = snapshot::Snapshot::take(
+            store.object_store(),
+            vec![object_store::path::Path::from("events")],
+        )
+        .await
+        .map_err(|e| Error::Storage(e.into()))?;
+        let files = frozen.files();
+        register_remote(&ctx, Arc::new(frozen));
+        jobs::create_materialized_views(&ctx).await?;
+        return Ok((ctx, files));
+    };
     let local = local_files();
     let events_dir = root.join("events");
     // Resolving the path needs it to exist; a data root without events yet is fine.
@@ -112,7 +144,6 @@ pub async fn query_session(store: &Store) -> Result<SessionContext> {
     // The derived tables' schemas are those of the job views; planning them reads no data.
     let jobs = job_session(store).await?;
     let ctx = session(store).await?;
-    let root = local_root(store)?;
     for d in jobs::DERIVED {
         let full = jobs.table(d.name).await?.schema().as_arrow().clone();
         let file_fields: Vec<_> = full
@@ -122,8 +153,16 @@ pub async fn query_session(store: &Store) -> Result<SessionContext> {
             .cloned()
             .collect();
         let file_schema = Arc::new(Schema::new(file_fields));
-        let dir = root.join("tables").join(d.name);
-        if dir.is_dir() {
+        let rel = format!("tables/{}", d.name);
+        let written = match store.local_root() {
+            Some(root) => root.join(&rel).is_dir(),
+            None => !store
+                .list(&object_store::path::Path::from(rel.as_str()))
+                .await
+                .map_err(Error::Storage)?
+                .is_empty(),
+        };
+        if written {
             let mut options = ListingOptions::new(Arc::new(ParquetFormat::default()))
                 .with_file_extension(".parquet");
             if d.partitioned_by_date {
@@ -132,7 +171,7 @@ pub async fn query_session(store: &Store) -> Result<SessionContext> {
             }
             ctx.register_listing_table(
                 d.name,
-                format!("{}/", dir.display()),
+                table_url(store, &rel),
                 options,
                 Some(file_schema),
                 None,
@@ -147,20 +186,10 @@ pub async fn query_session(store: &Store) -> Result<SessionContext> {
     Ok(ctx)
 }
 
-fn local_root(store: &Store) -> Result<&std::path::Path> {
-    store
-        .local_root()
-        .ok_or_else(|| Error::DataRoot(format!("{} is not a local directory", store.location())))
-}
-
 /// Registers `clicks`, `conversions` and `refunds` in `ctx`.
 pub async fn register_raw_tables(ctx: &SessionContext, store: &Store) -> Result<()> {
-    let root = store
-        .local_root()
-        .ok_or_else(|| Error::DataRoot(format!("{} is not a local directory", store.location())))?;
     for table in Table::ALL {
-        let dir = root.join("events").join(table.name());
-        let url = format!("{}/", dir.display());
+        let url = table_url(store, &format!("events/{}", table.name()));
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
             .with_table_partition_cols(vec![("date".to_string(), DataType::Date32)]);

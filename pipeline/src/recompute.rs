@@ -226,7 +226,8 @@ async fn run(
                 table: "live state",
             });
             let state = LiveStats::from_session(&ctx, &stats, horizon).await?;
-            Some((state, ParquetClicks::new(&files)))
+            let remote = store.local_root().is_none().then(|| store.object_store());
+            Some((state, ParquetClicks::new(&files, remote)))
         }
         None => None,
     };

@@ -12,8 +12,10 @@ use arrow::array::RecordBatch;
 use bytes::Bytes;
 use chrono::NaiveDate;
 use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -39,13 +41,18 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens a data root: a directory (created when missing). Remote URLs are refused with a
-    /// clear message until their backend is built in.
+    /// Opens a data root: a directory (created when missing), or `s3://bucket/prefix` on any
+    /// S3-compatible store, configured by the usual AWS environment variables
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`,
+    /// `AWS_ALLOW_HTTP=true` for a local endpoint without TLS).
     pub fn open(location: &str) -> Result<Store> {
+        if let Some(rest) = location.strip_prefix("s3://") {
+            return Store::open_s3(location, rest);
+        }
         if location.contains("://") {
             return Err(Error::DataRoot(
                 location.into(),
-                "only local directories are supported by this build".into(),
+                "a data root is a local directory or s3://bucket/prefix".into(),
             ));
         }
         let dir = PathBuf::from(location);
@@ -57,6 +64,31 @@ impl Store {
         Ok(Store {
             inner: Arc::new(inner),
             local_root: Some(dir),
+            location: location.into(),
+        })
+    }
+
+    fn open_s3(location: &str, rest: &str) -> Result<Store> {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(Error::DataRoot(
+                location.into(),
+                "no bucket: write s3://bucket or s3://bucket/prefix".into(),
+            ));
+        }
+        let s3 = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .map_err(|e| Error::DataRoot(location.into(), e.to_string()))?;
+        let prefix = prefix.trim_matches('/');
+        let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(PrefixStore::new(s3, prefix))
+        };
+        Ok(Store {
+            inner,
+            local_root: None,
             location: location.into(),
         })
     }

@@ -31,14 +31,14 @@ pub fn sql(data: &Path, query: &str) -> String {
     ok(netrev(data, &["sql", "--format", "csv", query]))
 }
 
-const CLICKS: &str = "\
+pub const CLICKS: &str = "\
 cid,vid,ts,source,campaign,link,country,device,cost
 A-1,v1,2026-11-01T10:15:00Z,fb,c1,l1,DE,mobile,0.10
 A-2,v2,2026-11-01 10:45:00,fb,c1,l1,DE,mobile,0.20
 A-3,v1,2026-11-02T08:00:00+01:00,gg,c2,l2,US,desktop,1
 ";
 
-const CONVERSIONS: &str = "\
+pub const CONVERSIONS: &str = "\
 cid,ts,amount,txid,type
 A-1,2026-11-01T11:00:00Z,49.99,T1,sale
 A-1,2026-11-01T11:00:00Z,49.99,T1,sale
@@ -46,7 +46,7 @@ A-2,2026-11-01T12:00:00Z,0.1,,
 A-3,2026-11-03T00:00:00Z,20,T3,sale
 ";
 
-const REFUNDS: &str = "\
+pub const REFUNDS: &str = "\
 cid,ts,amount,txid,type,ref
 A-1,2026-11-04T10:00:00Z,-10,R1,refund,T1
 A-2,2026-11-05T10:00:00Z,0.1,,cb,

@@ -252,7 +252,7 @@ async fn parquet_lookup_finds_the_winning_copy_of_its_day_only() {
             object_store::path::Path::from_filesystem_path(tmp.path().join(p.as_ref())).unwrap()
         })
         .collect();
-    let mut lookup = ParquetClicks::new(&snapshot);
+    let mut lookup = ParquetClicks::new(&snapshot, None);
     let day = model::date_of_micros(i64::try_from(day_ms).unwrap() * 1000);
     let (cid0, ms0) = &cids[0];
     let found = lookup.find(cid0, day).unwrap().unwrap();
@@ -309,7 +309,7 @@ async fn parquet_lookup_decodes_one_page_of_a_large_file() {
     store.write_parquet(&path, &[batch]).await.unwrap();
     let file =
         object_store::path::Path::from_filesystem_path(tmp.path().join(path.as_ref())).unwrap();
-    let mut lookup = ParquetClicks::new(&HashSet::from([file]));
+    let mut lookup = ParquetClicks::new(&HashSet::from([file]), None);
     for i in [0usize, 31_337, 99_999] {
         let Event::Click(c) = &events[i] else {
             unreachable!()

@@ -14,5 +14,6 @@ mod jobs;
 mod live;
 mod model;
 mod postbacks;
+mod s3;
 mod storage;
 mod webhooks;
