@@ -20,6 +20,7 @@ non-zero on any mismatch.
 """
 
 import argparse
+import collections
 import http.client
 import json
 import os
@@ -92,6 +93,7 @@ class Ledger:
         self.clicks = []          # acknowledged click IDs
         self.unanswered_clicks = 0
         self.conversions = {}     # txid -> (cid, amount)
+        self.recent = collections.deque(maxlen=2000)  # the newest (txid, (cid, amount))
         self.refunds = {}         # txid -> (cid, amount, ref, chargeback)
         self.refunded = set()     # txids of refunded conversions
         self.retried = 0
@@ -138,7 +140,9 @@ def worker(server, ledger, rate, stop, seed):
         n += 1
         with ledger.lock:
             ledger.posted += 1
-            convs = list(ledger.conversions.items())[-2000:] if rnd.random() < 0.3 else None
+            # Refunds and retries pick among recent sales (copying them all would make the
+            # load generator slower as the ledger grows).
+            convs = list(ledger.recent) if rnd.random() < 0.3 else None
         kind = rnd.random()
         if kind < 0.55 or not ledger.clicks:
             body, tries = send(f"/api/click?source=s{rnd.randrange(20)}&campaign=c{rnd.randrange(50)}"
@@ -150,12 +154,13 @@ def worker(server, ledger, rate, stop, seed):
                 ledger.clicks.append(body["cid"])
         elif kind < 0.85 or not convs:
             with ledger.lock:
-                cid = rnd.choice(ledger.clicks[-5000:])
+                cid = ledger.clicks[-1 - rnd.randrange(min(5000, len(ledger.clicks)))]
             txid = f"T{seed}-{n}"
             amount = Decimal(rnd.randrange(1, 20000)) / 100
             send(f"/api/conversion?cid={cid}&amount={amount}&txid={txid}")
             with ledger.lock:
                 ledger.conversions[txid] = (cid, amount)
+                ledger.recent.append((txid, (cid, amount)))
         elif kind < 0.95:
             ref, (cid, amount) = rnd.choice(convs)
             with ledger.lock:
