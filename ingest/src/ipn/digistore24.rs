@@ -151,7 +151,9 @@ mod tests {
     #[test]
     fn sha_sign_matches_the_published_vectors() {
         let minimal = "9A23DE2603A33D17D935908580B5DB90C452DE8E68556E2A4AD96F1C3EC3BFD2EE3AE47B819B96286812224FBCED943D0ACF48C8C20CA57570E2263B6ABAF099";
-        let cases: [(&[(&str, &str)], bool, &str); 6] = [
+        /// Parameters, names uppercased, expected signature.
+        type Case<'a> = (&'a [(&'a str, &'a str)], bool, &'a str);
+        let cases: [Case; 6] = [
             (
                 &[("order_id", "ORD-1"), ("product_id", "42")],
                 false,
