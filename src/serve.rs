@@ -107,15 +107,27 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
             api_key,
             config.sql_limits,
         ));
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let at = (config.listen, config.data.as_str(), config.http);
+    listen_and_serve(at, app, &ingestor, "netrev serving").await
+}
+
+/// Binds, announces the address, serves `app` until SIGTERM or Ctrl-C, then flushes the
+/// ingest buffer.
+async fn listen_and_serve(
+    (listen, data, http): (SocketAddr, &str, crate::http_server::Limits),
+    app: Router,
+    ingestor: &Ingestor,
+    what: &str,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("binding {}", config.listen))?;
+        .with_context(|| format!("binding {listen}"))?;
     let addr = listener.local_addr()?;
     let shutdown = shutdown_signal();
-    tracing::info!(%addr, data = %config.data, node = ingestor.node(), "netrev serving");
+    tracing::info!(%addr, %data, node = ingestor.node(), "{what}");
     // Tests and scripts read the bound port (e.g. with --listen 127.0.0.1:0) from this line.
     println!("netrev listening on http://{addr}");
-    crate::http_server::serve(listener, app, config.http, shutdown).await?;
+    crate::http_server::serve(listener, app, http, shutdown).await?;
     tracing::info!("shutting down: flushing the ingest buffer");
     ingestor.shutdown().await.context("final flush")?;
     Ok(())
@@ -138,17 +150,8 @@ async fn run_ingest_only(config: ServeConfig, store: Store) -> anyhow::Result<()
                 .route("/api/health", get(ingest_health))
                 .with_state(ingestor.clone()),
         );
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let shutdown = shutdown_signal();
-    tracing::info!(%addr, data = %config.data, node = ingestor.node(), "netrev ingest-only node serving");
-    println!("netrev listening on http://{addr}");
-    crate::http_server::serve(listener, app, config.http, shutdown).await?;
-    tracing::info!("shutting down: flushing the ingest buffer");
-    ingestor.shutdown().await.context("final flush")?;
-    Ok(())
+    let at = (config.listen, config.data.as_str(), config.http);
+    listen_and_serve(at, app, &ingestor, "netrev ingest-only node serving").await
 }
 
 async fn ingest_health(State(ingestor): State<Arc<Ingestor>>) -> axum::Json<serde_json::Value> {
