@@ -5,11 +5,12 @@ use std::time::Instant;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use netrev_pipeline::engine::Engine;
 use netrev_pipeline::output::{self, Format};
 use netrev_pipeline::recompute::{self, DateRange, Progress};
 use netrev_storage::Store;
 
-pub async fn recompute(data: &str, range: DateRange) -> anyhow::Result<()> {
+pub async fn recompute(data: &str, range: DateRange, engine: &Engine) -> anyhow::Result<()> {
     let store = Store::open(data).with_context(|| format!("opening data root {data}"))?;
     let started = Instant::now();
     let bar = ProgressBar::new(0);
@@ -19,7 +20,7 @@ pub async fn recompute(data: &str, range: DateRange) -> anyhow::Result<()> {
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let mut step = Instant::now();
-    let report = recompute::recompute(&store, range, &mut |p| match p {
+    let report = recompute::recompute(&store, range, engine, &mut |p| match p {
         Progress::Start { tables } => bar.set_length(tables as u64),
         Progress::Computing { table } => bar.set_message(format!("computing {table}")),
         Progress::Skipped { table, why } => bar.suspend(|| eprintln!("{table}: skipped, {why}")),

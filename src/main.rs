@@ -57,6 +57,15 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         live_days: u32,
     },
+    /// Test aid: a Ballista scheduler and executor in this process, for `recompute --engine
+    /// df://…`; prints the scheduler's address and runs until stopped.
+    #[cfg(feature = "ballista")]
+    #[command(hide = true)]
+    BallistaCluster {
+        /// Task slots of the executor.
+        #[arg(long, default_value_t = 2)]
+        vcores: usize,
+    },
     /// Benchmark baseline: a bare HTTP server whose postback routes only answer {"ok":true}.
     #[command(hide = true)]
     BenchBare {
@@ -83,6 +92,11 @@ struct RecomputeArgs {
     /// Last click day of stats_hourly to rebuild (YYYY-MM-DD); default: the last.
     #[arg(long, value_parser = parse_date)]
     to: Option<chrono::NaiveDate>,
+    /// Where the SQL jobs run: local (DataFusion in this process), ballista (a Ballista
+    /// scheduler and executor in this process) or df://host:port (a Ballista cluster's
+    /// scheduler; its executors must reach the data root by the same path or s3:// URL).
+    #[arg(long, env = "NETREV_ENGINE", default_value = "local")]
+    engine: netrev_pipeline::engine::Engine,
 }
 
 #[derive(Debug, Args)]
@@ -244,16 +258,26 @@ struct ServeArgs {
     webhooks_concurrency: u32,
 }
 
+/// Logging without `NETREV_LOG`: netrev at info; Ballista (which logs every task at info and
+/// some harmless metric mismatches as errors) only at warn.
+const DEFAULT_LOG: &str = "info,ballista=warn,ballista_core=warn,ballista_executor=warn,\
+                           ballista_scheduler=warn,ballista_scheduler::display=off";
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NETREV_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new()?;
+    // Deep query plans are walked recursively (Ballista encodes and decodes each plan it ships):
+    // more room than tokio's 2 MiB threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(16 << 20)
+        .build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run((*args).into_config()).await,
@@ -262,7 +286,7 @@ fn main() -> anyhow::Result<()> {
                     from: args.from,
                     to: args.to,
                 };
-                commands::recompute(&args.data.data, range).await
+                commands::recompute(&args.data.data, range, &args.engine).await
             }
             Command::Sql(args) => commands::sql(&args.data.data, &args.query, args.format).await,
             Command::Import(args) => {
@@ -319,6 +343,12 @@ fn main() -> anyhow::Result<()> {
                 live_days,
             } => bench_live::run(&data.data, batch, live_days).await,
             Command::BenchBare { listen } => serve::run_bare(listen).await,
+            #[cfg(feature = "ballista")]
+            Command::BallistaCluster { vcores } => {
+                let url = netrev_pipeline::engine::start_cluster(vcores).await?;
+                println!("{url}");
+                std::future::pending::<anyhow::Result<()>>().await
+            }
         }
     })
 }

@@ -16,6 +16,7 @@
 //! the write-ahead log.
 
 pub mod click_lookup;
+pub mod engine;
 pub mod jobs;
 pub mod live;
 pub mod output;
@@ -23,6 +24,7 @@ pub mod query;
 pub mod recompute;
 pub mod snapshot;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Schema};
@@ -45,6 +47,9 @@ pub enum Error {
     /// The data root cannot be used by the query engine.
     #[error("data root: {0}")]
     DataRoot(String),
+    /// The query engine could not be started or reached (a Ballista scheduler).
+    #[error("engine: {0}")]
+    Engine(String),
     /// Reading or writing the stored tables failed.
     #[error(transparent)]
     Storage(netrev_storage::Error),
@@ -73,7 +78,7 @@ fn register_remote(ctx: &SessionContext, store: Arc<dyn object_store::ObjectStor
 }
 
 /// The listing URL of the directory `rel` (`events/clicks`, `tables/visitors`) of `store`.
-fn table_url(store: &Store, rel: &str) -> String {
+pub(crate) fn table_url(store: &Store, rel: &str) -> String {
     match store.local_root() {
         Some(root) => format!("{}/", root.join(rel).display()),
         None => format!("{REMOTE_URL}{rel}/"),
@@ -98,10 +103,17 @@ pub async fn materialized_job_session(store: &Store) -> Result<SessionContext> {
 /// file system's object store, [`local_files`]).
 pub async fn materialized_job_session_with_files(
     store: &Store,
-) -> Result<(
-    SessionContext,
-    Arc<std::collections::HashSet<object_store::path::Path>>,
-)> {
+) -> Result<(SessionContext, Arc<HashSet<object_store::path::Path>>)> {
+    let (ctx, files) = snapshot_session(store).await?;
+    jobs::create_materialized_views(&ctx).await?;
+    Ok((ctx, files))
+}
+
+/// A session with the raw tables registered over a [`snapshot`] of their files (no views yet),
+/// and the files the snapshot holds.
+pub(crate) async fn snapshot_session(
+    store: &Store,
+) -> Result<(SessionContext, Arc<HashSet<object_store::path::Path>>)> {
     let ctx = session(store).await?;
     let Some(root) = store.local_root() else {
         // A remote root: the snapshot lists the store itself, under the URL its tables use.
@@ -113,7 +125,6 @@ pub async fn materialized_job_session_with_files(
         .map_err(|e| Error::Storage(e.into()))?;
         let files = frozen.files();
         register_remote(&ctx, Arc::new(frozen));
-        jobs::create_materialized_views(&ctx).await?;
         return Ok((ctx, files));
     };
     let local = local_files();
@@ -129,7 +140,6 @@ pub async fn materialized_job_session_with_files(
     let url = url::Url::parse("file://").expect("valid URL");
     ctx.runtime_env()
         .register_object_store(&url, Arc::new(frozen));
-    jobs::create_materialized_views(&ctx).await?;
     Ok((ctx, files))
 }
 
@@ -188,8 +198,17 @@ pub async fn query_session(store: &Store) -> Result<SessionContext> {
 
 /// Registers `clicks`, `conversions` and `refunds` in `ctx`.
 pub async fn register_raw_tables(ctx: &SessionContext, store: &Store) -> Result<()> {
+    register_raw_tables_with(ctx, |rel| table_url(store, rel)).await
+}
+
+/// Registers the raw tables in `ctx`, each at the listing URL `url_of` gives its directory
+/// (`events/clicks`, …).
+pub(crate) async fn register_raw_tables_with(
+    ctx: &SessionContext,
+    url_of: impl Fn(&str) -> String,
+) -> Result<()> {
     for table in Table::ALL {
-        let url = table_url(store, &format!("events/{}", table.name()));
+        let url = url_of(&format!("events/{}", table.name()));
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
             .with_table_partition_cols(vec![("date".to_string(), DataType::Date32)]);

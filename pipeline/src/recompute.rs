@@ -16,6 +16,7 @@ use object_store::path::Path;
 use netrev_storage::Store;
 
 use crate::click_lookup::ParquetClicks;
+use crate::engine::Engine;
 use crate::jobs::{DERIVED, Derived};
 use crate::live::{LiveStats, Measures, WindowKey};
 use crate::{Error, Result};
@@ -86,19 +87,22 @@ fn order_by(name: &str) -> &'static str {
         "cohort_ltv" => "cohort, age",
         "cohort_sources" => "cohort, source, age",
         "visitors" => "vid",
-        _ => "cid, ts, txid, amount",
+        // Unique: refunds are keyed by (cid, txid), or (cid, type, ref, amount) without txid.
+        _ => r#"cid, ts, txid, amount, "type", "ref""#,
     }
 }
 
 /// Runs every job over the raw tables of `store` and replaces the derived tables. With a
 /// `range`, only those click days of `stats_hourly` are rebuilt (the other tables are always
-/// rebuilt whole: a refund today changes a cohort of any age).
+/// rebuilt whole: a refund today changes a cohort of any age). The SQL runs on `engine`; every
+/// engine writes the same bytes.
 pub async fn recompute(
     store: &Store,
     range: DateRange,
+    engine: &Engine,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Report> {
-    Ok(run(store, range, progress, None).await?.0)
+    Ok(run(store, range, engine, progress, None).await?.0)
 }
 
 /// The lock a running `serve` holds on its data root (`tables/.live.lock`): while it is
@@ -158,7 +162,14 @@ pub async fn recompute_live(
     horizon: Option<NaiveDate>,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<(Report, LiveStats, ParquetClicks)> {
-    let (report, live) = run(store, DateRange::default(), progress, Some(horizon)).await?;
+    let (report, live) = run(
+        store,
+        DateRange::default(),
+        &Engine::Local,
+        progress,
+        Some(horizon),
+    )
+    .await?;
     let (stats, lookup) = live.expect("asked for the live state");
     Ok((report, stats, lookup))
 }
@@ -166,6 +177,7 @@ pub async fn recompute_live(
 async fn run(
     store: &Store,
     range: DateRange,
+    engine: &Engine,
     progress: &mut (dyn FnMut(Progress) + Send),
     live: Option<Option<NaiveDate>>,
 ) -> Result<(Report, Option<(LiveStats, ParquetClicks)>)> {
@@ -187,7 +199,8 @@ async fn run(
     progress(Progress::Computing {
         table: "deduplicated events",
     });
-    let (ctx, files) = crate::materialized_job_session_with_files(store).await?;
+    let session = crate::engine::job_session(store, engine).await?;
+    let ctx = &session.ctx;
     let mut report = Report::default();
     let mut stats = Vec::new();
     for d in DERIVED
@@ -196,12 +209,12 @@ async fn run(
     {
         progress(Progress::Computing { table: d.name });
         let started = std::time::Instant::now();
-        let mut batches = compute(&ctx, d, range).await?;
+        let mut batches = compute(ctx, d, range).await?;
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let files = if d.partitioned_by_date {
             write_partitions(store, d, range, &batches).await?
         } else {
-            write_whole(store, d, &ctx, std::mem::take(&mut batches)).await?
+            write_whole(store, d, ctx, std::mem::take(&mut batches)).await?
         };
         tracing::info!(
             table = d.name,
@@ -225,12 +238,17 @@ async fn run(
             progress(Progress::Computing {
                 table: "live state",
             });
-            let state = LiveStats::from_session(&ctx, &stats, horizon).await?;
+            let state = LiveStats::from_session(ctx, &stats, horizon).await?;
             let remote = store.local_root().is_none().then(|| store.object_store());
+            let files = session
+                .files
+                .clone()
+                .expect("the local engine keeps a snapshot");
             Some((state, ParquetClicks::new(&files, remote)))
         }
         None => None,
     };
+    session.finish(store).await?;
     Ok((report, live))
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
 use bytes::Bytes;
 use chrono::NaiveDate;
 use futures::TryStreamExt;
@@ -318,14 +319,38 @@ pub fn encode_parquet(batches: &[RecordBatch]) -> Result<Bytes> {
         .set_column_dictionary_enabled(ColumnPath::from("ts"), false)
         .set_column_dictionary_enabled(ColumnPath::from("vid"), false)
         .build();
+    let schema = first.schema();
     let mut buf = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buf, first.schema(), Some(props))?;
+    let mut writer = ArrowWriter::try_new(&mut buf, schema.clone(), Some(props))?;
+    // The writer checks page limits after every 1,024 rows of each `write` and at its end, so
+    // the caller's batch boundaries would show in the file. Writing whole chunks of
+    // WRITE_ROWS makes the bytes depend on the rows alone: engines that cut the same rows into
+    // different batches write the same file.
+    let mut pending: Vec<RecordBatch> = Vec::new();
+    let mut pending_rows = 0;
     for b in batches {
-        writer.write(b)?;
+        let mut offset = 0;
+        while offset < b.num_rows() {
+            let take = (WRITE_ROWS - pending_rows).min(b.num_rows() - offset);
+            pending.push(b.slice(offset, take));
+            pending_rows += take;
+            offset += take;
+            if pending_rows == WRITE_ROWS {
+                writer.write(&concat_batches(&schema, &pending)?)?;
+                pending.clear();
+                pending_rows = 0;
+            }
+        }
+    }
+    if pending_rows > 0 {
+        writer.write(&concat_batches(&schema, &pending)?)?;
     }
     writer.close()?;
     Ok(Bytes::from(buf))
 }
+
+/// Rows per write of [`encode_parquet`]: a multiple of the Parquet writer's 1,024-row steps.
+const WRITE_ROWS: usize = 8192;
 
 /// Writes a hidden temporary file beside `target` and fsyncs it; returns its path. A leading
 /// dot and a non-.parquet suffix keep readers' globs off it.
