@@ -508,6 +508,41 @@ mod tests {
         assert_eq!(layout::parse_raw_file("x.parquet"), None);
     }
 
+    /// Two engines may cut the same rows into different batches; the file must not show it.
+    #[test]
+    fn the_same_rows_encode_to_the_same_bytes_however_they_are_batched() {
+        let clicks: Vec<Event> = (0..20_000_i64)
+            .map(|i| {
+                Event::Click(model::Click {
+                    cid: format!("c{i:06}"),
+                    vid: format!("v{}", i % 977),
+                    ts: 1_795_000_000_000_000 + i * 1_000_000,
+                    source: Some(format!("s{}", i % 7)),
+                    campaign: None,
+                    link: None,
+                    country: Some("DE".into()),
+                    device: None,
+                    cost: rust_decimal::Decimal::new(i % 100, 2),
+                    subs: Default::default(),
+                })
+            })
+            .collect();
+        let all = model::to_batch(Table::Clicks, &clicks).unwrap();
+        let cut = |sizes: &[usize]| {
+            let mut out = Vec::new();
+            let mut offset = 0;
+            for &n in sizes {
+                out.push(all.slice(offset, n));
+                offset += n;
+            }
+            out.push(all.slice(offset, all.num_rows() - offset));
+            encode_parquet(&out).unwrap()
+        };
+        let whole = encode_parquet(std::slice::from_ref(&all)).unwrap();
+        assert_eq!(cut(&[8192, 8192]), whole);
+        assert_eq!(cut(&[5000, 7000, 1, 3000]), whole);
+    }
+
     #[tokio::test]
     async fn durable_put_is_readable_and_leaves_no_temp_files() {
         let dir = tempfile::tempdir().unwrap();

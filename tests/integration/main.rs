@@ -3,6 +3,8 @@
 
 mod abuse;
 mod api;
+#[cfg(feature = "ballista")]
+mod ballista;
 mod crash;
 mod faults;
 mod fuzz;
