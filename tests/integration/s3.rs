@@ -96,6 +96,10 @@ const DERIVED: [&str; 5] = [
     "cohort_sources",
 ];
 
+/// A data root whose tables are recomputed on Ballista.
+#[cfg(feature = "ballista")]
+const ON_BALLISTA: &str = "s3://netrev/on-ballista";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn derived_tables_on_s3_equal_those_of_a_local_directory() {
     let moto = Moto::start().await;
@@ -113,15 +117,26 @@ async fn derived_tables_on_s3_equal_those_of_a_local_directory() {
         let args = ["import", "--table", table, f.to_str().unwrap()];
         ok(moto.netrev(local, &args));
         ok(moto.netrev(s3, &args));
+        #[cfg(feature = "ballista")]
+        ok(moto.netrev(ON_BALLISTA, &args));
     }
     ok(moto.netrev(local, &["recompute"]));
     ok(moto.netrev(s3, &["recompute"]));
+    // The SQL jobs on Ballista (in this process) read and write the bucket as well.
+    #[cfg(feature = "ballista")]
+    ok(moto.netrev(ON_BALLISTA, &["recompute", "--engine", "ballista"]));
     for table in DERIVED {
         let query = format!("SELECT * FROM {table}");
         let args = ["sql", "--format", "csv", query.as_str()];
         let here = rows(moto.netrev(local, &args));
         assert!(!here.is_empty(), "{table} is empty");
         assert_eq!(rows(moto.netrev(s3, &args)), here, "{table}");
+        #[cfg(feature = "ballista")]
+        assert_eq!(
+            rows(moto.netrev(ON_BALLISTA, &args)),
+            here,
+            "{table} on Ballista"
+        );
     }
     // A partial recompute replaces partitions on S3 as well.
     let args = ["recompute", "--from", "2026-11-01", "--to", "2026-11-01"];
