@@ -10,7 +10,12 @@ use netrev_pipeline::output::{self, Format};
 use netrev_pipeline::recompute::{self, DateRange, Progress};
 use netrev_storage::Store;
 
-pub async fn recompute(data: &str, range: DateRange, engine: &Engine) -> anyhow::Result<()> {
+pub async fn recompute(
+    data: &str,
+    range: DateRange,
+    engine: &Engine,
+    timeout_secs: u64,
+) -> anyhow::Result<()> {
     let store = Store::open(data).with_context(|| format!("opening data root {data}"))?;
     let started = Instant::now();
     let bar = ProgressBar::new(0);
@@ -20,7 +25,7 @@ pub async fn recompute(data: &str, range: DateRange, engine: &Engine) -> anyhow:
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let mut step = Instant::now();
-    let report = recompute::recompute(&store, range, engine, &mut |p| match p {
+    let mut show = |p| match p {
         Progress::Start { tables } => bar.set_length(tables as u64),
         Progress::Computing { table } => bar.set_message(format!("computing {table}")),
         Progress::Skipped { table, why } => bar.suspend(|| eprintln!("{table}: skipped, {why}")),
@@ -34,8 +39,20 @@ pub async fn recompute(data: &str, range: DateRange, engine: &Engine) -> anyhow:
             });
             step = Instant::now();
         }
-    })
-    .await;
+    };
+    let job = recompute::recompute(&store, range, engine, &mut show);
+    let report = if timeout_secs == 0 {
+        job.await
+    } else {
+        let limit = std::time::Duration::from_secs(timeout_secs);
+        match tokio::time::timeout(limit, job).await {
+            Ok(report) => report,
+            Err(_) => {
+                bar.finish_and_clear();
+                anyhow::bail!("recompute gave up after {timeout_secs} s (--timeout-secs)");
+            }
+        }
+    };
     bar.finish_and_clear();
     let report = report.context("recompute failed")?;
     eprintln!(

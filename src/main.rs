@@ -65,6 +65,9 @@ enum Command {
         /// Task slots of the executor.
         #[arg(long, default_value_t = 2)]
         vcores: usize,
+        /// Start the scheduler alone, without an executor.
+        #[arg(long)]
+        no_executor: bool,
     },
     /// Benchmark baseline: a bare HTTP server whose postback routes only answer {"ok":true}.
     #[command(hide = true)]
@@ -97,6 +100,10 @@ struct RecomputeArgs {
     /// scheduler; its executors must reach the data root by the same path or s3:// URL).
     #[arg(long, env = "NETREV_ENGINE", default_value = "local")]
     engine: netrev_pipeline::engine::Engine,
+    /// Give up after this many seconds (0: never). A Ballista cluster without executors
+    /// queues the jobs instead of failing them.
+    #[arg(long, default_value_t = 0)]
+    timeout_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -273,84 +280,94 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     // Deep query plans are walked recursively (Ballista encodes and decodes each plan it ships):
-    // more room than tokio's 2 MiB threads.
+    // more room than tokio's 2 MiB workers and the main thread's 8 MiB, for the workers and
+    // for the thread that drives the command.
+    const STACK: usize = 16 << 20;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_stack_size(16 << 20)
+        .thread_stack_size(STACK)
         .build()?;
-    runtime.block_on(async {
-        match cli.command {
-            Command::Serve(args) => serve::run((*args).into_config()).await,
-            Command::Recompute(args) => {
-                let range = netrev_pipeline::recompute::DateRange {
-                    from: args.from,
-                    to: args.to,
-                };
-                commands::recompute(&args.data.data, range, &args.engine).await
-            }
-            Command::Sql(args) => commands::sql(&args.data.data, &args.query, args.format).await,
-            Command::Import(args) => {
-                commands::import(&args.data.data, args.table, &args.file).await
-            }
-            Command::Generate(args) if args.replay.is_some() => {
-                let url = args.replay.as_deref().expect("checked");
-                let r = generate::replay(
-                    url,
-                    args.token.as_deref(),
-                    args.clicks,
-                    args.days,
-                    args.seed,
-                    args.rate,
-                    args.concurrency,
-                )
-                .await?;
-                let refused: u64 = r.refused.values().sum();
-                eprintln!(
-                    "replayed {} clicks, {} conversions, {} refunds ({} retried twice): {} postbacks in {:.1}s ({:.0}/s), ack p50 {:.2} ms, p99 {:.2} ms, {} not answered 200 {:?}",
-                    r.summary.clicks,
-                    r.summary.conversions,
-                    r.summary.refunds,
-                    r.summary.duplicates,
-                    r.sent,
-                    r.secs,
-                    r.sent as f64 / r.secs.max(1e-9),
-                    r.p50_ms,
-                    r.p99_ms,
-                    refused,
-                    r.refused
-                );
-                anyhow::ensure!(refused == 0, "some postbacks were refused");
-                Ok(())
-            }
-            Command::Generate(args) => {
-                let store = netrev_storage::Store::open(&args.data.data)?;
-                let started = std::time::Instant::now();
-                let s = generate::generate(&store, args.clicks, args.days, args.seed).await?;
-                eprintln!(
-                    "generated {} clicks, {} conversions, {} refunds ({} retried twice) in {} files, {:.1}s",
-                    s.clicks,
-                    s.conversions,
-                    s.refunds,
-                    s.duplicates,
-                    s.files,
-                    started.elapsed().as_secs_f64()
-                );
-                Ok(())
-            }
-            Command::BenchLive {
-                data,
-                batch,
-                live_days,
-            } => bench_live::run(&data.data, batch, live_days).await,
-            Command::BenchBare { listen } => serve::run_bare(listen).await,
-            #[cfg(feature = "ballista")]
-            Command::BallistaCluster { vcores } => {
-                let url = netrev_pipeline::engine::start_cluster(vcores).await?;
-                println!("{url}");
-                std::future::pending::<anyhow::Result<()>>().await
-            }
+    std::thread::Builder::new()
+        .name("netrev-main".into())
+        .stack_size(STACK)
+        .spawn(move || runtime.block_on(run(cli)))?
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::run((*args).into_config()).await,
+        Command::Recompute(args) => {
+            let range = netrev_pipeline::recompute::DateRange {
+                from: args.from,
+                to: args.to,
+            };
+            commands::recompute(&args.data.data, range, &args.engine, args.timeout_secs).await
         }
-    })
+        Command::Sql(args) => commands::sql(&args.data.data, &args.query, args.format).await,
+        Command::Import(args) => commands::import(&args.data.data, args.table, &args.file).await,
+        Command::Generate(args) if args.replay.is_some() => {
+            let url = args.replay.as_deref().expect("checked");
+            let r = generate::replay(
+                url,
+                args.token.as_deref(),
+                args.clicks,
+                args.days,
+                args.seed,
+                args.rate,
+                args.concurrency,
+            )
+            .await?;
+            let refused: u64 = r.refused.values().sum();
+            eprintln!(
+                "replayed {} clicks, {} conversions, {} refunds ({} retried twice): {} postbacks in {:.1}s ({:.0}/s), ack p50 {:.2} ms, p99 {:.2} ms, {} not answered 200 {:?}",
+                r.summary.clicks,
+                r.summary.conversions,
+                r.summary.refunds,
+                r.summary.duplicates,
+                r.sent,
+                r.secs,
+                r.sent as f64 / r.secs.max(1e-9),
+                r.p50_ms,
+                r.p99_ms,
+                refused,
+                r.refused
+            );
+            anyhow::ensure!(refused == 0, "some postbacks were refused");
+            Ok(())
+        }
+        Command::Generate(args) => {
+            let store = netrev_storage::Store::open(&args.data.data)?;
+            let started = std::time::Instant::now();
+            let s = generate::generate(&store, args.clicks, args.days, args.seed).await?;
+            eprintln!(
+                "generated {} clicks, {} conversions, {} refunds ({} retried twice) in {} files, {:.1}s",
+                s.clicks,
+                s.conversions,
+                s.refunds,
+                s.duplicates,
+                s.files,
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::BenchLive {
+            data,
+            batch,
+            live_days,
+        } => bench_live::run(&data.data, batch, live_days).await,
+        Command::BenchBare { listen } => serve::run_bare(listen).await,
+        #[cfg(feature = "ballista")]
+        Command::BallistaCluster {
+            vcores,
+            no_executor,
+        } => {
+            let url = netrev_pipeline::engine::start_cluster(vcores, !no_executor).await?;
+            println!("{url}");
+            std::future::pending::<anyhow::Result<()>>().await
+        }
+    }
 }
 
 impl ServeArgs {

@@ -93,22 +93,27 @@ pub struct JobSession {
 impl JobSession {
     /// Removes what the session wrote besides the derived tables.
     pub async fn finish(self, store: &Store) -> Result<()> {
-        if let Some(dir) = self.scratch {
-            for meta in store.list(&dir).await? {
-                store.delete(&meta.location).await?;
-            }
-            // A local root keeps empty folders: remove them too (the shared parent only
-            // when no other recompute is using it).
-            if let Some(root) = store.local_root() {
-                let folder = root.join(dir.as_ref());
-                let _ = std::fs::remove_dir_all(&folder);
-                if let Some(parent) = folder.parent() {
-                    let _ = std::fs::remove_dir(parent);
-                }
-            }
+        match self.scratch {
+            Some(dir) => remove_folder(store, &dir).await,
+            None => Ok(()),
         }
-        Ok(())
     }
+}
+
+/// Removes every object under `dir`, and on a local root the emptied folders too (the shared
+/// parent only when no other recompute is using it).
+async fn remove_folder(store: &Store, dir: &Path) -> Result<()> {
+    for meta in store.list(dir).await? {
+        store.delete(&meta.location).await?;
+    }
+    if let Some(root) = store.local_root() {
+        let folder = root.join(dir.as_ref());
+        let _ = std::fs::remove_dir_all(&folder);
+        if let Some(parent) = folder.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+    Ok(())
 }
 
 /// A session on `engine` with the raw tables and every job's view, for one recompute.
@@ -168,31 +173,46 @@ const SCRATCH: &str = "tables/.work";
 const SCRATCH_STALE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
 /// Registers the raw tables and creates every job's view in a Ballista session. Ballista
-/// ships plans, not in-memory tables: each view marked [`crate::jobs::Job::materialize`] is
-/// written by the cluster to Parquet under [`SCRATCH`] and read from there by the later jobs,
-/// which also keeps every plan shallow enough to ship. `url_of` gives the listing URL of a
-/// folder of the data root as the cluster reads it. Returns the scratch folder.
+/// ships plans, not in-memory tables: each view marked [`crate::jobs::Job::materialize`], and
+/// `clicks_dedup`, is written by the cluster to Parquet under [`SCRATCH`] and read from there
+/// by the later jobs, which also keeps every plan shallow enough to ship. `clicks_dedup` is
+/// written once because a cluster lists the raw files anew for every query it plans: a
+/// duplicate click arriving between two plans must not pass the duplicate check in one
+/// table's query and not in another. `url_of` gives the listing URL of a folder of the data
+/// root as the cluster reads it. Returns the scratch folder, removed again on failure.
 #[cfg(feature = "ballista")]
 async fn ballista_views(
     ctx: &SessionContext,
     store: &Store,
     url_of: &(dyn Fn(&str) -> String + Sync),
 ) -> Result<Path> {
+    remove_stale_scratch(store).await?;
+    let scratch = Path::from(format!("{SCRATCH}/{}", run_id(chrono::Utc::now())));
+    match write_views(ctx, url_of, &scratch).await {
+        Ok(()) => Ok(scratch),
+        Err(e) => {
+            if let Err(cleanup) = remove_folder(store, &scratch).await {
+                tracing::warn!(error = %cleanup, folder = %scratch, "removing scratch");
+            }
+            Err(e)
+        }
+    }
+}
+
+#[cfg(feature = "ballista")]
+async fn write_views(
+    ctx: &SessionContext,
+    url_of: &(dyn Fn(&str) -> String + Sync),
+    scratch: &Path,
+) -> Result<()> {
     use datafusion::dataframe::DataFrameWriteOptions;
     use datafusion::datasource::file_format::parquet::ParquetFormat;
     use datafusion::datasource::listing::ListingOptions;
 
-    remove_stale_scratch(store).await?;
-    let run = format!(
-        "{}-{}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
-        std::process::id()
-    );
-    let scratch = format!("{SCRATCH}/{run}");
     crate::register_raw_tables_with(ctx, url_of).await?;
     for job in crate::jobs::JOBS {
         ctx.sql(job.sql).await?.collect().await?;
-        if !job.materialize {
+        if !(job.materialize || job.name == "clicks_dedup") {
             continue;
         }
         let started = std::time::Instant::now();
@@ -212,34 +232,71 @@ async fn ballista_views(
             "materialized on Ballista"
         );
     }
-    Ok(Path::from(scratch))
+    Ok(())
 }
 
-/// Removes the scratch folders of recomputes that stopped before cleaning up.
+/// A scratch folder's name: its start time (which [`remove_stale_scratch`] reads back) and
+/// 64 random bits, unique among recomputes sharing a bucket.
+#[cfg(feature = "ballista")]
+fn run_id(now: chrono::DateTime<chrono::Utc>) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(now.timestamp_nanos_opt().unwrap_or_default() as u128);
+    h.write_u32(std::process::id());
+    format!("{}-{:016x}", now.format(RUN_TIME), h.finish())
+}
+
+#[cfg(feature = "ballista")]
+const RUN_TIME: &str = "%Y%m%dT%H%M%SZ";
+
+/// When the recompute that owns a scratch folder started, from the folder's name.
+#[cfg(feature = "ballista")]
+fn run_started(name: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let stamp = name.split('-').next()?;
+    chrono::NaiveDateTime::parse_from_str(stamp, RUN_TIME)
+        .ok()
+        .map(|t| t.and_utc())
+}
+
+/// Removes the scratch folders of recomputes that started more than [`SCRATCH_STALE`] ago
+/// and did not clean up (killed, or the machine stopped). Whole folders only, judged by
+/// their start: a long recompute's early views are not its stale files.
 #[cfg(feature = "ballista")]
 async fn remove_stale_scratch(store: &Store) -> Result<()> {
     let now = chrono::Utc::now();
+    let mut stale = std::collections::BTreeSet::new();
     for meta in store.list(&Path::from(SCRATCH)).await? {
-        let age = (now - meta.last_modified).to_std().unwrap_or_default();
-        if age > SCRATCH_STALE {
-            store.delete(&meta.location).await?;
+        let Some(run) = meta.location.parts().nth(2) else {
+            continue;
+        };
+        let started = run_started(run.as_ref()).unwrap_or(meta.last_modified);
+        if (now - started).to_std().unwrap_or_default() > SCRATCH_STALE {
+            stale.insert(format!("{SCRATCH}/{}", run.as_ref()));
         }
+    }
+    for folder in stale {
+        tracing::info!(%folder, "removing a stopped recompute's scratch");
+        remove_folder(store, &Path::from(folder)).await?;
     }
     Ok(())
 }
 
-/// Starts a Ballista scheduler and one executor with `vcores` task slots in this process, as
+/// Starts a Ballista scheduler and (with `executor`) one executor with `vcores` task slots in this process, as
 /// a stand-in for a cluster (tests, trying `--engine df://…` on one machine); returns the
 /// scheduler's `df://` address. They run until the process ends. The executor reads data
 /// roots by path, like an executor of a real cluster with a shared file system.
 #[cfg(feature = "ballista")]
-pub async fn start_cluster(vcores: usize) -> Result<String> {
+pub async fn start_cluster(vcores: usize, executor: bool) -> Result<String> {
     use ballista_core::serde::BallistaCodec;
     use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
     let failed = |e: &dyn fmt::Display| crate::Error::Engine(format!("starting Ballista: {e}"));
     let addr = ballista_scheduler::standalone::new_standalone_scheduler()
         .await
         .map_err(|e| failed(&e))?;
+    let url = format!("df://localhost:{}", addr.port());
+    if !executor {
+        return Ok(url);
+    }
     let grpc = format!("http://localhost:{}", addr.port());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let scheduler = loop {
@@ -252,7 +309,7 @@ pub async fn start_cluster(vcores: usize) -> Result<String> {
     ballista_executor::new_standalone_executor(scheduler, vcores, BallistaCodec::default())
         .await
         .map_err(|e| failed(&e))?;
-    Ok(format!("df://localhost:{}", addr.port()))
+    Ok(url)
 }
 
 /// The state of `local` (its settings and object stores) with Ballista's settings for the jobs.
@@ -291,6 +348,162 @@ fn cluster_root(store: &Store) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    /// The jobs on Ballista against the local engine.
+    #[cfg(feature = "ballista")]
+    mod on_ballista {
+        use super::*;
+        use arrow::array::RecordBatch;
+        use chrono::NaiveDate;
+        use netrev_storage::model::{self, Click, Conversion, Event, Refund, RefundType, Table};
+        use netrev_storage::store::layout;
+        use rust_decimal::Decimal;
+
+        /// A small history with every case the jobs rank or link: clicks imported twice,
+        /// retried conversions with and without txid, several conversions per click, refunds by
+        /// ref, without ref, of unknown clicks, retried, and more than the sale.
+        async fn history(store: &Store) {
+            let mut seed = 7_u64;
+            let mut next = move |n: u64| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                (seed >> 33) % n
+            };
+            let day0 = 1_795_000_000_000_000_i64;
+            let hour = 3_600_000_000_i64;
+            let mut events = Vec::new();
+            for i in 0..1500_u64 {
+                let ts = day0 + (next(5 * 24) as i64) * hour + next(3600) as i64 * 1_000_000;
+                let click = Click {
+                    cid: format!("c{i}"),
+                    vid: format!("v{}", next(600)),
+                    ts,
+                    source: ["fb", "gg", "tt"]
+                        .get(next(4) as usize)
+                        .map(|s| s.to_string()),
+                    campaign: Some(format!("k{}", next(3))),
+                    link: None,
+                    country: Some(["DE", "US"][next(2) as usize].into()),
+                    device: Some("mobile".into()),
+                    cost: Decimal::new(next(100) as i64, 2),
+                    subs: Default::default(),
+                };
+                if next(50) == 0 {
+                    // Imported twice, the second copy with other attributes.
+                    let mut copy = click.clone();
+                    copy.source = Some("copy".into());
+                    copy.ts += next(2) as i64 * hour;
+                    events.push(Event::Click(copy));
+                }
+                events.push(Event::Click(click));
+                for n in 0..[0, 0, 0, 0, 1, 1, 2][next(7) as usize] {
+                    let txid = (next(3) > 0).then(|| format!("t{i}-{n}"));
+                    let sale = Conversion {
+                        cid: format!("c{i}"),
+                        ts: ts + (1 + next(48) as i64) * hour,
+                        amount: Decimal::new(1 + next(10_000) as i64, 2),
+                        txid: txid.clone(),
+                        kind: None,
+                    };
+                    if next(10) == 0 {
+                        events.push(Event::Conversion(sale.clone()));
+                    }
+                    if next(4) == 0 {
+                        let refund = Refund {
+                            cid: format!("c{i}"),
+                            ts: sale.ts + (1 + next(200) as i64) * hour,
+                            amount: sale.amount * Decimal::new(1 + next(12) as i64, 1),
+                            txid: (next(2) == 0).then(|| format!("r{i}-{n}")),
+                            kind: [RefundType::Chargeback, RefundType::CustomerRequest]
+                                [next(2) as usize],
+                            reference: if next(2) == 0 { txid } else { None },
+                        };
+                        if next(5) == 0 {
+                            events.push(Event::Refund(refund.clone()));
+                        }
+                        events.push(Event::Refund(refund));
+                    }
+                    events.push(Event::Conversion(sale));
+                }
+            }
+            for i in 0..20 {
+                events.push(Event::Refund(Refund {
+                    cid: format!("unknown{i}"),
+                    ts: day0 + i * hour,
+                    amount: Decimal::new(500, 2),
+                    txid: Some(format!("u{i}")),
+                    kind: RefundType::CustomerRequest,
+                    reference: None,
+                }));
+            }
+            // Several files per table and day, as ingest writes them.
+            let mut files: std::collections::BTreeMap<(usize, NaiveDate, usize), Vec<Event>> =
+                Default::default();
+            for (n, e) in events.into_iter().enumerate() {
+                let table = match e {
+                    Event::Click(_) => 0,
+                    Event::Conversion(_) => 1,
+                    Event::Refund(_) => 2,
+                };
+                files.entry((table, e.date(), n % 3)).or_default().push(e);
+            }
+            for ((table, date, part), events) in files {
+                let table = [Table::Clicks, Table::Conversions, Table::Refunds][table];
+                let path = layout::raw_file(table, date, "n", part as u64, part as u64);
+                let batch = model::to_batch(table, &events).unwrap();
+                store.write_parquet(&path, &[batch]).await.unwrap();
+            }
+        }
+
+        /// Every row of a view, in the order of all its columns.
+        async fn rows(ctx: &SessionContext, view: &str) -> RecordBatch {
+            let n = ctx.table(view).await.unwrap().schema().fields().len();
+            let order: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+            let sql = format!("SELECT * FROM {view} ORDER BY {}", order.join(", "));
+            let df = ctx.sql(&sql).await.unwrap();
+            let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
+            let batches = df.collect().await.unwrap();
+            arrow::compute::concat_batches(&schema, &batches).unwrap()
+        }
+
+        /// Every job's view, intermediate ones included, has the same rows on Ballista as on
+        /// the local engine.
+        #[test]
+        fn every_job_gives_the_same_rows_on_ballista() {
+            // Ballista encodes and decodes plans recursively: the binary's thread stack size.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_stack_size(16 << 20)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let dir = tempfile::tempdir().unwrap();
+                let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+                history(&store).await;
+                let local = job_session(&store, &Engine::Local).await.unwrap();
+                let ballista = job_session(&store, &Engine::BallistaStandalone)
+                    .await
+                    .unwrap();
+                for job in crate::jobs::JOBS {
+                    let want = rows(&local.ctx, job.name).await;
+                    let got = rows(&ballista.ctx, job.name).await;
+                    assert!(want.num_rows() > 0, "{}: no rows", job.name);
+                    assert_eq!(got.columns(), want.columns(), "{}", job.name);
+                }
+                ballista.finish(&store).await.unwrap();
+                assert!(!dir.path().join(SCRATCH).exists(), "scratch removed");
+            });
+        }
+    }
+
+    #[cfg(feature = "ballista")]
+    #[test]
+    fn scratch_folders_are_unique_and_know_their_start() {
+        let now = chrono::Utc::now();
+        let (a, b) = (run_id(now), run_id(now));
+        assert_ne!(a, b);
+        let started = run_started(&a).unwrap();
+        assert_eq!(started.timestamp(), now.timestamp());
+        assert_eq!(run_started("junk"), None);
+    }
 
     #[test]
     fn engines_parse_and_print() {

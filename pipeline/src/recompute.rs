@@ -16,7 +16,7 @@ use object_store::path::Path;
 use netrev_storage::Store;
 
 use crate::click_lookup::ParquetClicks;
-use crate::engine::Engine;
+use crate::engine::{Engine, JobSession};
 use crate::jobs::{DERIVED, Derived};
 use crate::live::{LiveStats, Measures, WindowKey};
 use crate::{Error, Result};
@@ -200,6 +200,24 @@ async fn run(
         table: "deduplicated events",
     });
     let session = crate::engine::job_session(store, engine).await?;
+    let outcome = write_tables(store, range, progress, live, skip_stats, &session).await;
+    // What the session wrote besides the tables goes, whether or not they were written; a
+    // failure here leaves a scratch folder for a later recompute, not a failed recompute.
+    if let Err(e) = session.finish(store).await {
+        tracing::warn!(error = %e, "cleaning up after the recompute");
+    }
+    outcome
+}
+
+/// Computes and writes the derived tables in `session`, and the live state when asked.
+async fn write_tables(
+    store: &Store,
+    range: DateRange,
+    progress: &mut (dyn FnMut(Progress) + Send),
+    live: Option<Option<NaiveDate>>,
+    skip_stats: bool,
+    session: &JobSession,
+) -> Result<(Report, Option<(LiveStats, ParquetClicks)>)> {
     let ctx = &session.ctx;
     let mut report = Report::default();
     let mut stats = Vec::new();
@@ -248,7 +266,6 @@ async fn run(
         }
         None => None,
     };
-    session.finish(store).await?;
     Ok((report, live))
 }
 

@@ -125,6 +125,27 @@ fn ballista_in_process_writes_the_same_bytes_as_the_local_engine() {
 /// `netrev ballista-cluster` (a scheduler and an executor) as a process of its own.
 struct Cluster(Child);
 
+impl Cluster {
+    /// Starts one; returns it and its scheduler's `df://` address.
+    fn start(args: &[&str]) -> (Cluster, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_netrev"))
+            .arg("ballista-cluster")
+            .args(args)
+            .env("NETREV_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let cluster = Cluster(child);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        let url = line.trim().to_string();
+        assert!(url.starts_with("df://localhost:"), "{line:?}");
+        (cluster, url)
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -138,19 +159,8 @@ fn a_ballista_cluster_in_another_process_writes_the_same_bytes() {
     let local = history(tmp.path());
     let other = tmp.path().join("cluster");
     copy_dir(&local, &other);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_netrev"))
-        .arg("ballista-cluster")
-        .env("NETREV_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _cluster = Cluster(child);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-    let url = line.trim();
-    assert!(url.starts_with("df://localhost:"), "{line:?}");
+    let (_cluster, url) = Cluster::start(&[]);
+    let url = url.as_str();
     ok(netrev(&local, &["recompute"]));
     ok(netrev(&other, &["recompute", "--engine", url]));
     assert_same_tables(&local, &other, url);
@@ -172,6 +182,24 @@ fn a_ballista_cluster_in_another_process_writes_the_same_bytes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("recompute failed"), "{err}");
     assert!(!third.join("tables/visitors").exists());
+}
+
+/// Ballista queues a job while its cluster has no executor: `--timeout-secs` ends the wait.
+#[test]
+fn a_recompute_on_a_cluster_without_executors_gives_up_at_its_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = history(tmp.path());
+    let (_cluster, url) = Cluster::start(&["--no-executor"]);
+    let started = std::time::Instant::now();
+    let out = netrev(
+        &data,
+        &["recompute", "--engine", &url, "--timeout-secs", "3"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gave up after 3 s"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+    assert!(!data.join("tables/visitors").exists());
 }
 
 #[test]
