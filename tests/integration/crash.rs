@@ -77,14 +77,14 @@ async fn kill9_at_random_moments_loses_and_duplicates_nothing() {
     let acked = Arc::new(Mutex::new(Acked::default()));
     let c = client();
     for round in 0..5 {
-        let s = Server::start(dir.path(), &[]);
+        let s = Server::start(dir.path(), &["--rate-limit-per-ip", "0"]);
         let load = tokio::spawn(load(s.base.clone(), round, 16, acked.clone()));
         tokio::time::sleep(Duration::from_millis(rng.random_range(150..900))).await;
         s.kill9();
         load.await.unwrap();
     }
     // Recover once more and let everything reach Parquet.
-    let s = Server::start(dir.path(), &[]);
+    let s = Server::start(dir.path(), &["--rate-limit-per-ip", "0"]);
     s.wait_flushed(&c).await;
     let acked = acked.lock().unwrap();
     assert!(

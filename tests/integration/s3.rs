@@ -101,7 +101,7 @@ const DERIVED: [&str; 5] = [
 const ON_BALLISTA: &str = "s3://netrev/on-ballista";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn derived_tables_on_s3_equal_those_of_a_local_directory() {
+async fn derived_tables_on_s3_and_on_ballista_equal_those_of_a_local_directory() {
     let moto = Moto::start().await;
     moto.bucket("netrev").await;
     let tmp = tempfile::tempdir().unwrap();
@@ -124,7 +124,10 @@ async fn derived_tables_on_s3_equal_those_of_a_local_directory() {
     ok(moto.netrev(s3, &["recompute"]));
     // The SQL jobs on Ballista (in this process) read and write the bucket as well.
     #[cfg(feature = "ballista")]
-    ok(moto.netrev(ON_BALLISTA, &["recompute", "--engine", "ballista"]));
+    crate::ballista::once_more_if_hung(|| {
+        let args = ["recompute", "--engine", "ballista", "--timeout-secs", "90"];
+        moto.netrev(ON_BALLISTA, &args)
+    });
     for table in DERIVED {
         let query = format!("SELECT * FROM {table}");
         let args = ["sql", "--format", "csv", query.as_str()];
