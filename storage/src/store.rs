@@ -319,9 +319,8 @@ pub fn encode_parquet(batches: &[RecordBatch]) -> Result<Bytes> {
         .set_column_dictionary_enabled(ColumnPath::from("ts"), false)
         .set_column_dictionary_enabled(ColumnPath::from("vid"), false)
         .build();
-    let schema = first.schema();
     let mut buf = Vec::new();
-    let mut writer = ArrowWriter::try_new(&mut buf, schema.clone(), Some(props))?;
+    let mut writer = ArrowWriter::try_new(&mut buf, first.schema(), Some(props))?;
     // The writer checks page limits after every 1,024 rows of each `write` and at its end, so
     // the caller's batch boundaries would show in the file. Writing whole chunks of
     // WRITE_ROWS makes the bytes depend on the rows alone: engines that cut the same rows into
@@ -336,17 +335,30 @@ pub fn encode_parquet(batches: &[RecordBatch]) -> Result<Bytes> {
             pending_rows += take;
             offset += take;
             if pending_rows == WRITE_ROWS {
-                writer.write(&concat_batches(&schema, &pending)?)?;
+                write_joined(&mut writer, &pending)?;
                 pending.clear();
                 pending_rows = 0;
             }
         }
     }
     if pending_rows > 0 {
-        writer.write(&concat_batches(&schema, &pending)?)?;
+        write_joined(&mut writer, &pending)?;
     }
     writer.close()?;
     Ok(Bytes::from(buf))
+}
+
+/// Writes `pieces` as one batch; a single piece (the usual case of a small file, or of a
+/// batch that already ends on a chunk boundary) without copying it.
+fn write_joined<W: std::io::Write + Send>(
+    writer: &mut ArrowWriter<W>,
+    pieces: &[RecordBatch],
+) -> Result<()> {
+    match pieces {
+        [one] => writer.write(one)?,
+        _ => writer.write(&concat_batches(&pieces[0].schema(), pieces)?)?,
+    }
+    Ok(())
 }
 
 /// Rows per write of [`encode_parquet`]: a multiple of the Parquet writer's 1,024-row steps.
