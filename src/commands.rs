@@ -40,19 +40,8 @@ pub async fn recompute(
             step = Instant::now();
         }
     };
-    let job = recompute::recompute(&store, range, engine, &mut show);
-    let report = if timeout_secs == 0 {
-        job.await
-    } else {
-        let limit = std::time::Duration::from_secs(timeout_secs);
-        match tokio::time::timeout(limit, job).await {
-            Ok(report) => report,
-            Err(_) => {
-                bar.finish_and_clear();
-                anyhow::bail!("recompute gave up after {timeout_secs} s (--timeout-secs)");
-            }
-        }
-    };
+    let timeout = (timeout_secs > 0).then(|| std::time::Duration::from_secs(timeout_secs));
+    let report = recompute::recompute(&store, range, engine, timeout, &mut show).await;
     bar.finish_and_clear();
     let report = report.context("recompute failed")?;
     eprintln!(

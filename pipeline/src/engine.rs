@@ -78,14 +78,40 @@ impl fmt::Display for Engine {
     }
 }
 
-/// The files a session's snapshot holds, when it has one.
-pub type SnapshotFiles = Option<Arc<HashSet<Path>>>;
+/// When a recompute gives up, and the limit it was given.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: tokio::time::Instant,
+    pub limit: std::time::Duration,
+}
+
+impl Deadline {
+    pub fn after(limit: std::time::Duration) -> Deadline {
+        Deadline {
+            at: tokio::time::Instant::now() + limit,
+            limit,
+        }
+    }
+}
+
+/// `work`, or [`crate::Error::TimedOut`] once `deadline` passes (the work is dropped).
+pub async fn within<T>(
+    deadline: Option<Deadline>,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match deadline {
+        None => work.await,
+        Some(d) => tokio::time::timeout_at(d.at, work)
+            .await
+            .map_err(|_| crate::Error::TimedOut(d.limit))?,
+    }
+}
 
 /// A session on an engine with the raw tables and every job's view, for one recompute.
 pub struct JobSession {
     pub ctx: SessionContext,
     /// The raw files the session reads, when it reads a frozen listing.
-    pub files: SnapshotFiles,
+    pub files: Option<Arc<HashSet<Path>>>,
     /// Where a Ballista session wrote its intermediate views (removed by [`Self::finish`]).
     scratch: Option<Path>,
 }
@@ -100,27 +126,46 @@ impl JobSession {
     }
 }
 
-/// Removes every object under `dir`, and on a local root the emptied folders too (the shared
-/// parent only when no other recompute is using it).
+/// Removes the folder `dir` of the data root with everything in it (on a local root also
+/// the shared parent, when no other recompute is using it).
 async fn remove_folder(store: &Store, dir: &Path) -> Result<()> {
-    for meta in store.list(dir).await? {
-        store.delete(&meta.location).await?;
-    }
-    if let Some(root) = store.local_root() {
-        let folder = root.join(dir.as_ref());
-        let _ = std::fs::remove_dir_all(&folder);
-        if let Some(parent) = folder.parent() {
-            let _ = std::fs::remove_dir(parent);
+    match store.local_root() {
+        Some(root) => {
+            let folder = root.join(dir.as_ref());
+            match std::fs::remove_dir_all(&folder) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(crate::Error::DataRoot(format!(
+                        "removing {}: {e}",
+                        folder.display()
+                    )));
+                }
+            }
+            if let Some(parent) = folder.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+        None => {
+            for meta in store.list(dir).await? {
+                store.delete(&meta.location).await?;
+            }
         }
     }
     Ok(())
 }
 
 /// A session on `engine` with the raw tables and every job's view, for one recompute.
-pub async fn job_session(store: &Store, engine: &Engine) -> Result<JobSession> {
+/// Gives up with [`crate::Error::TimedOut`] at `deadline`; what it wrote is removed.
+pub async fn job_session(
+    store: &Store,
+    engine: &Engine,
+    deadline: Option<Deadline>,
+) -> Result<JobSession> {
     match engine {
         Engine::Local => {
-            let (ctx, files) = crate::materialized_job_session_with_files(store).await?;
+            let (ctx, files) =
+                within(deadline, crate::materialized_job_session_with_files(store)).await?;
             Ok(JobSession {
                 ctx,
                 files: Some(files),
@@ -135,7 +180,7 @@ pub async fn job_session(store: &Store, engine: &Engine) -> Result<JobSession> {
             let (local, files) = crate::snapshot_session(store).await?;
             let ctx = SessionContext::standalone_with_state(ballista_state(&local)).await?;
             let url_of = |rel: &str| crate::table_url(store, rel);
-            let scratch = ballista_views(&ctx, store, &url_of).await?;
+            let scratch = ballista_views(&ctx, store, &url_of, deadline).await?;
             Ok(JobSession {
                 ctx,
                 files: Some(files),
@@ -150,7 +195,7 @@ pub async fn job_session(store: &Store, engine: &Engine) -> Result<JobSession> {
             let ctx = SessionContext::remote_with_state(url, ballista_state(&local)).await?;
             let root = cluster_root(store)?;
             let url_of = |rel: &str| format!("{root}/{rel}/");
-            let scratch = ballista_views(&ctx, store, &url_of).await?;
+            let scratch = ballista_views(&ctx, store, &url_of, deadline).await?;
             Ok(JobSession {
                 ctx,
                 files: None,
@@ -158,7 +203,7 @@ pub async fn job_session(store: &Store, engine: &Engine) -> Result<JobSession> {
             })
         }
         #[cfg(not(feature = "ballista"))]
-        Engine::BallistaStandalone | Engine::BallistaCluster(_) => Err(crate::Error::DataRoot(
+        Engine::BallistaStandalone | Engine::BallistaCluster(_) => Err(crate::Error::Engine(
             "this netrev was built without the `ballista` feature".into(),
         )),
     }
@@ -185,10 +230,11 @@ async fn ballista_views(
     ctx: &SessionContext,
     store: &Store,
     url_of: &(dyn Fn(&str) -> String + Sync),
+    deadline: Option<Deadline>,
 ) -> Result<Path> {
     remove_stale_scratch(store).await?;
     let scratch = Path::from(format!("{SCRATCH}/{}", run_id(chrono::Utc::now())));
-    match write_views(ctx, url_of, &scratch).await {
+    match within(deadline, write_views(ctx, url_of, &scratch)).await {
         Ok(()) => Ok(scratch),
         Err(e) => {
             if let Err(cleanup) = remove_folder(store, &scratch).await {
@@ -478,8 +524,8 @@ mod tests {
                 let dir = tempfile::tempdir().unwrap();
                 let store = Store::open(dir.path().to_str().unwrap()).unwrap();
                 history(&store).await;
-                let local = job_session(&store, &Engine::Local).await.unwrap();
-                let ballista = job_session(&store, &Engine::BallistaStandalone)
+                let local = job_session(&store, &Engine::Local, None).await.unwrap();
+                let ballista = job_session(&store, &Engine::BallistaStandalone, None)
                     .await
                     .unwrap();
                 for job in crate::jobs::JOBS {

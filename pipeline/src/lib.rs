@@ -47,6 +47,9 @@ pub enum Error {
     /// The data root cannot be used by the query engine.
     #[error("data root: {0}")]
     DataRoot(String),
+    /// The recompute did not finish within its time limit.
+    #[error("gave up after {} s (the time limit)", .0.as_secs())]
+    TimedOut(std::time::Duration),
     /// The query engine could not be started or reached (a Ballista scheduler).
     #[error("engine: {0}")]
     Engine(String),

@@ -16,7 +16,7 @@ use object_store::path::Path;
 use netrev_storage::Store;
 
 use crate::click_lookup::ParquetClicks;
-use crate::engine::{Engine, JobSession};
+use crate::engine::{Deadline, Engine, JobSession, within};
 use crate::jobs::{DERIVED, Derived};
 use crate::live::{LiveStats, Measures, WindowKey};
 use crate::{Error, Result};
@@ -95,14 +95,17 @@ fn order_by(name: &str) -> &'static str {
 /// Runs every job over the raw tables of `store` and replaces the derived tables. With a
 /// `range`, only those click days of `stats_hourly` are rebuilt (the other tables are always
 /// rebuilt whole: a refund today changes a cohort of any age). The SQL runs on `engine`; every
-/// engine writes the same bytes.
+/// engine writes the same bytes. With a `timeout` it gives up after that long (a Ballista
+/// cluster without executors queues jobs forever), removing its scratch files.
 pub async fn recompute(
     store: &Store,
     range: DateRange,
     engine: &Engine,
+    timeout: Option<std::time::Duration>,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Report> {
-    Ok(run(store, range, engine, progress, None).await?.0)
+    let deadline = timeout.map(Deadline::after);
+    Ok(run(store, range, engine, deadline, progress, None).await?.0)
 }
 
 /// The lock a running `serve` holds on its data root (`tables/.live.lock`): while it is
@@ -166,6 +169,7 @@ pub async fn recompute_live(
         store,
         DateRange::default(),
         &Engine::Local,
+        None,
         progress,
         Some(horizon),
     )
@@ -178,6 +182,7 @@ async fn run(
     store: &Store,
     range: DateRange,
     engine: &Engine,
+    deadline: Option<Deadline>,
     progress: &mut (dyn FnMut(Progress) + Send),
     live: Option<Option<NaiveDate>>,
 ) -> Result<(Report, Option<(LiveStats, ParquetClicks)>)> {
@@ -199,8 +204,12 @@ async fn run(
     progress(Progress::Computing {
         table: "deduplicated events",
     });
-    let session = crate::engine::job_session(store, engine).await?;
-    let outcome = write_tables(store, range, progress, live, skip_stats, &session).await;
+    let session = crate::engine::job_session(store, engine, deadline).await?;
+    let outcome = within(
+        deadline,
+        write_tables(store, range, progress, live, skip_stats, &session),
+    )
+    .await;
     // What the session wrote besides the tables goes, whether or not they were written; a
     // failure here leaves a scratch folder for a later recompute, not a failed recompute.
     if let Err(e) = session.finish(store).await {

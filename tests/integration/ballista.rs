@@ -54,6 +54,14 @@ pub fn once_more_if_hung(run: impl Fn() -> std::process::Output) {
     }
 }
 
+/// [`history`] in `dir/data`, and a copy of it in `dir/NAME` (both not yet recomputed).
+fn history_and_copy(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let data = history(dir);
+    let copy = dir.join(name);
+    copy_dir(&data, &copy);
+    (data, copy)
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -117,9 +125,7 @@ fn assert_same_tables(local: &Path, other: &Path, engine: &str) {
 #[test]
 fn ballista_in_process_writes_the_same_bytes_as_the_local_engine() {
     let tmp = tempfile::tempdir().unwrap();
-    let local = history(tmp.path());
-    let other = tmp.path().join("ballista");
-    copy_dir(&local, &other);
+    let (local, other) = history_and_copy(tmp.path(), "ballista");
     ok(netrev(&local, &["recompute"]));
     recompute_on(&other, "ballista", &[]);
     assert_same_tables(&local, &other, "ballista");
@@ -177,9 +183,7 @@ impl Drop for Cluster {
 #[test]
 fn a_ballista_cluster_in_another_process_writes_the_same_bytes() {
     let tmp = tempfile::tempdir().unwrap();
-    let local = history(tmp.path());
-    let other = tmp.path().join("cluster");
-    copy_dir(&local, &other);
+    let (local, other) = history_and_copy(tmp.path(), "cluster");
     let (_cluster, url) = Cluster::start(&[]);
     let url = url.as_str();
     ok(netrev(&local, &["recompute"]));
@@ -221,6 +225,10 @@ fn a_recompute_on_a_cluster_without_executors_gives_up_at_its_timeout() {
     assert!(err.contains("gave up after 3 s"), "{err}");
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
     assert!(!data.join("tables/visitors").exists());
+    assert!(
+        !data.join("tables/.work").exists(),
+        "a recompute that gives up removes its scratch"
+    );
 }
 
 #[test]
