@@ -11,7 +11,7 @@ WITH visitor AS (
   SELECT vid,
          first_source AS source,
          CAST(first_seen AS BIGINT) AS first_us,
-         CAST(date_trunc('day', first_seen) AS DATE) AS cohort
+         CAST(first_seen AS DATE) AS cohort
   FROM visitor_clicks
 ),
 cohorts AS (

@@ -24,24 +24,31 @@ refs AS (
            AS refunded_conversions
   FROM refund_links
   GROUP BY cid
+),
+-- The money of each click with a conversion or a refund, so the clicks are joined once.
+money AS (
+  SELECT coalesce(c.cid, r.cid) AS cid,
+         c.conversions, c.gross_revenue,
+         r.refunds, r.refund_amount, r.chargebacks, r.chargeback_amount, r.refunded_conversions
+  FROM conv AS c
+  FULL JOIN refs AS r ON r.cid = c.cid
 )
 SELECT hour, source, campaign, link, country, device, clicks, cost, conversions,
        gross_revenue, refunds, refund_amount, chargebacks, chargeback_amount,
-       refunded_conversions, CAST(date_trunc('day', hour) AS DATE) AS date
+       refunded_conversions, CAST(hour AS DATE) AS date
 FROM (
-  SELECT date_trunc('hour', k.ts) AS hour,
+  SELECT date_bin(INTERVAL '1 hour', k.ts) AS hour,
          k.source, k.campaign, k.link, k.country, k.device,
          count(*) AS clicks,
          CAST(sum(k.cost) AS DECIMAL(18, 4)) AS cost,
-         CAST(coalesce(sum(c.conversions), 0) AS BIGINT) AS conversions,
-         CAST(coalesce(sum(c.gross_revenue), 0) AS DECIMAL(18, 4)) AS gross_revenue,
-         CAST(coalesce(sum(r.refunds), 0) AS BIGINT) AS refunds,
-         CAST(coalesce(sum(r.refund_amount), 0) AS DECIMAL(18, 4)) AS refund_amount,
-         CAST(coalesce(sum(r.chargebacks), 0) AS BIGINT) AS chargebacks,
-         CAST(coalesce(sum(r.chargeback_amount), 0) AS DECIMAL(18, 4)) AS chargeback_amount,
-         CAST(coalesce(sum(r.refunded_conversions), 0) AS BIGINT) AS refunded_conversions
+         CAST(coalesce(sum(m.conversions), 0) AS BIGINT) AS conversions,
+         CAST(coalesce(sum(m.gross_revenue), 0) AS DECIMAL(18, 4)) AS gross_revenue,
+         CAST(coalesce(sum(m.refunds), 0) AS BIGINT) AS refunds,
+         CAST(coalesce(sum(m.refund_amount), 0) AS DECIMAL(18, 4)) AS refund_amount,
+         CAST(coalesce(sum(m.chargebacks), 0) AS BIGINT) AS chargebacks,
+         CAST(coalesce(sum(m.chargeback_amount), 0) AS DECIMAL(18, 4)) AS chargeback_amount,
+         CAST(coalesce(sum(m.refunded_conversions), 0) AS BIGINT) AS refunded_conversions
   FROM clicks_dedup AS k
-  LEFT JOIN conv AS c ON c.cid = k.cid
-  LEFT JOIN refs AS r ON r.cid = k.cid
-  GROUP BY date_trunc('hour', k.ts), k.source, k.campaign, k.link, k.country, k.device
+  LEFT JOIN money AS m ON m.cid = k.cid
+  GROUP BY date_bin(INTERVAL '1 hour', k.ts), k.source, k.campaign, k.link, k.country, k.device
 ) AS hourly;

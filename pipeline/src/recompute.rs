@@ -237,6 +237,7 @@ async fn write_tables(
         progress(Progress::Computing { table: d.name });
         let started = std::time::Instant::now();
         let mut batches = compute(ctx, d, range).await?;
+        let computed = started.elapsed().as_secs_f64();
         let rows = batches.iter().map(RecordBatch::num_rows).sum();
         let files = if d.partitioned_by_date {
             write_partitions(store, d, range, &batches).await?
@@ -248,6 +249,7 @@ async fn write_tables(
             rows,
             files,
             secs = started.elapsed().as_secs_f64(),
+            computed_secs = computed,
             "written"
         );
         progress(Progress::Written {
