@@ -11,6 +11,7 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::Date32Type;
 use chrono::NaiveDate;
 use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 
 use netrev_storage::Store;
@@ -230,37 +231,51 @@ async fn write_tables(
     let ctx = &session.ctx;
     let mut report = Report::default();
     let mut stats = Vec::new();
+    // A table is written while the next one is computed: encoding Parquet keeps one core
+    // busy, and a query rarely keeps both.
+    let mut writing: Option<Writing> = None;
     for d in DERIVED
         .iter()
         .filter(|d| !(skip_stats && d.name == "stats_hourly"))
     {
         progress(Progress::Computing { table: d.name });
         let started = std::time::Instant::now();
-        let mut batches = compute(ctx, d, range).await?;
-        let computed = started.elapsed().as_secs_f64();
-        let rows = batches.iter().map(RecordBatch::num_rows).sum();
-        let files = if d.partitioned_by_date {
-            write_partitions(store, d, range, &batches).await?
-        } else {
-            write_whole(store, d, ctx, std::mem::take(&mut batches)).await?
+        let batches = match compute(ctx, d, range).await {
+            Ok(batches) => batches,
+            Err(e) => {
+                // The table being written is whole or absent, but its own failure would go
+                // unreported if the recompute returned before it ended.
+                if let Some(w) = writing.take() {
+                    let _ = w.task.await;
+                }
+                return Err(e);
+            }
         };
-        tracing::info!(
-            table = d.name,
-            rows,
-            files,
-            secs = started.elapsed().as_secs_f64(),
-            computed_secs = computed,
-            "written"
-        );
-        progress(Progress::Written {
-            table: d.name,
-            rows,
-            files,
-        });
-        report.tables.push((d.name, rows, files));
+        let computed = started.elapsed().as_secs_f64();
         if d.name == "stats_hourly" && live.is_some() {
-            stats = batches;
+            stats = batches.clone();
         }
+        if let Some(w) = writing.take() {
+            report.tables.push(w.finish(progress).await?);
+        }
+        let store = store.clone();
+        writing = Some(Writing {
+            table: d.name,
+            rows: batches.iter().map(RecordBatch::num_rows).sum(),
+            started,
+            computed,
+            task: tokio::spawn(async move {
+                if d.partitioned_by_date {
+                    write_partitions(&store, d, range, &batches).await
+                } else {
+                    store.write_parquet(&file_path(d, None), &batches).await?;
+                    Ok(1)
+                }
+            }),
+        });
+    }
+    if let Some(w) = writing.take() {
+        report.tables.push(w.finish(progress).await?);
     }
     let live = match live {
         Some(horizon) => {
@@ -278,6 +293,40 @@ async fn write_tables(
         None => None,
     };
     Ok((report, live))
+}
+
+/// A derived table being written.
+struct Writing {
+    table: &'static str,
+    rows: usize,
+    started: std::time::Instant,
+    computed: f64,
+    /// Resolves to the number of files written.
+    task: tokio::task::JoinHandle<Result<usize>>,
+}
+
+impl Writing {
+    /// Waits for the files; returns the report's line for the table.
+    async fn finish(
+        self,
+        progress: &mut (dyn FnMut(Progress) + Send),
+    ) -> Result<(&'static str, usize, usize)> {
+        let files = self.task.await.expect("writing task panicked")?;
+        tracing::info!(
+            table = self.table,
+            rows = self.rows,
+            files,
+            secs = self.started.elapsed().as_secs_f64(),
+            computed_secs = self.computed,
+            "written"
+        );
+        progress(Progress::Written {
+            table: self.table,
+            rows: self.rows,
+            files,
+        });
+        Ok((self.table, self.rows, files))
+    }
 }
 
 /// Replaces one `stats_hourly` partition with `rows` (all of that day's rows, as the live
@@ -335,21 +384,13 @@ async fn compute(ctx: &SessionContext, d: &Derived, range: DateRange) -> Result<
         }
     }
     sql.push_str(&format!(" ORDER BY {}", order_by(d.name)));
-    Ok(ctx.sql(&sql).await?.collect().await?)
-}
-
-async fn write_whole(
-    store: &Store,
-    d: &Derived,
-    ctx: &SessionContext,
-    mut batches: Vec<RecordBatch>,
-) -> Result<usize> {
-    if batches.is_empty() {
+    let mut batches = ctx.sql(&sql).await?.collect().await?;
+    if batches.is_empty() && !d.partitioned_by_date {
+        // An unpartitioned table is written even when empty.
         let schema = ctx.table(d.name).await?.schema().as_arrow().clone();
         batches.push(RecordBatch::new_empty(std::sync::Arc::new(schema)));
     }
-    store.write_parquet(&file_path(d, None), &batches).await?;
-    Ok(1)
+    Ok(batches)
 }
 
 /// Splits rows by their `date` column and writes one file per date; partitions in the range
@@ -380,12 +421,16 @@ async fn write_partitions(
             parts.entry(day).or_default().push(part);
         }
     }
-    for (day, rows) in &parts {
-        let date = Date32Type::to_naive_date_opt(*day).ok_or_else(|| {
-            datafusion::error::DataFusionError::Internal(format!("date {day} out of range"))
-        })?;
-        store.write_parquet(&file_path(d, Some(date)), rows).await?;
-    }
+    // Two files at a time: each is encoded on a core of its own.
+    let files = parts.len();
+    let writes = parts.into_iter().map(|(day, rows)| {
+        let store = store.clone();
+        async move { write_partition(&store, d, day, &rows).await }
+    });
+    futures::stream::iter(writes)
+        .buffer_unordered(2)
+        .try_collect::<()>()
+        .await?;
     // A partition in the range keeps nothing but the file just written: a partition without
     // rows now loses its old ones, and stray files (an older layout, a crashed write's
     // temporary) would otherwise be read too.
@@ -397,7 +442,15 @@ async fn write_partitions(
             store.delete(&meta.location).await?;
         }
     }
-    Ok(parts.len())
+    Ok(files)
+}
+
+/// Writes the file of one day's partition.
+async fn write_partition(store: &Store, d: &Derived, day: i32, rows: &[RecordBatch]) -> Result<()> {
+    let date = Date32Type::to_naive_date_opt(day).ok_or_else(|| {
+        datafusion::error::DataFusionError::Internal(format!("date {day} out of range"))
+    })?;
+    Ok(store.write_parquet(&file_path(d, Some(date)), rows).await?)
 }
 
 impl From<netrev_storage::Error> for Error {
