@@ -6,7 +6,9 @@
 --   net_revenue = gross_revenue - refund_amount, refund_rate = 100 * refunded_conversions /
 --   conversions, profit = net_revenue - cost, roi = 100 * profit / cost,
 --   epc = net_revenue / clicks, cr = 100 * conversions / clicks.
--- `date` (the click's UTC day) names the partition the row is stored in.
+-- `date` (the click's UTC day) names the partition the row is stored in. The hour is found
+-- with date_bin (integer arithmetic; date_trunc converts every row through the time zone)
+-- and given back the microsecond unit of the raw `ts` that date_bin widens to nanoseconds.
 CREATE OR REPLACE VIEW stats_hourly AS
 WITH conv AS (
   SELECT cid, count(*) AS conversions, sum(amount) AS gross_revenue
@@ -33,7 +35,8 @@ money AS (
   FROM conv AS c
   FULL JOIN refs AS r ON r.cid = c.cid
 )
-SELECT hour, source, campaign, link, country, device, clicks, cost, conversions,
+SELECT arrow_cast(hour, 'Timestamp(Microsecond, Some("UTC"))') AS hour,
+       source, campaign, link, country, device, clicks, cost, conversions,
        gross_revenue, refunds, refund_amount, chargebacks, chargeback_amount,
        refunded_conversions, CAST(hour AS DATE) AS date
 FROM (
