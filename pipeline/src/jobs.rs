@@ -87,18 +87,20 @@ pub struct Derived {
     pub partitioned_by_date: bool,
 }
 
-/// The derived tables written by a recompute.
+/// The derived tables written by a recompute, in the order computed. A table is written while
+/// the next one is computed: `visitors`, one large file encoded on one core, goes before the
+/// longest computation (`stats_hourly`), whose many files are encoded in parallel.
 pub const DERIVED: &[Derived] = &[
+    Derived {
+        name: "visitors",
+        partitioned_by_date: false,
+    },
     Derived {
         name: "stats_hourly",
         partitioned_by_date: true,
     },
     Derived {
         name: "cohort_ltv",
-        partitioned_by_date: false,
-    },
-    Derived {
-        name: "visitors",
         partitioned_by_date: false,
     },
     Derived {
