@@ -21,21 +21,19 @@ cohorts AS (
   FROM visitor
   GROUP BY cohort, source
 ),
+events AS (
+  SELECT cid, ts, amount AS gross, CAST(0 AS DECIMAL(18, 4)) AS refund
+  FROM conversions_dedup
+  UNION ALL
+  SELECT cid, ts, CAST(0 AS DECIMAL(18, 4)) AS gross, amount AS refund
+  FROM refunds_dedup
+),
 money AS (
   SELECT v.cohort, v.source,
-         greatest(CAST(c.ts AS BIGINT) - v.first_us, 0) / 86400000000 AS age,
-         c.amount AS gross,
-         CAST(0 AS DECIMAL(18, 4)) AS refund
-  FROM conversions_dedup AS c
-  JOIN converting_clicks AS k ON k.cid = c.cid
-  JOIN visitor AS v ON v.vid = k.vid
-  UNION ALL
-  SELECT v.cohort, v.source,
-         greatest(CAST(r.ts AS BIGINT) - v.first_us, 0) / 86400000000 AS age,
-         CAST(0 AS DECIMAL(18, 4)) AS gross,
-         r.amount AS refund
-  FROM refunds_dedup AS r
-  JOIN converting_clicks AS k ON k.cid = r.cid
+         greatest(CAST(e.ts AS BIGINT) - v.first_us, 0) / 86400000000 AS age,
+         e.gross, e.refund
+  FROM events AS e
+  JOIN converting_clicks AS k ON k.cid = e.cid
   JOIN visitor AS v ON v.vid = k.vid
 ),
 per_age AS (

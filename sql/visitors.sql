@@ -18,17 +18,20 @@ refs AS (
   JOIN converting_clicks AS k ON k.cid = r.cid
   GROUP BY k.vid
 ),
-seen AS (
-  SELECT vid, first_seen, last_seen, clicks FROM visitor_clicks
+-- The money of each visitor with a conversion or a refund, so the visitors are joined once.
+money AS (
+  SELECT coalesce(c.vid, r.vid) AS vid,
+         c.conversions, c.gross_revenue, r.refunds, r.refund_amount, r.chargebacks
+  FROM conv AS c
+  FULL JOIN refs AS r ON r.vid = c.vid
 )
 SELECT s.vid, s.first_seen, s.last_seen, s.clicks,
-       CAST(coalesce(c.conversions, 0) AS BIGINT) AS conversions,
-       CAST(coalesce(c.gross_revenue, 0) AS DECIMAL(18, 4)) AS gross_revenue,
-       CAST(coalesce(r.refunds, 0) AS BIGINT) AS refunds,
-       CAST(coalesce(r.refund_amount, 0) AS DECIMAL(18, 4)) AS refund_amount,
-       CAST(coalesce(r.chargebacks, 0) AS BIGINT) AS chargebacks,
-       CAST(coalesce(c.gross_revenue, 0) - coalesce(r.refund_amount, 0) AS DECIMAL(18, 4))
+       CAST(coalesce(m.conversions, 0) AS BIGINT) AS conversions,
+       CAST(coalesce(m.gross_revenue, 0) AS DECIMAL(18, 4)) AS gross_revenue,
+       CAST(coalesce(m.refunds, 0) AS BIGINT) AS refunds,
+       CAST(coalesce(m.refund_amount, 0) AS DECIMAL(18, 4)) AS refund_amount,
+       CAST(coalesce(m.chargebacks, 0) AS BIGINT) AS chargebacks,
+       CAST(coalesce(m.gross_revenue, 0) - coalesce(m.refund_amount, 0) AS DECIMAL(18, 4))
          AS net_revenue
-FROM seen AS s
-LEFT JOIN conv AS c ON c.vid = s.vid
-LEFT JOIN refs AS r ON r.vid = s.vid;
+FROM visitor_clicks AS s
+LEFT JOIN money AS m ON m.vid = s.vid;
