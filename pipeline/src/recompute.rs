@@ -234,10 +234,19 @@ async fn write_tables(
     // A table is written while the next one is computed: encoding Parquet keeps one core
     // busy, and a query rarely keeps both.
     let mut writing: Option<Writing> = None;
-    for d in DERIVED
+    let tables: Vec<&'static Derived> = DERIVED
         .iter()
         .filter(|d| !(skip_stats && d.name == "stats_hourly"))
-    {
+        .collect();
+    // What each table's query reads, to let go of the views (and the rows held in memory for
+    // them) once no table left needs them. The live state, built last, reads them all.
+    let mut reads = Vec::new();
+    if live.is_none() {
+        for d in &tables {
+            reads.push(tables_read(ctx, d.name).await?);
+        }
+    }
+    for (i, d) in tables.iter().copied().enumerate() {
         progress(Progress::Computing { table: d.name });
         let started = std::time::Instant::now();
         let batches = match compute(ctx, d, range).await {
@@ -252,6 +261,20 @@ async fn write_tables(
             }
         };
         let computed = started.elapsed().as_secs_f64();
+        if !reads.is_empty() {
+            // A view holds what it reads: its own registration goes too once unneeded.
+            let mut needed: BTreeSet<&str> = reads[i + 1..]
+                .iter()
+                .flatten()
+                .map(|t| t.as_str())
+                .collect();
+            needed.extend(tables[i + 1..].iter().map(|t| t.name));
+            for job in crate::jobs::JOBS {
+                if !needed.contains(job.name) {
+                    ctx.deregister_table(job.name)?;
+                }
+            }
+        }
         if d.name == "stats_hourly" && live.is_some() {
             stats = batches.clone();
         }
@@ -268,8 +291,7 @@ async fn write_tables(
                 if d.partitioned_by_date {
                     write_partitions(&store, d, range, &batches).await
                 } else {
-                    store.write_parquet(&file_path(d, None), &batches).await?;
-                    Ok(1)
+                    write_whole(&store, d, &batches).await
                 }
             }),
         });
@@ -293,6 +315,20 @@ async fn write_tables(
         None => None,
     };
     Ok((report, live))
+}
+
+/// The tables a query of `name` reads, its views inlined.
+async fn tables_read(ctx: &SessionContext, name: &str) -> Result<BTreeSet<String>> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let plan = ctx.table(name).await?.into_optimized_plan()?;
+    let mut names = BTreeSet::new();
+    plan.apply_with_subqueries(|node| {
+        if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node {
+            names.insert(scan.table_name.table().to_string());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(names)
 }
 
 /// A derived table being written.
@@ -394,6 +430,19 @@ async fn compute(ctx: &SessionContext, d: &Derived, range: DateRange) -> Result<
         batches.push(RecordBatch::new_empty(std::sync::Arc::new(schema)));
     }
     Ok(batches)
+}
+
+/// Writes the one file of an unpartitioned table; anything else in its folder (a crashed
+/// write's temporary) goes.
+async fn write_whole(store: &Store, d: &Derived, batches: &[RecordBatch]) -> Result<usize> {
+    let path = file_path(d, None);
+    store.write_parquet(&path, batches).await?;
+    for meta in store.list(&table_dir(d.name)).await? {
+        if meta.location != path {
+            store.delete(&meta.location).await?;
+        }
+    }
+    Ok(1)
 }
 
 /// Splits rows by their `date` column and writes one file per date; partitions in the range

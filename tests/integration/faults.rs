@@ -163,7 +163,7 @@ fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 #[test]
-fn a_crash_while_replacing_a_derived_partition_leaves_the_old_one_readable() {
+fn a_crash_while_replacing_a_derived_file_leaves_the_old_one_readable() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let import = |name: &str, table: &str, text: &str| {
@@ -187,11 +187,12 @@ fn a_crash_while_replacing_a_derived_partition_leaves_the_old_one_readable() {
     let totals = "SELECT sum(clicks) AS clicks, sum(gross_revenue) AS gross FROM stats_hourly";
     let before = sql(&data, totals);
     assert_eq!(before, "clicks,gross\n2,10.0000\n");
-    let stats_dir = data.join("tables").join("stats_hourly");
-    let old_files = files(&stats_dir);
+    let tables = data.join("tables");
+    let old_files = files(&tables);
 
-    // New events, then a recompute killed after writing the first new file under its
-    // temporary name and before renaming it into place.
+    // New events, then a recompute killed after writing the first new file of a derived
+    // table (`visitors`, the first computed) under its temporary name and before renaming it
+    // into place.
     import(
         "more.csv",
         "conversions",
@@ -211,9 +212,9 @@ fn a_crash_while_replacing_a_derived_partition_leaves_the_old_one_readable() {
         "{stderr}"
     );
 
-    // The old partition is there byte for byte and is what readers get; the crash left its
-    // temporary file beside it, which no reader takes for data.
-    let now = files(&stats_dir);
+    // The old files (every table's) are there byte for byte and are what readers get; the
+    // crash left its temporary file beside them, which no reader takes for data.
+    let now = files(&tables);
     let temps: Vec<_> = now
         .iter()
         .filter(|(p, _)| !old_files.iter().any(|(q, _)| q == p))
