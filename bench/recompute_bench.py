@@ -102,7 +102,7 @@ def duckdb_sql(text):
     """The job files in DuckDB's dialect: date_bin by a unit as date_trunc, no arrow_cast,
     timestamps to microseconds with epoch_us, integer division with //, exact decimal scaling
     by multiplication, and the ordered aggregate first_value(…) as first(…)."""
-    text = re.sub(r"CAST\(((?:min|max)\(ts\)|[a-z]\.ts|first_seen) AS BIGINT\)", r"epoch_us(\1)", text)
+    text = re.sub(r"CAST\(((?:min|max)\(ts\)|[a-z]\.ts|(?:[a-z]\.)?first_seen) AS BIGINT\)", r"epoch_us(\1)", text)
     text = re.sub(r"arrow_cast\((\w+), '[^']*'\)", r"\1", text)
     text = re.sub(r"date_bin\(INTERVAL '1 (\w+)', ", r"date_trunc('\1', ", text)
     text = text.replace("/ 86400000000", "// 86400000000")
@@ -125,7 +125,7 @@ def pg_sql(text):
     date_bin wants an origin), no arrow_cast, timestamps to microseconds with extract(epoch),
     generate_series for range, and sums of counts cast back to bigint (PostgreSQL widens them
     to numeric, which would make the integer division of the LTV rounding exact division)."""
-    text = re.sub(r"CAST\(((?:min|max)\(ts\)|[a-z]\.ts|first_seen) AS BIGINT\)",
+    text = re.sub(r"CAST\(((?:min|max)\(ts\)|[a-z]\.ts|(?:[a-z]\.)?first_seen) AS BIGINT\)",
                   r"CAST(extract(epoch FROM \1) * 1000000 AS BIGINT)", text)
     text = re.sub(r"arrow_cast\((\w+), '[^']*'\)", r"\1", text)
     text = re.sub(r"date_bin\(INTERVAL '1 (\w+)', ", r"date_trunc('\1', ", text)

@@ -7,19 +7,18 @@
 -- sources, in cohort_ltv.sql); ltv = net / cohort_size is left to the reader, which may
 -- first merge cohorts.
 CREATE OR REPLACE VIEW cohort_sources AS
-WITH visitor AS (
-  SELECT vid,
-         first_source AS source,
-         CAST(first_seen AS BIGINT) AS first_us,
-         CAST(first_seen AS DATE) AS cohort
-  FROM visitor_clicks
-),
-cohorts AS (
-  SELECT cohort, source,
-         min(first_us) / 86400000000 AS cohort_day,
-         count(*) AS cohort_size
-  FROM visitor
-  GROUP BY cohort, source
+WITH cohorts AS (
+  -- Visitors are counted per day bin and made a date only once per cohort (a cast of every
+  -- visitor's time to a date goes through the time zone, row by row).
+  SELECT CAST(day AS DATE) AS cohort, source, cohort_day, cohort_size
+  FROM (
+    SELECT date_bin(INTERVAL '1 day', first_seen) AS day,
+           first_source AS source,
+           min(CAST(first_seen AS BIGINT)) / 86400000000 AS cohort_day,
+           count(*) AS cohort_size
+    FROM visitor_clicks
+    GROUP BY date_bin(INTERVAL '1 day', first_seen), first_source
+  ) AS binned
 ),
 events AS (
   SELECT cid, ts, amount AS gross, CAST(0 AS DECIMAL(18, 4)) AS refund
@@ -29,12 +28,12 @@ events AS (
   FROM refunds_dedup
 ),
 money AS (
-  SELECT v.cohort, v.source,
-         greatest(CAST(e.ts AS BIGINT) - v.first_us, 0) / 86400000000 AS age,
+  SELECT CAST(v.first_seen AS DATE) AS cohort, v.first_source AS source,
+         greatest(CAST(e.ts AS BIGINT) - CAST(v.first_seen AS BIGINT), 0) / 86400000000 AS age,
          e.gross, e.refund
   FROM events AS e
   JOIN converting_clicks AS k ON k.cid = e.cid
-  JOIN visitor AS v ON v.vid = k.vid
+  JOIN visitor_clicks AS v ON v.vid = k.vid
 ),
 per_age AS (
   SELECT cohort, source, age, sum(gross) AS gross, sum(refund) AS refunds

@@ -11,11 +11,13 @@
 --   vid, source, click_ts   the click's visitor, traffic source and time (null when unmatched)
 CREATE OR REPLACE VIEW refund_links AS
 WITH first_conversion AS (
+  -- Only the clicks with a refund need theirs.
   SELECT cid, txid, ts, amount
   FROM (
     SELECT cid, txid, ts, amount,
            row_number() OVER (PARTITION BY cid ORDER BY ts, txid NULLS FIRST) AS nth
     FROM conversions_dedup
+    WHERE cid IN (SELECT cid FROM refunds_dedup)
   ) AS numbered
   WHERE nth = 1
 ),

@@ -18,7 +18,7 @@ use netrev_storage::Store;
 
 use crate::click_lookup::ParquetClicks;
 use crate::engine::{Deadline, Engine, JobSession, within};
-use crate::jobs::{DERIVED, Derived};
+use crate::jobs::{DERIVED, Derived, run_partitioned};
 use crate::live::{LiveStats, Measures, WindowKey};
 use crate::{Error, Result};
 
@@ -423,7 +423,11 @@ async fn compute(ctx: &SessionContext, d: &Derived, range: DateRange) -> Result<
     if !d.partitioned_by_date {
         sql.push_str(&format!(" ORDER BY {}", order_by(d.name)));
     }
-    let mut batches = ctx.sql(&sql).await?.collect().await?;
+    let mut batches: Vec<_> = run_partitioned(ctx.sql(&sql).await?, d.name)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
     if batches.is_empty() && !d.partitioned_by_date {
         // An unpartitioned table is written even when empty.
         let schema = ctx.table(d.name).await?.schema().as_arrow().clone();
