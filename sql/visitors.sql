@@ -18,20 +18,26 @@ refs AS (
   JOIN converting_clicks AS k ON k.cid = r.cid
   GROUP BY k.vid
 ),
--- The money of each visitor with a conversion or a refund, so the visitors are joined once.
+-- The money of each visitor with a conversion or a refund, in the table's types, so the
+-- visitors are joined once and only these few rows are cast.
 money AS (
   SELECT coalesce(c.vid, r.vid) AS vid,
-         c.conversions, c.gross_revenue, r.refunds, r.refund_amount, r.chargebacks
+         CAST(coalesce(c.conversions, 0) AS BIGINT) AS conversions,
+         CAST(coalesce(c.gross_revenue, 0) AS DECIMAL(18, 4)) AS gross_revenue,
+         CAST(coalesce(r.refunds, 0) AS BIGINT) AS refunds,
+         CAST(coalesce(r.refund_amount, 0) AS DECIMAL(18, 4)) AS refund_amount,
+         CAST(coalesce(r.chargebacks, 0) AS BIGINT) AS chargebacks,
+         CAST(coalesce(c.gross_revenue, 0) - coalesce(r.refund_amount, 0) AS DECIMAL(18, 4))
+           AS net_revenue
   FROM conv AS c
   FULL JOIN refs AS r ON r.vid = c.vid
 )
 SELECT s.vid, s.first_seen, s.last_seen, s.clicks,
-       CAST(coalesce(m.conversions, 0) AS BIGINT) AS conversions,
-       CAST(coalesce(m.gross_revenue, 0) AS DECIMAL(18, 4)) AS gross_revenue,
-       CAST(coalesce(m.refunds, 0) AS BIGINT) AS refunds,
-       CAST(coalesce(m.refund_amount, 0) AS DECIMAL(18, 4)) AS refund_amount,
-       CAST(coalesce(m.chargebacks, 0) AS BIGINT) AS chargebacks,
-       CAST(coalesce(m.gross_revenue, 0) - coalesce(m.refund_amount, 0) AS DECIMAL(18, 4))
-         AS net_revenue
+       coalesce(m.conversions, CAST(0 AS BIGINT)) AS conversions,
+       coalesce(m.gross_revenue, CAST(0 AS DECIMAL(18, 4))) AS gross_revenue,
+       coalesce(m.refunds, CAST(0 AS BIGINT)) AS refunds,
+       coalesce(m.refund_amount, CAST(0 AS DECIMAL(18, 4))) AS refund_amount,
+       coalesce(m.chargebacks, CAST(0 AS BIGINT)) AS chargebacks,
+       coalesce(m.net_revenue, CAST(0 AS DECIMAL(18, 4))) AS net_revenue
 FROM visitor_clicks AS s
 LEFT JOIN money AS m ON m.vid = s.vid;
