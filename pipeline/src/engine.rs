@@ -366,11 +366,26 @@ fn ballista_state(local: &SessionContext) -> datafusion::execution::SessionState
     // The adaptive planner re-plans a query stage by stage as they finish; on these jobs it
     // ran thousands of one-millisecond stages. The static planner runs each plan as a few
     // shuffles.
-    let config = state
+    let mut config = state
         .config()
         .clone()
         .upgrade_for_ballista()
         .with_ballista_adaptive_query_planner(false);
+    // Joins are planned with DataFusion's own limits for hashing one side once, not the local
+    // engine's larger ones (`session_config`): on a cluster every task of such a join reads
+    // that whole side, and these plans are the ones the Ballista tests were first measured
+    // with.
+    let defaults = datafusion::config::ConfigOptions::default().optimizer;
+    let optimizer = &mut config.options_mut().optimizer;
+    if std::env::var_os("DATAFUSION_OPTIMIZER_HASH_JOIN_SINGLE_PARTITION_THRESHOLD").is_none() {
+        optimizer.hash_join_single_partition_threshold =
+            defaults.hash_join_single_partition_threshold;
+    }
+    if std::env::var_os("DATAFUSION_OPTIMIZER_HASH_JOIN_SINGLE_PARTITION_THRESHOLD_ROWS").is_none()
+    {
+        optimizer.hash_join_single_partition_threshold_rows =
+            defaults.hash_join_single_partition_threshold_rows;
+    }
     datafusion::execution::SessionStateBuilder::new_from_existing(state)
         .with_config(config)
         .build()
