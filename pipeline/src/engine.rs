@@ -376,16 +376,11 @@ fn ballista_state(local: &SessionContext) -> datafusion::execution::SessionState
     // that whole side, and these plans are the ones the Ballista tests were first measured
     // with.
     let defaults = datafusion::config::ConfigOptions::default().optimizer;
-    let optimizer = &mut config.options_mut().optimizer;
-    if std::env::var_os("DATAFUSION_OPTIMIZER_HASH_JOIN_SINGLE_PARTITION_THRESHOLD").is_none() {
-        optimizer.hash_join_single_partition_threshold =
-            defaults.hash_join_single_partition_threshold;
-    }
-    if std::env::var_os("DATAFUSION_OPTIMIZER_HASH_JOIN_SINGLE_PARTITION_THRESHOLD_ROWS").is_none()
-    {
-        optimizer.hash_join_single_partition_threshold_rows =
-            defaults.hash_join_single_partition_threshold_rows;
-    }
+    crate::set_join_limits(
+        config.options_mut(),
+        defaults.hash_join_single_partition_threshold,
+        defaults.hash_join_single_partition_threshold_rows,
+    );
     datafusion::execution::SessionStateBuilder::new_from_existing(state)
         .with_config(config)
         .build()

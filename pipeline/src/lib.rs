@@ -28,6 +28,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Schema};
+use datafusion::config::ConfigOptions;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
@@ -86,7 +87,6 @@ pub async fn session(store: &Store) -> Result<SessionContext> {
 ///   redistribution: 5% less CPU time for a recompute.
 fn session_config() -> Result<SessionConfig> {
     let mut config = SessionConfig::from_env()?;
-    let unset = |name: &str| std::env::var_os(format!("DATAFUSION_{name}")).is_none();
     let options = config.options_mut();
     if unset("EXECUTION_SORT_IN_PLACE_THRESHOLD_BYTES") {
         options.execution.sort_in_place_threshold_bytes = 256 << 20;
@@ -96,13 +96,24 @@ fn session_config() -> Result<SessionConfig> {
             .execution
             .skip_partial_aggregation_probe_ratio_threshold = 0.1;
     }
+    set_join_limits(options, 128 << 20, 1 << 20);
+    Ok(config)
+}
+
+/// Whether `DATAFUSION_<name>` is unset, so that a default of ours applies.
+fn unset(name: &str) -> bool {
+    std::env::var_os(format!("DATAFUSION_{name}")).is_none()
+}
+
+/// Sets the size (`bytes`, or `rows` when the size is unknown) below which a join hashes its
+/// smaller side once for all partitions, unless a `DATAFUSION_*` variable sets it.
+pub(crate) fn set_join_limits(options: &mut ConfigOptions, bytes: usize, rows: usize) {
     if unset("OPTIMIZER_HASH_JOIN_SINGLE_PARTITION_THRESHOLD") {
-        options.optimizer.hash_join_single_partition_threshold = 128 << 20;
+        options.optimizer.hash_join_single_partition_threshold = bytes;
     }
     if unset("OPTIMIZER_HASH_JOIN_SINGLE_PARTITION_THRESHOLD_ROWS") {
-        options.optimizer.hash_join_single_partition_threshold_rows = 1 << 20;
+        options.optimizer.hash_join_single_partition_threshold_rows = rows;
     }
-    Ok(config)
 }
 
 /// The URL under which a remote data root (S3) is registered in DataFusion; its paths are
