@@ -249,7 +249,25 @@ async fn write_tables(
     for (i, d) in tables.iter().copied().enumerate() {
         progress(Progress::Computing { table: d.name });
         let started = std::time::Instant::now();
-        let batches = match compute(ctx, d, range).await {
+        let step = async {
+            let batches = compute(ctx, d, range).await?;
+            if !reads.is_empty() {
+                // A view holds what it reads: its own registration goes too once unneeded.
+                let mut needed: BTreeSet<&str> = reads[i + 1..]
+                    .iter()
+                    .flatten()
+                    .map(|t| t.as_str())
+                    .collect();
+                needed.extend(tables[i + 1..].iter().map(|t| t.name));
+                for job in crate::jobs::JOBS {
+                    if !needed.contains(job.name) {
+                        ctx.deregister_table(job.name)?;
+                    }
+                }
+            }
+            Ok::<_, Error>(batches)
+        };
+        let batches = match step.await {
             Ok(batches) => batches,
             Err(e) => {
                 // The table being written is whole or absent, but its own failure would go
@@ -261,20 +279,6 @@ async fn write_tables(
             }
         };
         let computed = started.elapsed().as_secs_f64();
-        if !reads.is_empty() {
-            // A view holds what it reads: its own registration goes too once unneeded.
-            let mut needed: BTreeSet<&str> = reads[i + 1..]
-                .iter()
-                .flatten()
-                .map(|t| t.as_str())
-                .collect();
-            needed.extend(tables[i + 1..].iter().map(|t| t.name));
-            for job in crate::jobs::JOBS {
-                if !needed.contains(job.name) {
-                    ctx.deregister_table(job.name)?;
-                }
-            }
-        }
         if d.name == "stats_hourly" && live.is_some() {
             stats = batches.clone();
         }
