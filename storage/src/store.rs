@@ -208,6 +208,18 @@ impl Store {
         Ok(self.inner.list(Some(prefix)).try_collect().await?)
     }
 
+    /// Whether some object under `prefix` (recursively) has a name ending in `suffix`; the
+    /// listing stops at the first.
+    pub async fn holds(&self, prefix: &Path, suffix: &str) -> Result<bool> {
+        let mut objects = self.inner.list(Some(prefix));
+        while let Some(meta) = objects.try_next().await? {
+            if meta.location.as_ref().ends_with(suffix) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     pub async fn delete(&self, path: &Path) -> Result<()> {
         match self.inner.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

@@ -30,32 +30,12 @@ fn history(dir: &Path) -> PathBuf {
     data
 }
 
-/// `netrev recompute --engine ENGINE ARGS…` on `data`, which must succeed.
+/// `netrev recompute --engine ENGINE ARGS…` on `data`, which must succeed. A recompute the
+/// scheduler loses track of gives up at its timeout and fails the test.
 pub fn recompute_on(data: &Path, engine: &str, args: &[&str]) {
     let mut all = vec!["recompute", "--engine", engine, "--timeout-secs", "90"];
     all.extend_from_slice(args);
-    once_more_if_hung(|| netrev(data, &all));
-}
-
-/// Runs a Ballista recompute (with `--timeout-secs`), which must succeed.
-///
-/// Ballista 55's scheduler sometimes rejects a finished task's report ("task metrics array
-/// size N does not equal with the stage metrics array size M", seen in CI and here, about
-/// one recompute in four with this history, more often since the jobs changed on the evening
-/// of 2026-11-27) and then waits for that task forever. `.ci/run` runs these tests one at a
-/// time; a recompute that gives up at its timeout is run again, up to five runs in all. A
-/// fifth hang, or any other failure, fails the test.
-pub fn once_more_if_hung(run: impl Fn() -> std::process::Output) {
-    for attempt in 1.. {
-        let out = run();
-        let hung =
-            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("gave up after");
-        if !hung || attempt == 5 {
-            ok(out);
-            return;
-        }
-        eprintln!("Ballista recompute hung (run {attempt}); once more");
-    }
+    ok(netrev(data, &all));
 }
 
 /// [`history`] in `dir/data`, and a copy of it in `dir/NAME` (both not yet recomputed).
