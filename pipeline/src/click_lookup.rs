@@ -32,7 +32,9 @@ use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::statistics::Statistics;
 
 use crate::live::{ClickColumns, ClickLookup, ClickRow};
+use crate::snapshot::Snapshot;
 use crate::{Error, Result};
+use netrev_storage::model::Table;
 
 /// Most pages whose `cid` ranges are kept in memory (about 60 bytes each), over all cached
 /// days; the least recently used days are dropped beyond it.
@@ -160,12 +162,7 @@ impl ParquetClicks {
     pub fn new(files: &HashSet<Path>, remote: Option<Arc<dyn ObjectStore>>) -> Self {
         let mut by_day: HashMap<NaiveDate, Vec<Path>> = HashMap::new();
         for f in files {
-            let parts: Vec<_> = f.parts().collect();
-            let in_clicks = parts
-                .windows(2)
-                .any(|w| w[0].as_ref() == "events" && w[1].as_ref() == "clicks");
-            if in_clicks
-                && f.as_ref().ends_with(".parquet")
+            if Snapshot::is_raw_file(f, Table::Clicks)
                 && let Some(day) = netrev_storage::store::layout::partition_date(f)
             {
                 by_day.entry(day).or_default().push(f.clone());

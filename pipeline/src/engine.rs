@@ -180,7 +180,7 @@ pub async fn job_session(
             let (local, files) = crate::snapshot_session(store).await?;
             let ctx = SessionContext::standalone_with_state(ballista_state(&local)).await?;
             let url_of = |rel: &str| crate::table_url(store, rel);
-            let scratch = ballista_views(&ctx, store, &url_of, deadline).await?;
+            let scratch = ballista_views(&ctx, store, &url_of, Some(&files), deadline).await?;
             Ok(JobSession {
                 ctx,
                 files: Some(files),
@@ -195,7 +195,7 @@ pub async fn job_session(
             let ctx = SessionContext::remote_with_state(url, ballista_state(&local)).await?;
             let root = cluster_root(store)?;
             let url_of = |rel: &str| format!("{root}/{rel}/");
-            let scratch = ballista_views(&ctx, store, &url_of, deadline).await?;
+            let scratch = ballista_views(&ctx, store, &url_of, None, deadline).await?;
             Ok(JobSession {
                 ctx,
                 files: None,
@@ -224,17 +224,21 @@ const SCRATCH_STALE: std::time::Duration = std::time::Duration::from_secs(6 * 36
 /// written once because a cluster lists the raw files anew for every query it plans: a
 /// duplicate click arriving between two plans must not pass the duplicate check in one
 /// table's query and not in another. `url_of` gives the listing URL of a folder of the data
-/// root as the cluster reads it. Returns the scratch folder, removed again on failure.
+/// root as the cluster reads it; `frozen`, the raw files the session lists, when it lists a
+/// [`crate::snapshot::Snapshot`]. A raw table or view without files is read from an
+/// [`EMPTY_FILE`] in the scratch folder. Returns the scratch folder, removed again on failure.
 #[cfg(feature = "ballista")]
 async fn ballista_views(
     ctx: &SessionContext,
     store: &Store,
     url_of: &(dyn Fn(&str) -> String + Sync),
+    frozen: Option<&HashSet<Path>>,
     deadline: Option<Deadline>,
 ) -> Result<Path> {
     remove_stale_scratch(store).await?;
     let scratch = Path::from(format!("{SCRATCH}/{}", run_id(chrono::Utc::now())));
-    match within(deadline, write_views(ctx, store, url_of, &scratch)).await {
+    let views = write_views(ctx, store, url_of, frozen, &scratch);
+    match within(deadline, views).await {
         Ok(()) => Ok(scratch),
         Err(e) => {
             if let Err(cleanup) = remove_folder(store, &scratch).await {
@@ -250,28 +254,28 @@ async fn write_views(
     ctx: &SessionContext,
     store: &Store,
     url_of: &(dyn Fn(&str) -> String + Sync),
+    frozen: Option<&HashSet<Path>>,
     scratch: &Path,
 ) -> Result<()> {
-    use datafusion::arrow::array::RecordBatch;
+    use crate::snapshot::Snapshot;
     use datafusion::dataframe::DataFrameWriteOptions;
     use datafusion::datasource::file_format::parquet::ParquetFormat;
     use datafusion::datasource::listing::ListingOptions;
     use netrev_storage::model::Table;
+    use netrev_storage::store::layout;
 
-    // A raw table without files is read from an empty file in the scratch folder, under a
-    // `date=` folder like the raw files.
+    // A raw table stands in under a `date=` folder, like the raw files.
     let mut stand_ins = HashSet::new();
     for table in Table::ALL {
-        let rel = format!("events/{}", table.name());
-        if !store.holds(&Path::from(rel.as_str()), ".parquet").await? {
-            let empty = format!("{scratch}/{rel}/date=1970-01-01/{EMPTY_FILE}");
-            store
-                .write_parquet(
-                    &Path::from(empty),
-                    &[RecordBatch::new_empty(table.schema())],
-                )
-                .await?;
-            stand_ins.insert(rel);
+        let rel = layout::raw_table(table);
+        let has_files = match frozen {
+            Some(files) => files.iter().any(|f| Snapshot::is_raw_file(f, table)),
+            None => store.holds(&rel, ".parquet").await?,
+        };
+        if !has_files {
+            let folder = Path::from(format!("{scratch}/{rel}/date=1970-01-01"));
+            write_empty(store, &folder, table.schema()).await?;
+            stand_ins.insert(rel.to_string());
         }
     }
     crate::register_raw_tables_with(ctx, |rel| {
@@ -294,12 +298,10 @@ async fn write_views(
         let url = url_of(&rel);
         df.write_parquet(&url, DataFrameWriteOptions::new(), None)
             .await?;
-        if !store.holds(&Path::from(rel.as_str()), ".parquet").await? {
+        let folder = Path::from(rel.as_str());
+        if !store.holds(&folder, ".parquet").await? {
             // No rows, so the cluster wrote no file.
-            let empty = Path::from(format!("{rel}/{EMPTY_FILE}"));
-            store
-                .write_parquet(&empty, &[RecordBatch::new_empty(schema.clone())])
-                .await?;
+            write_empty(store, &folder, schema.clone()).await?;
         }
         ctx.deregister_table(job.name)?;
         let options =
@@ -313,6 +315,18 @@ async fn write_views(
         );
     }
     Ok(())
+}
+
+/// Writes an [`EMPTY_FILE`] of `schema` in `folder`.
+#[cfg(feature = "ballista")]
+async fn write_empty(
+    store: &Store,
+    folder: &Path,
+    schema: arrow::datatypes::SchemaRef,
+) -> Result<()> {
+    let empty = arrow::array::RecordBatch::new_empty(schema);
+    let path = Path::from(format!("{folder}/{EMPTY_FILE}"));
+    Ok(store.write_parquet(&path, &[empty]).await?)
 }
 
 /// Stands in for a table with no Parquet files in Ballista sessions. A listing table without
