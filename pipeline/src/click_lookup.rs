@@ -32,9 +32,9 @@ use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::statistics::Statistics;
 
 use crate::live::{ClickColumns, ClickLookup, ClickRow};
-use crate::snapshot::Snapshot;
 use crate::{Error, Result};
 use netrev_storage::model::Table;
+use netrev_storage::store::layout;
 
 /// Most pages whose `cid` ranges are kept in memory (about 60 bytes each), over all cached
 /// days; the least recently used days are dropped beyond it.
@@ -162,8 +162,8 @@ impl ParquetClicks {
     pub fn new(files: &HashSet<Path>, remote: Option<Arc<dyn ObjectStore>>) -> Self {
         let mut by_day: HashMap<NaiveDate, Vec<Path>> = HashMap::new();
         for f in files {
-            if Snapshot::is_raw_file(f, Table::Clicks)
-                && let Some(day) = netrev_storage::store::layout::partition_date(f)
+            if layout::is_raw_file(f, Table::Clicks)
+                && let Some(day) = layout::partition_date(f)
             {
                 by_day.entry(day).or_default().push(f.clone());
             }

@@ -257,7 +257,6 @@ async fn write_views(
     frozen: Option<&HashSet<Path>>,
     scratch: &Path,
 ) -> Result<()> {
-    use crate::snapshot::Snapshot;
     use datafusion::dataframe::DataFrameWriteOptions;
     use datafusion::datasource::file_format::parquet::ParquetFormat;
     use datafusion::datasource::listing::ListingOptions;
@@ -269,7 +268,7 @@ async fn write_views(
     for table in Table::ALL {
         let rel = layout::raw_table(table);
         let has_files = match frozen {
-            Some(files) => files.iter().any(|f| Snapshot::is_raw_file(f, table)),
+            Some(files) => files.iter().any(|f| layout::is_raw_file(f, table)),
             None => store.holds(&rel, ".parquet").await?,
         };
         if !has_files {

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use netrev_storage::model::Table;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
@@ -64,16 +63,6 @@ impl Snapshot {
     /// Every object the snapshot lists.
     pub fn files(&self) -> Arc<HashSet<Path>> {
         self.files.clone()
-    }
-
-    /// Whether `path`, one of [`Snapshot::files`], is a Parquet file of the raw `table`: under
-    /// `…/events/<table>/`, on the local file system's absolute paths or a bucket's.
-    pub fn is_raw_file(path: &Path, table: Table) -> bool {
-        let parts: Vec<_> = path.parts().collect();
-        path.as_ref().ends_with(".parquet")
-            && parts
-                .windows(2)
-                .any(|w| w[0].as_ref() == "events" && w[1].as_ref() == table.name())
     }
 
     fn frozen(&self, prefix: Option<&Path>) -> bool {

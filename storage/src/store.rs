@@ -504,6 +504,16 @@ pub mod layout {
         Some((node, first, last))
     }
 
+    /// Whether `path` is a Parquet file of the raw `table`: under `…/events/<table>/`, relative
+    /// to the data root or an absolute path of the local file system.
+    pub fn is_raw_file(path: &Path, table: Table) -> bool {
+        let parts: Vec<_> = path.parts().collect();
+        path.as_ref().ends_with(".parquet")
+            && parts
+                .windows(2)
+                .any(|w| w[0].as_ref() == "events" && w[1].as_ref() == table.name())
+    }
+
     /// The date of a `date=YYYY-MM-DD` path segment.
     pub fn partition_date(path: &Path) -> Option<NaiveDate> {
         path.parts()
