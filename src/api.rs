@@ -16,6 +16,7 @@ use datafusion::prelude::{DataFrame, SessionContext, col, lit};
 use serde_json::{Value, json};
 
 use netrev_ingest::http::Secret;
+use netrev_pipeline::analysts::Analysts;
 use netrev_pipeline::query::{self, Limits, QueryError};
 use netrev_storage::Store;
 
@@ -27,7 +28,8 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 #[derive(Clone)]
 pub struct ApiState {
     store: Store,
-    limits: Limits,
+    /// Where the routes that plan SQL run, and their limits.
+    analysts: Arc<Analysts>,
     webhooks: Arc<crate::webhooks::Webhooks>,
     outbox: Arc<crate::webhooks::outbox::Outbox>,
 }
@@ -38,11 +40,11 @@ pub fn router(
     live: Arc<Live>,
     hooks: Arc<crate::webhooks::Hooks>,
     api_key: Option<Secret>,
-    limits: Limits,
+    analysts: Arc<Analysts>,
 ) -> Router {
     let state = ApiState {
         store,
-        limits,
+        analysts,
         webhooks: hooks.webhooks.clone(),
         outbox: hooks.outbox.clone(),
     };
@@ -141,33 +143,57 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 
 type Answer = Result<Response, ApiError>;
 
-async fn session(state: &ApiState) -> Result<SessionContext, ApiError> {
-    netrev_pipeline::query_session(&state.store)
+/// Runs `work` with a session of its own on the analysts' runtime ([`Analysts::run`]): its
+/// planning and running are timed and bounded in memory, away from the postback threads.
+/// `field` is the parameter a refusal names (`sql` for `POST /api/sql`).
+async fn on_analysts<T, F, Fut>(state: &ApiState, field: Option<&'static str>, work: F) -> Result<T, ApiError>
+where
+    F: FnOnce(SessionContext) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let (store, analysts) = (state.store.clone(), state.analysts.clone());
+    state
+        .analysts
+        .run(async move {
+            let ctx = analysts.session(&store).await?;
+            Ok(work(ctx).await)
+        })
         .await
-        .map_err(internal)
+        .map_err(|e| query_error(e, field))?
+}
+
+/// The answer to a query that was not answered. Planning and execution errors are the
+/// query's own on `POST /api/sql` (400), the server's on the other routes (500).
+fn query_error(e: QueryError, field: Option<&'static str>) -> ApiError {
+    match e {
+        QueryError::Refused(m) => error(StatusCode::BAD_REQUEST, m, field),
+        e @ QueryError::Timeout(_) if field.is_some() => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string(), field)
+        }
+        QueryError::Timeout(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the query took too long",
+            None,
+        ),
+        QueryError::OutOfMemory(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m, field),
+        QueryError::Failed(e) if field.is_some() => error(StatusCode::BAD_REQUEST, e.to_string(), field),
+        QueryError::Failed(e) => internal(e),
+    }
 }
 
 /// Runs `df` and answers its rows as JSON objects (money as exact strings).
 async fn rows(df: DataFrame, limits: Limits) -> Result<Vec<Value>, ApiError> {
     let schema = Arc::new(df.schema().as_arrow().clone());
-    let batches = tokio::time::timeout(
-        limits.timeout,
-        df.limit(
+    let batches = df
+        .limit(
             0,
             (limits.max_rows != usize::MAX).then_some(limits.max_rows),
         )
         .map_err(internal)?
-        .collect(),
-    )
-    .await
-    .map_err(|_| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the query took too long",
-            None,
-        )
-    })?
-    .map_err(internal)?;
+        .collect()
+        .await
+        .map_err(|e| query_error(e.into(), None))?;
     let answer = query::Answer {
         batches,
         schema,
@@ -214,16 +240,19 @@ async fn sql(
             format!("unknown format {format:?}; json, csv or arrow"),
         ));
     }
-    let ctx = session(&state).await?;
-    let answer = query::run(&ctx, text, state.limits)
-        .await
-        .map_err(|e| match e {
-            QueryError::Refused(m) => bad("sql", m),
-            e @ QueryError::Timeout(_) => {
-                error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string(), Some("sql"))
-            }
-            QueryError::Failed(e) => bad("sql", e.to_string()),
-        })?;
+    let limits = state.analysts.limits;
+    let (text, format) = (text.to_string(), format.to_string());
+    on_analysts(&state, Some("sql"), move |ctx| async move {
+        let answer = query::run(&ctx, &text, limits)
+            .await
+            .map_err(|e| query_error(e, Some("sql")))?;
+        render_answer(&answer, &format)
+    })
+    .await
+}
+
+/// An answer of `POST /api/sql` in `format` (json, csv or arrow).
+fn render_answer(answer: &query::Answer, format: &str) -> Answer {
     let mut resp = match format {
         "csv" => {
             let text = netrev_pipeline::output::render(
@@ -313,30 +342,37 @@ async fn cohorts(
     };
     filters.extend(from.map(|f| col("cohort").gt_eq(day(f))));
     filters.extend(to.map(|t| col("cohort").lt_eq(day(t))));
-    let ctx = session(&state).await?;
-    let df = filtered(ctx.table(table).await.map_err(internal)?, filters)?
-        .sort(vec![
-            col("cohort").sort(true, false),
-            col("age").sort(true, false),
-        ])
-        .map_err(internal)?;
     let limits = Limits {
         max_rows: usize::MAX,
-        ..state.limits
+        ..state.analysts.limits
     };
-    let rows = rows(df, limits).await?;
-    let grouped = crate::cohorts::group(&rows, granularity).map_err(internal)?;
-    Ok(axum::Json(grouped).into_response())
+    let granularity = granularity.to_string();
+    on_analysts(&state, None, move |ctx| async move {
+        let df = filtered(ctx.table(table).await.map_err(internal)?, filters)?
+            .sort(vec![
+                col("cohort").sort(true, false),
+                col("age").sort(true, false),
+            ])
+            .map_err(internal)?;
+        let rows = rows(df, limits).await?;
+        let grouped = crate::cohorts::group(&rows, &granularity).map_err(internal)?;
+        Ok(axum::Json(grouped).into_response())
+    })
+    .await
 }
 
 /// `GET /api/visitors/{vid}`: the profile and refund history; 404 when unknown.
 async fn visitor(State(state): State<ApiState>, Path(vid): Path<String>) -> Answer {
-    let ctx = session(&state).await?;
+    let limits = state.analysts.limits;
+    on_analysts(&state, None, move |ctx| visitor_profile(ctx, vid, limits)).await
+}
+
+async fn visitor_profile(ctx: SessionContext, vid: String, limits: Limits) -> Answer {
     let df = filtered(
         ctx.table("visitors").await.map_err(internal)?,
         vec![col("vid").eq(lit(vid.clone()))],
     )?;
-    let mut profile = rows(df, state.limits)
+    let mut profile = rows(df, limits)
         .await?
         .into_iter()
         .next()
@@ -365,7 +401,7 @@ async fn visitor(State(state): State<ApiState>, Path(vid): Path<String>) -> Answ
     ])
     .and_then(|t| t.sort(vec![col("ts").sort(true, false)]))
     .map_err(internal)?;
-    profile["refund_history"] = Value::Array(rows(history, state.limits).await?);
+    profile["refund_history"] = Value::Array(rows(history, limits).await?);
     Ok(axum::Json(profile).into_response())
 }
 
@@ -420,11 +456,14 @@ async fn refund_log(
     };
     let limit = match params.get("limit").map(|s| s.parse::<usize>()) {
         None => 1000,
-        Some(Ok(n)) if (1..=state.limits.max_rows).contains(&n) => n,
+        Some(Ok(n)) if (1..=state.analysts.limits.max_rows).contains(&n) => n,
         Some(_) => {
             return Err(bad(
                 "limit",
-                format!("must be a whole number from 1 to {}", state.limits.max_rows),
+                format!(
+                    "must be a whole number from 1 to {}",
+                    state.analysts.limits.max_rows
+                ),
             ));
         }
     };
@@ -447,21 +486,23 @@ async fn refund_log(
             .map(|s| col("source").eq(lit(s.clone()))),
     );
     filters.extend(kind.map(|k| col(r#""type""#).eq(lit(k))));
-    let ctx = session(&state).await?;
-    let df = filtered(ctx.table("refund_links").await.map_err(internal)?, filters)?
-        .select_columns(REFUND_COLUMNS)
-        .and_then(|d| {
-            d.sort(vec![
-                col("ts").sort(false, false),
-                col("cid").sort(true, false),
-            ])
-        })
-        .map_err(internal)?;
     let limits = Limits {
         max_rows: limit,
-        ..state.limits
+        ..state.analysts.limits
     };
-    Ok(axum::Json(json!({"refunds": rows(df, limits).await?})).into_response())
+    on_analysts(&state, None, move |ctx| async move {
+        let df = filtered(ctx.table("refund_links").await.map_err(internal)?, filters)?
+            .select_columns(REFUND_COLUMNS)
+            .and_then(|d| {
+                d.sort(vec![
+                    col("ts").sort(false, false),
+                    col("cid").sort(true, false),
+                ])
+            })
+            .map_err(internal)?;
+        Ok(axum::Json(json!({"refunds": rows(df, limits).await?})).into_response())
+    })
+    .await
 }
 
 /// `POST /api/webhooks` with `{"url", "events": ["refund", "conversion"], "description"}`:

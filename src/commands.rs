@@ -59,6 +59,7 @@ pub async fn sql(data: &str, query: &str, format: Format) -> anyhow::Result<()> 
     let limits = netrev_pipeline::query::Limits {
         max_rows: usize::MAX,
         timeout: std::time::Duration::from_secs(24 * 3600),
+        ..Default::default()
     };
     let answer = netrev_pipeline::query::run(&ctx, query, limits).await?;
     let text = output::render(&answer.batches, format)?;

@@ -7,6 +7,7 @@ mod cohorts;
 mod commands;
 mod dashboard;
 mod generate;
+mod guard;
 mod http_server;
 mod live;
 mod rate_limit;
@@ -170,6 +171,25 @@ fn parse_table(s: &str) -> Result<netrev_storage::Table, String> {
         .ok_or_else(|| format!("{s:?} is not a table (clicks, conversions or refunds)"))
 }
 
+/// A size in bytes: a number, optionally followed by KiB, MiB or GiB.
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" | "K" | "k" => 10,
+        "MiB" | "M" => 20,
+        "GiB" | "G" => 30,
+        _ => return Err(format!("{s:?} is not a size like 1GiB, 512MiB or 65536")),
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{s:?} is not a size like 1GiB, 512MiB or 65536"))
+}
+
 fn parse_date(s: &str) -> Result<chrono::NaiveDate, String> {
     netrev_storage::model::parse_day(s)
         .ok_or_else(|| format!("{s:?} is not a date like 2026-11-27"))
@@ -213,6 +233,10 @@ struct ServeArgs {
     /// Token every postback must carry (`token` parameter or `X-Postback-Token` header).
     #[arg(long, env = "NETREV_POSTBACK_TOKEN", hide_env_values = true)]
     postback_token: Option<String>,
+    /// File holding the postback token (instead of --postback-token; kept out of `ps` and the
+    /// environment).
+    #[arg(long, env = "NETREV_POSTBACK_TOKEN_FILE", conflicts_with = "postback_token")]
+    postback_token_file: Option<PathBuf>,
     /// Directory of this node's write-ahead log (a local disk). Default: `<data>/wal`.
     #[arg(long, env = "NETREV_WAL_DIR")]
     wal_dir: Option<PathBuf>,
@@ -246,12 +270,38 @@ struct ServeArgs {
     /// address other than loopback.
     #[arg(long, env = "NETREV_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// File holding the API key (instead of --api-key).
+    #[arg(long, env = "NETREV_API_KEY_FILE", conflicts_with = "api_key")]
+    api_key_file: Option<PathBuf>,
+    /// Without an API key, a host name the API and dashboard answer besides localhost and
+    /// loopback addresses (repeatable); requests naming another `Host` get 403 (DNS rebinding).
+    #[arg(long = "allowed-host", env = "NETREV_ALLOWED_HOSTS", value_delimiter = ',')]
+    allowed_hosts: Vec<String>,
     /// Most rows a `POST /api/sql` answer holds (more are cut, header x-netrev-truncated).
     #[arg(long, env = "NETREV_SQL_MAX_ROWS", default_value_t = 100_000)]
     sql_max_rows: usize,
-    /// Seconds a `POST /api/sql` query may run.
+    /// Seconds an analyst's query (`POST /api/sql`, the cohort, visitor and refund routes)
+    /// may take, planning included; then it is stopped.
     #[arg(long, env = "NETREV_SQL_TIMEOUT_SECS", default_value_t = 30)]
     sql_timeout_secs: u64,
+    /// Longest SQL text `POST /api/sql` takes, in bytes (longer: 400).
+    #[arg(long, env = "NETREV_SQL_MAX_BYTES", default_value_t = 64 << 10)]
+    sql_max_bytes: usize,
+    /// Deepest nesting of expressions (a chain `a OR b OR …` counts each operator) and
+    /// subqueries in a query (deeper: 400).
+    #[arg(long, env = "NETREV_SQL_MAX_DEPTH", default_value_t = 256)]
+    sql_max_depth: usize,
+    /// Memory all analysts' queries together may use (e.g. 1GiB, 512MiB); a query that needs
+    /// more gets 422.
+    #[arg(long, env = "NETREV_SQL_MAX_MEMORY", default_value = "1GiB", value_parser = parse_size)]
+    sql_max_memory: usize,
+    /// Memory one analyst's query may use (at most --sql-max-memory).
+    #[arg(long, env = "NETREV_SQL_QUERY_MAX_MEMORY", default_value = "512MiB", value_parser = parse_size)]
+    sql_query_max_memory: usize,
+    /// Threads that run analysts' queries, apart from those serving postbacks. Default: half
+    /// the cores, at least one.
+    #[arg(long, env = "NETREV_SQL_THREADS")]
+    sql_threads: Option<usize>,
     /// Let webhook endpoints target private, loopback and link-local addresses (development).
     #[arg(long, env = "NETREV_WEBHOOKS_ALLOW_PRIVATE")]
     webhooks_allow_private: bool,
@@ -265,6 +315,23 @@ struct ServeArgs {
     /// Open connections at most; beyond it new connections are closed at once.
     #[arg(long, env = "NETREV_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
+    /// Open connections from one client address (an IPv6 client: its /64) at most; trusted
+    /// proxies are exempt.
+    #[arg(long, env = "NETREV_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    max_connections_per_ip: usize,
+    /// Seconds a connection may stay open with no request in flight.
+    #[arg(long, env = "NETREV_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_secs: u64,
+    /// Seconds a request's body may take to arrive after its headers (later: 408).
+    #[arg(long, env = "NETREV_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_secs: u64,
+    /// Seconds between HTTP/2 pings; a client that does not answer one within as long is
+    /// disconnected.
+    #[arg(long, env = "NETREV_HTTP2_KEEP_ALIVE_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    http2_keep_alive_secs: u64,
+    /// Requests in flight at once on one HTTP/2 connection.
+    #[arg(long, env = "NETREV_HTTP2_MAX_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    http2_max_streams: u32,
     /// Postbacks per second per client address (0: no limit); more get 429 + Retry-After.
     #[arg(long, env = "NETREV_RATE_LIMIT_PER_IP", default_value_t = 1000.0)]
     rate_limit_per_ip: f64,
@@ -282,17 +349,29 @@ struct ServeArgs {
     /// `POST /api/ipn/clickbank` for INS 6.0 or later.
     #[arg(long, env = "NETREV_IPN_CLICKBANK_SECRET", hide_env_values = true)]
     ipn_clickbank_secret: Option<String>,
+    /// File holding the clickbank IPN secret (instead of --ipn-clickbank-secret).
+    #[arg(long, env = "NETREV_IPN_CLICKBANK_SECRET_FILE", conflicts_with = "ipn_clickbank_secret")]
+    ipn_clickbank_secret_file: Option<PathBuf>,
     /// JVZoo secret key (My Account → JVZIPN Secret Key): enables `POST /api/ipn/jvzoo`.
     #[arg(long, env = "NETREV_IPN_JVZOO_SECRET", hide_env_values = true)]
     ipn_jvzoo_secret: Option<String>,
+    /// File holding the jvzoo IPN secret (instead of --ipn-jvzoo-secret).
+    #[arg(long, env = "NETREV_IPN_JVZOO_SECRET_FILE", conflicts_with = "ipn_jvzoo_secret")]
+    ipn_jvzoo_secret_file: Option<PathBuf>,
     /// WarriorPlus security key (Account → API/IPN settings): enables
     /// `POST /api/ipn/warriorplus`.
     #[arg(long, env = "NETREV_IPN_WARRIORPLUS_SECRET", hide_env_values = true)]
     ipn_warriorplus_secret: Option<String>,
+    /// File holding the warriorplus IPN secret (instead of --ipn-warriorplus-secret).
+    #[arg(long, env = "NETREV_IPN_WARRIORPLUS_SECRET_FILE", conflicts_with = "ipn_warriorplus_secret")]
+    ipn_warriorplus_secret_file: Option<PathBuf>,
     /// Digistore24 IPN passphrase (Settings → Integrations (IPN)): enables
     /// `POST /api/ipn/digistore24`.
     #[arg(long, env = "NETREV_IPN_DIGISTORE24_SECRET", hide_env_values = true)]
     ipn_digistore24_secret: Option<String>,
+    /// File holding the digistore24 IPN secret (instead of --ipn-digistore24-secret).
+    #[arg(long, env = "NETREV_IPN_DIGISTORE24_SECRET_FILE", conflicts_with = "ipn_digistore24_secret")]
+    ipn_digistore24_secret_file: Option<PathBuf>,
     /// Serve the postback routes only (an extra ingest node on a shared S3 data root): no
     /// live stats, query routes, dashboard, webhooks or scheduled recompute.
     #[arg(long, env = "NETREV_INGEST_ONLY")]
@@ -341,7 +420,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run((*args).into_config()).await,
+        Command::Serve(args) => serve::run((*args).into_config()?).await,
         Command::Recompute(args) => {
             keep_freed_memory();
             no_huge_pages();
@@ -417,7 +496,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 impl ServeArgs {
-    fn into_config(self) -> serve::ServeConfig {
+    fn into_config(self) -> anyhow::Result<serve::ServeConfig> {
         // A remote data root has no local directory to hold the log: it must be given.
         let wal_dir = self.wal_dir.unwrap_or_else(|| {
             if self.data.data.contains("://") {
@@ -426,7 +505,11 @@ impl ServeArgs {
                 PathBuf::from(&self.data.data).join("wal")
             }
         });
-        serve::ServeConfig {
+        let secret = |value: Option<String>, file: Option<PathBuf>| match file {
+            Some(path) => read_secret(&path).map(Some),
+            None => Ok(value),
+        };
+        Ok(serve::ServeConfig {
             data: self.data.data,
             listen: self.listen,
             ingest: netrev_ingest::IngestConfig {
@@ -438,13 +521,19 @@ impl ServeArgs {
                 ..Default::default()
             },
             postbacks: netrev_ingest::http::PostbackConfig {
-                token: self.postback_token,
+                token: secret(self.postback_token, self.postback_token_file)?,
                 body_limit: self.body_limit,
                 ipn: netrev_ingest::ipn::IpnSecrets {
-                    clickbank: self.ipn_clickbank_secret,
-                    jvzoo: self.ipn_jvzoo_secret,
-                    warriorplus: self.ipn_warriorplus_secret,
-                    digistore24: self.ipn_digistore24_secret,
+                    clickbank: secret(self.ipn_clickbank_secret, self.ipn_clickbank_secret_file)?,
+                    jvzoo: secret(self.ipn_jvzoo_secret, self.ipn_jvzoo_secret_file)?,
+                    warriorplus: secret(
+                        self.ipn_warriorplus_secret,
+                        self.ipn_warriorplus_secret_file,
+                    )?,
+                    digistore24: secret(
+                        self.ipn_digistore24_secret,
+                        self.ipn_digistore24_secret_file,
+                    )?,
                 },
             },
             live: crate::live::LiveConfig {
@@ -456,13 +545,24 @@ impl ServeArgs {
             http: crate::http_server::Limits {
                 header_read_timeout: std::time::Duration::from_millis(self.header_read_timeout_ms),
                 max_connections: self.max_connections,
+                max_connections_per_ip: self.max_connections_per_ip,
+                idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+                body_timeout: std::time::Duration::from_secs(self.body_timeout_secs),
+                http2_keep_alive: std::time::Duration::from_secs(self.http2_keep_alive_secs),
+                http2_max_streams: self.http2_max_streams,
+                exempt: self.trusted_proxies.clone(),
             },
             rate_limit: (
                 self.rate_limit_per_ip,
                 self.rate_limit_burst,
                 self.trusted_proxies,
             ),
-            api_key: self.api_key,
+            api_key: secret(self.api_key, self.api_key_file)?,
+            allowed_hosts: self
+                .allowed_hosts
+                .iter()
+                .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
             webhooks: crate::webhooks::deliver::DeliveryConfig {
                 schedule: self.webhooks_retry_schedule,
                 concurrency: self.webhooks_concurrency as usize,
@@ -470,12 +570,31 @@ impl ServeArgs {
                 ..Default::default()
             },
             ingest_only: self.ingest_only,
-            sql_limits: netrev_pipeline::query::Limits {
-                max_rows: self.sql_max_rows,
-                timeout: std::time::Duration::from_secs(self.sql_timeout_secs),
+            sql: serve::SqlConfig {
+                limits: netrev_pipeline::query::Limits {
+                    max_rows: self.sql_max_rows,
+                    timeout: std::time::Duration::from_secs(self.sql_timeout_secs),
+                    max_sql_bytes: self.sql_max_bytes,
+                    max_depth: self.sql_max_depth,
+                    max_memory: self.sql_query_max_memory.min(self.sql_max_memory),
+                },
+                max_memory: self.sql_max_memory,
+                threads: self.sql_threads.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, |n| n.get() / 2)
+                }),
             },
-        }
+        })
     }
+}
+
+/// A secret read from `path`, without the line break an editor leaves at its end.
+fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the secret file {}", path.display()))?;
+    let secret = text.trim_end_matches(['\n', '\r']).to_string();
+    anyhow::ensure!(!secret.is_empty(), "the secret file {} is empty", path.display());
+    Ok(secret)
 }
 
 #[cfg(test)]

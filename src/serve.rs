@@ -24,17 +24,31 @@ pub struct ServeConfig {
     /// Key the query routes require (`Authorization: Bearer …`); needed on a non-loopback
     /// address.
     pub api_key: Option<String>,
-    /// Limits of `POST /api/sql`.
-    pub sql_limits: netrev_pipeline::query::Limits,
+    /// Analysts' queries: their threads and limits.
+    pub sql: SqlConfig,
     /// Webhook delivery: schedule, concurrency, timeout, private targets.
     pub webhooks: crate::webhooks::deliver::DeliveryConfig,
     /// Header read timeout and connection limit.
     pub http: crate::http_server::Limits,
     /// Postbacks per second and burst per client address, and the trusted proxies.
     pub rate_limit: (f64, f64, Vec<std::net::IpAddr>),
+    /// Host names the API and dashboard answer besides the loopback ones when there is no
+    /// API key (DNS rebinding), lowercase.
+    pub allowed_hosts: Vec<String>,
     /// Serve the postback routes only: no live stats, query routes, dashboard, webhooks or
     /// scheduled recompute (an extra ingest node beside a full one on a shared store).
     pub ingest_only: bool,
+}
+
+/// Where analysts' queries run and what bounds them ([`netrev_pipeline::analysts`]).
+#[derive(Debug)]
+pub struct SqlConfig {
+    /// Rows, time, text size, depth and memory of one query.
+    pub limits: netrev_pipeline::query::Limits,
+    /// Memory of all queries together.
+    pub max_memory: usize,
+    /// Threads of their runtime.
+    pub threads: usize,
 }
 
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
@@ -83,11 +97,23 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         outbox: outbox.clone(),
     });
     crate::webhooks::deliver::start(outbox, webhooks, config.webhooks)?;
+    let analysts = Arc::new(
+        netrev_pipeline::analysts::Analysts::start(
+            config.sql.threads,
+            config.sql.max_memory,
+            config.sql.limits,
+        )
+        .context("starting the threads of analysts' queries")?,
+    );
     let live = crate::live::start(ingestor.clone(), store.clone(), config.live, hooks.clone())?;
     let api_key = config
         .api_key
         .as_deref()
         .map(netrev_ingest::http::Secret::new);
+    let guard = Arc::new(crate::guard::Guard {
+        check_host: api_key.is_none(),
+        allowed_hosts: config.allowed_hosts.clone(),
+    });
     let (rate, burst, trusted) = config.rate_limit;
     let app = netrev_ingest::http::router(ingestor.clone(), &config.postbacks)
         .layer(axum::middleware::from_fn_with_state(
@@ -99,14 +125,11 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
                 .route("/api/health", get(health))
                 .with_state((ingestor.clone(), live.clone())),
         )
-        .merge(crate::dashboard::router())
-        .merge(crate::api::router(
-            store,
-            live,
-            hooks,
-            api_key,
-            config.sql_limits,
-        ));
+        .merge(
+            crate::dashboard::router()
+                .merge(crate::api::router(store, live, hooks, api_key, analysts))
+                .layer(axum::middleware::from_fn_with_state(guard, crate::guard::check)),
+        );
     let at = (config.listen, config.data.as_str(), config.http);
     listen_and_serve(at, app, &ingestor, "netrev serving").await
 }

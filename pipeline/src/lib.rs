@@ -15,6 +15,7 @@
 //! included; each derived partition is replaced atomically. This crate knows nothing of HTTP or
 //! the write-ahead log.
 
+pub mod analysts;
 pub mod click_lookup;
 pub mod engine;
 pub mod jobs;
@@ -32,6 +33,7 @@ use datafusion::config::ConfigOptions;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use netrev_storage::Store;
@@ -64,7 +66,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// A session with the raw tables registered. DataFusion's settings can be tuned with its
 /// `DATAFUSION_*` environment variables (e.g. `DATAFUSION_EXECUTION_BATCH_SIZE`).
 pub async fn session(store: &Store) -> Result<SessionContext> {
-    let ctx = SessionContext::new_with_config(session_config()?);
+    session_in(store, session_config()?, Arc::new(RuntimeEnv::default())).await
+}
+
+/// [`session`] with `config` and `runtime` (memory pool, disk manager, object stores).
+async fn session_in(
+    store: &Store,
+    config: SessionConfig,
+    runtime: Arc<RuntimeEnv>,
+) -> Result<SessionContext> {
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     if store.local_root().is_none() {
         register_remote(&ctx, store.object_store());
     }
@@ -199,9 +210,24 @@ pub fn local_files() -> Arc<dyn object_store::ObjectStore> {
 /// A session for analysts: raw tables and the derived tables as last recomputed, under their
 /// public names (DESIGN.md section 8).
 pub async fn query_session(store: &Store) -> Result<SessionContext> {
+    query_session_with(store, session(store).await?).await
+}
+
+/// [`query_session`] in `runtime` (an analyst query's memory pool), its plans split in
+/// `partitions`.
+pub async fn query_session_in(
+    store: &Store,
+    runtime: Arc<RuntimeEnv>,
+    partitions: usize,
+) -> Result<SessionContext> {
+    let config = session_config()?.with_target_partitions(partitions.max(1));
+    query_session_with(store, session_in(store, config, runtime).await?).await
+}
+
+/// Registers the derived tables in `ctx`, a [`session`] of `store`.
+async fn query_session_with(store: &Store, ctx: SessionContext) -> Result<SessionContext> {
     // The derived tables' schemas are those of the job views; planning them reads no data.
     let jobs = job_session(store).await?;
-    let ctx = session(store).await?;
     for d in jobs::DERIVED {
         let full = jobs.table(d.name).await?.schema().as_arrow().clone();
         let file_fields: Vec<_> = full

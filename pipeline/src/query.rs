@@ -1,17 +1,23 @@
 //! Read-only SQL for analysts (`netrev sql`, `POST /api/sql`): queries over the raw and
 //! derived tables, nothing else.
 //!
-//! Refused before anything runs: DDL (`CREATE [EXTERNAL] TABLE`, `CREATE VIEW`, `DROP`), DML
-//! (`INSERT`, `UPDATE`, `DELETE`, `COPY`), other statements (`SET`, transactions) and any
-//! table function (a function in `FROM` could read files or URLs; none is needed to query the
-//! tables). Paths and URLs as table names are not enabled in the sessions. Answers are cut at
-//! a row limit and stopped at a time limit.
+//! Refused before anything is planned ([`check`]): text longer than `max_sql_bytes`,
+//! expressions nested deeper than `max_depth` (a chain `1+1+…` is a nesting of its operators:
+//! 20,000 terms overflowed a thread's stack in DataFusion's planner and 8,000 took 90 s to
+//! plan), DDL (`CREATE [EXTERNAL] TABLE`, `CREATE VIEW`, `DROP`), DML (`INSERT`, `UPDATE`,
+//! `DELETE`, `COPY`), other statements (`SET`, transactions) and any table function (a function
+//! in `FROM` could read files or URLs; none is needed to query the tables). Paths and URLs as
+//! table names are not enabled in the sessions. Answers are cut at a row limit and stopped at a
+//! time limit; the rows collected are reserved from the session's memory pool
+//! ([`crate::analysts`]).
 
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
+use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::memory_pool::MemoryConsumer;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use serde_json::{Map, Value};
@@ -19,15 +25,39 @@ use serde_json::{Map, Value};
 /// Why a query was not answered.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
-    /// The statement is not a read-only query (or does not parse): the user's to fix.
+    /// The statement is not a read-only query, does not parse or is too large or deep: the
+    /// user's to fix.
     #[error("{0}")]
     Refused(String),
     /// It ran longer than the time limit.
     #[error("the query ran longer than {0:?} and was stopped")]
     Timeout(Duration),
+    /// It needed more memory than the limit for queries.
+    #[error("{0}")]
+    OutOfMemory(String),
     /// It failed while running.
     #[error(transparent)]
-    Failed(#[from] datafusion::error::DataFusionError),
+    Failed(DataFusionError),
+}
+
+impl From<DataFusionError> for QueryError {
+    fn from(e: DataFusionError) -> Self {
+        match e.find_root() {
+            DataFusionError::ResourcesExhausted(m) => QueryError::OutOfMemory(format!(
+                "the query needs more memory than it may use: {m}"
+            )),
+            _ => QueryError::Failed(e),
+        }
+    }
+}
+
+impl From<crate::Error> for QueryError {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::DataFusion(e) => e.into(),
+            other => QueryError::Failed(DataFusionError::External(Box::new(other))),
+        }
+    }
 }
 
 /// Limits of one query.
@@ -35,13 +65,25 @@ pub enum QueryError {
 pub struct Limits {
     pub max_rows: usize,
     pub timeout: Duration,
+    /// Longest SQL text, in bytes.
+    pub max_sql_bytes: usize,
+    /// Deepest nesting of expressions and subqueries.
+    pub max_depth: usize,
+    /// Memory one query may reserve (where an [`crate::analysts::Analysts`] session runs it).
+    pub max_memory: usize,
 }
 
 impl Default for Limits {
+    /// The server's defaults (`netrev serve --help`): 100,000 rows, 30 s, 64 KiB of text (a
+    /// long analyst's query is a few KiB), a depth of 256 (a chain of 256 `OR`s plans in
+    /// milliseconds) and 512 MiB a query.
     fn default() -> Self {
         Limits {
             max_rows: 100_000,
             timeout: Duration::from_secs(30),
+            max_sql_bytes: 64 << 10,
+            max_depth: 256,
+            max_memory: 512 << 20,
         }
     }
 }
@@ -56,7 +98,7 @@ pub struct Answer {
 
 /// Runs `sql` read-only in `ctx` within `limits`.
 pub async fn run(ctx: &SessionContext, sql: &str, limits: Limits) -> Result<Answer, QueryError> {
-    refuse_table_functions(sql)?;
+    check(sql, &limits)?;
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -66,28 +108,31 @@ pub async fn run(ctx: &SessionContext, sql: &str, limits: Limits) -> Result<Answ
             .sql_with_options(sql, options)
             .await
             .map_err(|e| match e {
-                datafusion::error::DataFusionError::Plan(m) if m.contains("not supported") => {
+                DataFusionError::Plan(m) if m.contains("not supported") => {
                     QueryError::Refused(format!("only read-only queries are allowed: {m}"))
                 }
-                datafusion::error::DataFusionError::SQL(e, _) => {
-                    QueryError::Refused(format!("SQL error: {e}"))
-                }
-                other => QueryError::Failed(other),
+                DataFusionError::SQL(e, _) => QueryError::Refused(format!("SQL error: {e}")),
+                other => other.into(),
             })?;
         let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
         let mut stream = df.execute_stream().await?;
+        // The answer is held until it is sent: it counts against the query's memory.
+        let held = MemoryConsumer::new("answer rows").register(&ctx.runtime_env().memory_pool);
         let mut batches = Vec::new();
         let mut rows = 0;
         let mut truncated = false;
         while let Some(batch) = stream.next().await {
-            let batch = batch?;
+            let mut batch = batch?;
             if rows + batch.num_rows() > limits.max_rows {
-                batches.push(batch.slice(0, limits.max_rows - rows));
+                batch = batch.slice(0, limits.max_rows - rows);
                 truncated = true;
-                break;
             }
+            held.try_grow(batch.get_array_memory_size())?;
             rows += batch.num_rows();
             batches.push(batch);
+            if truncated {
+                break;
+            }
         }
         Ok(Answer {
             batches,
@@ -100,35 +145,88 @@ pub async fn run(ctx: &SessionContext, sql: &str, limits: Limits) -> Result<Answ
         .map_err(|_| QueryError::Timeout(limits.timeout))?
 }
 
+/// Refuses, before anything is planned, text longer than `max_sql_bytes`, anything but one
+/// read-only query, table functions and expressions nested deeper than `max_depth`.
+pub fn check(sql: &str, limits: &Limits) -> Result<(), QueryError> {
+    if sql.len() > limits.max_sql_bytes {
+        return Err(QueryError::Refused(format!(
+            "the query is {} bytes long; at most {} are allowed (--sql-max-bytes)",
+            sql.len(),
+            limits.max_sql_bytes
+        )));
+    }
+    refuse_table_functions(sql, limits.max_depth)
+}
+
 /// Refuses table functions (`FROM name(...)`): DataFusion's built-in ones only generate
-/// numbers, but a session could be given ones that read files, and analysts need none.
-fn refuse_table_functions(sql: &str) -> Result<(), QueryError> {
-    use datafusion::sql::sqlparser::ast::{Statement, TableFactor, Visit, Visitor};
+/// numbers, but a session could be given ones that read files, and analysts need none. And
+/// refuses expressions and subqueries nested deeper than `max_depth`: the walk stops there, so
+/// its own recursion is bounded too. (The parser builds a chain `a + b + …` in a loop, not by
+/// recursion; DataFusion's planner and the tree's drop walk it recursively.)
+fn refuse_table_functions(sql: &str, max_depth: usize) -> Result<(), QueryError> {
+    use datafusion::sql::sqlparser::ast::{Expr, Query, Statement, TableFactor, Visit, Visitor};
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     use datafusion::sql::sqlparser::parser::Parser;
     use std::ops::ControlFlow;
 
-    struct Finder;
+    struct Finder {
+        depth: usize,
+        max_depth: usize,
+    }
+    impl Finder {
+        fn enter(&mut self) -> ControlFlow<String> {
+            self.depth += 1;
+            if self.depth > self.max_depth {
+                ControlFlow::Break(format!(
+                    "the query nests expressions more than {} deep (--sql-max-depth); write long \
+                     chains of OR as IN (…), or split the query",
+                    self.max_depth
+                ))
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn leave(&mut self) -> ControlFlow<String> {
+            self.depth -= 1;
+            ControlFlow::Continue(())
+        }
+    }
     impl Visitor for Finder {
         type Break = String;
+        fn pre_visit_expr(&mut self, _: &Expr) -> ControlFlow<String> {
+            self.enter()
+        }
+        fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<String> {
+            self.leave()
+        }
+        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<String> {
+            self.enter()
+        }
+        fn post_visit_query(&mut self, _: &Query) -> ControlFlow<String> {
+            self.leave()
+        }
         fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<String> {
             match t {
                 TableFactor::Table {
                     name,
                     args: Some(_),
                     ..
-                } => ControlFlow::Break(format!("table function {name}(…)")),
-                TableFactor::TableFunction { expr, .. } => {
-                    ControlFlow::Break(format!("table function {expr}"))
-                }
-                TableFactor::Function { name, .. } => {
-                    ControlFlow::Break(format!("table function {name}(…)"))
-                }
+                } => ControlFlow::Break(format!(
+                    "table function {name}(…) is not allowed: query the tables by name"
+                )),
+                TableFactor::TableFunction { expr, .. } => ControlFlow::Break(format!(
+                    "table function {expr} is not allowed: query the tables by name"
+                )),
+                TableFactor::Function { name, .. } => ControlFlow::Break(format!(
+                    "table function {name}(…) is not allowed: query the tables by name"
+                )),
                 _ => ControlFlow::Continue(()),
             }
         }
     }
-    let statements = Parser::parse_sql(&GenericDialect {}, sql)
+    let statements = Parser::new(&GenericDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_statements())
         .map_err(|e| QueryError::Refused(format!("SQL error: {e}")))?;
     if statements.len() != 1 {
         return Err(QueryError::Refused(format!(
@@ -144,10 +242,11 @@ fn refuse_table_functions(sql: &str) -> Result<(), QueryError> {
             "only read-only queries (SELECT, WITH, VALUES, EXPLAIN) are allowed".into(),
         ));
     }
-    if let ControlFlow::Break(what) = statements.visit(&mut Finder) {
-        return Err(QueryError::Refused(format!(
-            "{what} is not allowed: query the tables by name"
-        )));
+    if let ControlFlow::Break(why) = statements.visit(&mut Finder {
+        depth: 0,
+        max_depth,
+    }) {
+        return Err(QueryError::Refused(why));
     }
     Ok(())
 }

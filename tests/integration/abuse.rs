@@ -212,3 +212,106 @@ async fn secrets_are_not_logged() {
     );
     assert!(!text.contains("SECRET"), "a secret in the logs:\n{text}");
 }
+
+/// A connection to `server` from the loopback address `from` (another client address).
+async fn connect_from(from: &str, server: &Server) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let stream = socket.connect(addr(server).parse().unwrap()).await.unwrap();
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_trickling_and_crowding_connections_are_closed_while_clients_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        &[
+            "--idle-timeout-secs",
+            "2",
+            "--body-timeout-secs",
+            "3",
+            "--max-connections-per-ip",
+            "20",
+        ],
+    );
+    let http = client();
+    let opened = Instant::now();
+    // One address holds its 20 connections, sending nothing; a 21st is closed at once.
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(connect_from("127.0.0.2", &server).await);
+    }
+    let mut extra = connect_from("127.0.0.2", &server).await;
+    assert!(
+        closed(&mut extra, Duration::from_secs(1)),
+        "a 21st connection from one address stayed open"
+    );
+    // Another client is served meanwhile.
+    assert_eq!(server.health(&http).await["ok"], true);
+
+    // An HTTP/2 client that sends only its preface and settings.
+    let mut h2 = TcpStream::connect(addr(&server)).unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let h2_opened = Instant::now();
+
+    // A body trickled a byte every half second: 408 at the body timeout, then closed.
+    let mut trickle = TcpStream::connect(addr(&server)).unwrap();
+    trickle
+        .write_all(
+            b"POST /api/conversion HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n",
+        )
+        .unwrap();
+    let started = Instant::now();
+    let mut writer = trickle.try_clone().unwrap();
+    let dripping = std::thread::spawn(move || {
+        for _ in 0..40 {
+            if writer.write_all(b"a").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    trickle
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = trickle.read_to_end(&mut answer);
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        took >= Duration::from_millis(2_500) && took < Duration::from_secs(6),
+        "answered after {took:?}"
+    );
+    dripping.join().unwrap();
+    // Nothing of it was recorded.
+    server.wait_flushed(&http).await;
+    assert!(crate::harness::read_table(dir.path(), netrev_storage::Table::Conversions).is_empty());
+
+    // The silent connections and the HTTP/2 one are closed at the idle timeout.
+    assert!(
+        closed(&mut h2, Duration::from_secs(5)),
+        "the HTTP/2 connection stayed open"
+    );
+    assert!(h2_opened.elapsed() >= Duration::from_millis(1_500));
+    for mut s in silent {
+        assert!(
+            closed(&mut s, Duration::from_secs(5)),
+            "a silent connection stayed open {:?}",
+            opened.elapsed()
+        );
+    }
+    // Then the address is served again.
+    let mut again = connect_from("127.0.0.2", &server).await;
+    again
+        .write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    again.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

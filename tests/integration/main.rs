@@ -10,6 +10,7 @@ mod faults;
 mod fuzz;
 mod generate;
 mod golden;
+mod hardening;
 mod harness;
 mod ipn;
 mod jobs;

@@ -1,0 +1,145 @@
+//! What keeps other web pages in the operator's browser away from the API and the dashboard.
+//!
+//! - **Cross-site requests.** A page on any site can make the browser send a "simple" request
+//!   (a form or `fetch` with `text/plain`, no preflight) to `http://127.0.0.1:8080`. Every
+//!   `POST`, `PUT` and `PATCH` of the guarded routes must therefore carry
+//!   `Content-Type: application/json`, which a browser sends cross-site only after a CORS
+//!   preflight that netrev never grants. Otherwise: 415, and nothing is done.
+//! - **DNS rebinding.** A page whose own host name is made to resolve to 127.0.0.1 reads the
+//!   answers as same-origin. Without an API key, the guarded routes therefore answer only
+//!   requests whose `Host` is a loopback name (`localhost`, `*.localhost`, `127.x.x.x`,
+//!   `[::1]`) or one given with `--allowed-host`; others get 403. With an API key the page
+//!   cannot authenticate, so any `Host` is served.
+//!
+//! The postback routes are not guarded: networks call them from servers, by whatever name
+//! the tracker is published under, with the bodies they choose.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// The guard's settings.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// Check `Host` (no API key is configured).
+    pub check_host: bool,
+    /// Host names served besides the loopback ones, lowercase, without port.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// The middleware: refuses cross-site and foreign-`Host` requests, passes the others on.
+pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    if guard.check_host {
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| request.uri().authority().map(|a| a.to_string()));
+        if !host.as_deref().is_some_and(|h| guard.allows(h)) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "this Host is not served without an API key: use http://127.0.0.1 or \
+                 http://localhost, add the name with --allowed-host, or set --api-key",
+            );
+        }
+    }
+    let changes = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH
+    );
+    if changes && !is_json(&request) {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send Content-Type: application/json",
+        );
+    }
+    next.run(request).await
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        axum::Json(serde_json::json!({"ok": false, "error": message})),
+    )
+        .into_response()
+}
+
+/// Whether the request's media type is `application/json` (parameters such as a charset
+/// allowed).
+fn is_json(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+}
+
+impl Guard {
+    /// Whether `host` (a `Host` header: a name or address, maybe with a port) is served.
+    fn allows(&self, host: &str) -> bool {
+        let host = host.trim().to_ascii_lowercase();
+        // `[::1]:8080`, `[::1]`, `name:8080`, `name`.
+        let name = if let Some(rest) = host.strip_prefix('[') {
+            match rest.split_once(']') {
+                Some((inside, _)) => inside.to_string(),
+                None => return false,
+            }
+        } else {
+            host.rsplit_once(':')
+                .map_or(host.as_str(), |(name, _port)| name)
+                .to_string()
+        };
+        let name = name.trim_end_matches('.');
+        if name == "localhost" || name.ends_with(".localhost") {
+            return true;
+        }
+        if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+            return ip.is_loopback() || self.allowed_hosts.iter().any(|h| h == name);
+        }
+        self.allowed_hosts.iter().any(|h| h == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_names_and_allowed_ones_are_served() {
+        let g = Guard {
+            check_host: true,
+            allowed_hosts: vec!["tracker.internal".into()],
+        };
+        for ok in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "127.1.2.3:1",
+            "localhost:8080",
+            "LOCALHOST",
+            "app.localhost",
+            "[::1]:8080",
+            "[::1]",
+            "tracker.internal",
+            "Tracker.Internal:443",
+        ] {
+            assert!(g.allows(ok), "{ok}");
+        }
+        for refused in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "10.0.0.1",
+            "[::2]:80",
+            "[::1",
+            "",
+        ] {
+            assert!(!g.allows(refused), "{refused}");
+        }
+    }
+}
