@@ -146,7 +146,11 @@ type Answer = Result<Response, ApiError>;
 /// Runs `work` with a session of its own on the analysts' runtime ([`Analysts::run`]): its
 /// planning and running are timed and bounded in memory, away from the postback threads.
 /// `field` is the parameter a refusal names (`sql` for `POST /api/sql`).
-async fn on_analysts<T, F, Fut>(state: &ApiState, field: Option<&'static str>, work: F) -> Result<T, ApiError>
+async fn on_analysts<T, F, Fut>(
+    state: &ApiState,
+    field: Option<&'static str>,
+    work: F,
+) -> Result<T, ApiError>
 where
     F: FnOnce(SessionContext) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
@@ -177,7 +181,9 @@ fn query_error(e: QueryError, field: Option<&'static str>) -> ApiError {
             None,
         ),
         QueryError::OutOfMemory(m) => error(StatusCode::UNPROCESSABLE_ENTITY, m, field),
-        QueryError::Failed(e) if field.is_some() => error(StatusCode::BAD_REQUEST, e.to_string(), field),
+        QueryError::Failed(e) if field.is_some() => {
+            error(StatusCode::BAD_REQUEST, e.to_string(), field)
+        }
         QueryError::Failed(e) => internal(e),
     }
 }
@@ -263,14 +269,14 @@ fn render_answer(answer: &query::Answer, format: &str) -> Answer {
             ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response()
         }
         "arrow" => {
-            let bytes = query::to_arrow_ipc(&answer).map_err(internal)?;
+            let bytes = query::to_arrow_ipc(answer).map_err(internal)?;
             (
                 [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
                 bytes,
             )
                 .into_response()
         }
-        _ => axum::Json(query::to_json(&answer).map_err(internal)?).into_response(),
+        _ => axum::Json(query::to_json(answer).map_err(internal)?).into_response(),
     };
     resp.headers_mut().insert(
         "x-netrev-truncated",
@@ -372,17 +378,13 @@ async fn visitor_profile(ctx: SessionContext, vid: String, limits: Limits) -> An
         ctx.table("visitors").await.map_err(internal)?,
         vec![col("vid").eq(lit(vid.clone()))],
     )?;
-    let mut profile = rows(df, limits)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| {
-            error(
-                StatusCode::NOT_FOUND,
-                format!("no visitor {vid:?}"),
-                Some("vid"),
-            )
-        })?;
+    let mut profile = rows(df, limits).await?.into_iter().next().ok_or_else(|| {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("no visitor {vid:?}"),
+            Some("vid"),
+        )
+    })?;
     let history = filtered(
         ctx.table("refund_links").await.map_err(internal)?,
         vec![col("vid").eq(lit(vid))],

@@ -134,9 +134,12 @@ pub async fn serve(
                         response
                     };
                     // The request is in flight until its answer has been sent whole.
-                    Ok::<_, std::convert::Infallible>(
-                        response.map(|body| Body::new(Sending { inner: body, _busy: busy })),
-                    )
+                    Ok::<_, std::convert::Infallible>(response.map(|body| {
+                        Body::new(Sending {
+                            inner: body,
+                            _busy: busy,
+                        })
+                    }))
                 }
             })
         };

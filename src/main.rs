@@ -235,7 +235,11 @@ struct ServeArgs {
     postback_token: Option<String>,
     /// File holding the postback token (instead of --postback-token; kept out of `ps` and the
     /// environment).
-    #[arg(long, env = "NETREV_POSTBACK_TOKEN_FILE", conflicts_with = "postback_token")]
+    #[arg(
+        long,
+        env = "NETREV_POSTBACK_TOKEN_FILE",
+        conflicts_with = "postback_token"
+    )]
     postback_token_file: Option<PathBuf>,
     /// Directory of this node's write-ahead log (a local disk). Default: `<data>/wal`.
     #[arg(long, env = "NETREV_WAL_DIR")]
@@ -275,7 +279,11 @@ struct ServeArgs {
     api_key_file: Option<PathBuf>,
     /// Without an API key, a host name the API and dashboard answer besides localhost and
     /// loopback addresses (repeatable); requests naming another `Host` get 403 (DNS rebinding).
-    #[arg(long = "allowed-host", env = "NETREV_ALLOWED_HOSTS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-host",
+        env = "NETREV_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
     allowed_hosts: Vec<String>,
     /// Most rows a `POST /api/sql` answer holds (more are cut, header x-netrev-truncated).
     #[arg(long, env = "NETREV_SQL_MAX_ROWS", default_value_t = 100_000)]
@@ -350,27 +358,43 @@ struct ServeArgs {
     #[arg(long, env = "NETREV_IPN_CLICKBANK_SECRET", hide_env_values = true)]
     ipn_clickbank_secret: Option<String>,
     /// File holding the clickbank IPN secret (instead of --ipn-clickbank-secret).
-    #[arg(long, env = "NETREV_IPN_CLICKBANK_SECRET_FILE", conflicts_with = "ipn_clickbank_secret")]
+    #[arg(
+        long,
+        env = "NETREV_IPN_CLICKBANK_SECRET_FILE",
+        conflicts_with = "ipn_clickbank_secret"
+    )]
     ipn_clickbank_secret_file: Option<PathBuf>,
     /// JVZoo secret key (My Account → JVZIPN Secret Key): enables `POST /api/ipn/jvzoo`.
     #[arg(long, env = "NETREV_IPN_JVZOO_SECRET", hide_env_values = true)]
     ipn_jvzoo_secret: Option<String>,
     /// File holding the jvzoo IPN secret (instead of --ipn-jvzoo-secret).
-    #[arg(long, env = "NETREV_IPN_JVZOO_SECRET_FILE", conflicts_with = "ipn_jvzoo_secret")]
+    #[arg(
+        long,
+        env = "NETREV_IPN_JVZOO_SECRET_FILE",
+        conflicts_with = "ipn_jvzoo_secret"
+    )]
     ipn_jvzoo_secret_file: Option<PathBuf>,
     /// WarriorPlus security key (Account → API/IPN settings): enables
     /// `POST /api/ipn/warriorplus`.
     #[arg(long, env = "NETREV_IPN_WARRIORPLUS_SECRET", hide_env_values = true)]
     ipn_warriorplus_secret: Option<String>,
     /// File holding the warriorplus IPN secret (instead of --ipn-warriorplus-secret).
-    #[arg(long, env = "NETREV_IPN_WARRIORPLUS_SECRET_FILE", conflicts_with = "ipn_warriorplus_secret")]
+    #[arg(
+        long,
+        env = "NETREV_IPN_WARRIORPLUS_SECRET_FILE",
+        conflicts_with = "ipn_warriorplus_secret"
+    )]
     ipn_warriorplus_secret_file: Option<PathBuf>,
     /// Digistore24 IPN passphrase (Settings → Integrations (IPN)): enables
     /// `POST /api/ipn/digistore24`.
     #[arg(long, env = "NETREV_IPN_DIGISTORE24_SECRET", hide_env_values = true)]
     ipn_digistore24_secret: Option<String>,
     /// File holding the digistore24 IPN secret (instead of --ipn-digistore24-secret).
-    #[arg(long, env = "NETREV_IPN_DIGISTORE24_SECRET_FILE", conflicts_with = "ipn_digistore24_secret")]
+    #[arg(
+        long,
+        env = "NETREV_IPN_DIGISTORE24_SECRET_FILE",
+        conflicts_with = "ipn_digistore24_secret"
+    )]
     ipn_digistore24_secret_file: Option<PathBuf>,
     /// Serve the postback routes only (an extra ingest node on a shared S3 data root): no
     /// live stats, query routes, dashboard, webhooks or scheduled recompute.
@@ -593,7 +617,11 @@ fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the secret file {}", path.display()))?;
     let secret = text.trim_end_matches(['\n', '\r']).to_string();
-    anyhow::ensure!(!secret.is_empty(), "the secret file {} is empty", path.display());
+    anyhow::ensure!(
+        !secret.is_empty(),
+        "the secret file {} is empty",
+        path.display()
+    );
     Ok(secret)
 }
 

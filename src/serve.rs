@@ -128,7 +128,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .merge(
             crate::dashboard::router()
                 .merge(crate::api::router(store, live, hooks, api_key, analysts))
-                .layer(axum::middleware::from_fn_with_state(guard, crate::guard::check)),
+                .layer(axum::middleware::from_fn_with_state(
+                    guard,
+                    crate::guard::check,
+                )),
         );
     let at = (config.listen, config.data.as_str(), config.http);
     listen_and_serve(at, app, &ingestor, "netrev serving").await

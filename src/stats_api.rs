@@ -17,6 +17,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Map, Value, json};
 
 use netrev_pipeline::live::{Measures, WindowKey};
+use netrev_storage::csv::neutralise_csv_formula;
 
 use crate::api::{ApiError, bad, date_param};
 use crate::live::Live;
@@ -333,16 +334,20 @@ fn row_json(req: &Request, group: &Group, m: &Measures) -> Map<String, Value> {
     row
 }
 
-fn csv_field(v: &Value) -> String {
-    let text = match v {
+/// One CSV cell. `text` cells (the group columns: dimensions from postbacks, dates, hours) are
+/// neutralised against formula injection; metric cells are numbers and money (money is a JSON
+/// string here, and a negative `-5.00` must stay a number), written as they are.
+fn csv_field(v: &Value, text: bool) -> String {
+    let cell = match v {
         Value::Null => return String::new(),
+        Value::String(s) if text => neutralise_csv_formula(s).into_owned(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
+    if cell.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", cell.replace('"', "\"\""))
     } else {
-        text
+        cell
     }
 }
 
@@ -428,18 +433,28 @@ pub async fn stats(
     })
 }
 
+/// The CSV answer: a header, then one line per group; the group columns come first.
+fn render_csv(req: &Request, grouped: &BTreeMap<Group, Measures>) -> String {
+    let mut out = String::new();
+    let header: Vec<&str> = req.group_by.iter().chain(&req.columns).copied().collect();
+    out.push_str(&header.join(","));
+    out.push('\n');
+    for (group, m) in grouped {
+        let row = row_json(req, group, m);
+        let fields: Vec<String> = header
+            .iter()
+            .enumerate()
+            .map(|(i, h)| csv_field(&row[*h], i < req.group_by.len()))
+            .collect();
+        out.push_str(&fields.join(","));
+        out.push('\n');
+    }
+    out
+}
+
 fn render(req: &Request, grouped: &BTreeMap<Group, Measures>, totals: &Measures) -> Response {
     if req.csv {
-        let mut out = String::new();
-        let header: Vec<&str> = req.group_by.iter().chain(&req.columns).copied().collect();
-        out.push_str(&header.join(","));
-        out.push('\n');
-        for (group, m) in grouped {
-            let row = row_json(req, group, m);
-            let fields: Vec<String> = header.iter().map(|h| csv_field(&row[*h])).collect();
-            out.push_str(&fields.join(","));
-            out.push('\n');
-        }
+        let out = render_csv(req, grouped);
         return ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], out).into_response();
     }
     let rows: Vec<Value> = grouped
@@ -479,6 +494,48 @@ mod tests {
         assert_eq!(money(d("50")), "50.00");
         assert_eq!(money(d("0.0125")), "0.0125");
         assert_eq!(money(d("-3.5")), "-3.50");
+    }
+
+    #[test]
+    fn csv_neutralises_group_cells_and_leaves_metrics_alone() {
+        let req = Request {
+            from: NaiveDate::from_ymd_opt(2026, 3, 8).unwrap(),
+            to: NaiveDate::from_ymd_opt(2026, 3, 8).unwrap(),
+            tz: Tz::UTC,
+            utc_days: true,
+            group_by: vec!["source", "campaign"],
+            columns: vec!["clicks", "net_revenue", "profit", "roi"],
+            filters: Vec::new(),
+            csv: true,
+        };
+        // Refunded more than earned: net revenue -5.00, profit -6.00, ROI -600%.
+        let m = Measures {
+            clicks: 1,
+            cost: d("1"),
+            gross_revenue: d("10"),
+            refund_amount: d("15"),
+            ..Measures::default()
+        };
+        let mut grouped = BTreeMap::new();
+        for (source, campaign) in [
+            (r#"=HYPERLINK("http://x")"#, "-promo"),
+            ("@SUM(1)", "\tc"),
+            ("+1", "\rc"),
+            ("fb", "summer-sale"),
+        ] {
+            let mut g = Group::default();
+            g.dims[0] = Some(Some(source));
+            g.dims[1] = Some(Some(campaign));
+            grouped.insert(g, m.clone());
+        }
+        assert_eq!(
+            render_csv(&req, &grouped),
+            "source,campaign,clicks,net_revenue,profit,roi\n\
+             '+1,\"'\rc\",1,-5.00,-6.00,-600.0\n\
+             \"'=HYPERLINK(\"\"http://x\"\")\",'-promo,1,-5.00,-6.00,-600.0\n\
+             '@SUM(1),'\tc,1,-5.00,-6.00,-600.0\n\
+             fb,summer-sale,1,-5.00,-6.00,-600.0\n"
+        );
     }
 
     #[test]

@@ -161,7 +161,12 @@ impl QueryPool {
 
 impl fmt::Display for QueryPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "query pool ({} of {} bytes)", self.reserved(), self.limit)
+        write!(
+            f,
+            "query pool ({} of {} bytes)",
+            self.reserved(),
+            self.limit
+        )
     }
 }
 
@@ -181,9 +186,8 @@ impl MemoryPool for QueryPool {
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> DfResult<()> {
-        let add = |limit: usize| {
-            move |used: usize| used.checked_add(additional).filter(|n| *n <= limit)
-        };
+        let add =
+            |limit: usize| move |used: usize| used.checked_add(additional).filter(|n| *n <= limit);
         self.used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, add(self.limit))
             .map_err(|_| self.exhausted(reservation, additional))?;
@@ -271,7 +275,10 @@ impl ScalarUDFImpl for Bounded {
     fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
         self.inner.return_type(arg_types)
     }
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DfResult<arrow::datatypes::FieldRef> {
+    fn return_field_from_args(
+        &self,
+        args: ReturnFieldArgs,
+    ) -> DfResult<arrow::datatypes::FieldRef> {
         self.inner.return_field_from_args(args)
     }
     fn coerce_types(&self, arg_types: &[DataType]) -> DfResult<Vec<DataType>> {
@@ -283,7 +290,8 @@ impl ScalarUDFImpl for Bounded {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let bound = output_bound(self.inner.name(), &args.args, args.number_rows)?;
         let bytes = usize::try_from(bound).unwrap_or(usize::MAX);
-        let reservation = MemoryConsumer::new(format!("{}()", self.inner.name())).register(&self.pool);
+        let reservation =
+            MemoryConsumer::new(format!("{}()", self.inner.name())).register(&self.pool);
         reservation.try_grow(bytes)?;
         let out = self.inner.invoke_with_args(args);
         drop(reservation);
@@ -295,7 +303,7 @@ impl ScalarUDFImpl for Bounded {
 fn output_bound(name: &str, args: &[ColumnarValue], rows: usize) -> DfResult<u128> {
     let cols = args
         .iter()
-        .map(|a| Arg::of(a))
+        .map(Arg::of)
         .collect::<DfResult<Vec<_>>>()?;
     let arg = |i: usize| cols.get(i);
     let n = if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {

@@ -43,9 +43,9 @@ pub enum QueryError {
 impl From<DataFusionError> for QueryError {
     fn from(e: DataFusionError) -> Self {
         match e.find_root() {
-            DataFusionError::ResourcesExhausted(m) => QueryError::OutOfMemory(format!(
-                "the query needs more memory than it may use: {m}"
-            )),
+            DataFusionError::ResourcesExhausted(m) => {
+                QueryError::OutOfMemory(format!("the query needs more memory than it may use: {m}"))
+            }
             _ => QueryError::Failed(e),
         }
     }

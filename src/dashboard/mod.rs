@@ -34,11 +34,28 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The page's Content-Security-Policy: only its own scripts, styles and API, nothing inline
+/// and nothing from elsewhere, so an injected `<script>` or `style` attribute does nothing and
+/// the API key typed into the page can go nowhere but this server. The page allows it: its
+/// scripts and styles are files under `/assets/`, it builds elements with `textContent` and
+/// styles them through the CSSOM (`el.style.x = …`, which CSP does not restrict; uPlot does
+/// the same, and has no `eval` or `new Function`), draws on a canvas, and fetches only `/api/…`.
+/// The CSV download is a `blob:` link with `download`, which is not fetched through CSP.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// An asset or the page, with the headers every dashboard answer carries: the CSP (also on
+/// the assets, harmless there and right should one be opened directly), no framing
+/// (clickjacking the API-key form), no content sniffing, no referrer to other sites.
 fn page(content_type: &'static str, body: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
         ],
         body,
     )
@@ -69,4 +86,47 @@ pub fn router() -> Router {
             get(|| async { page("text/html; charset=utf-8", INDEX) }),
         )
         .route("/assets/{name}", get(asset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What [`CSP`] forbids is not in the page or its scripts: no inline script, style,
+    /// handler or `javascript:` URL, no `eval`, no style attributes written as markup, and
+    /// nothing loaded from another origin.
+    #[test]
+    fn the_page_needs_nothing_its_policy_forbids() {
+        let page = INDEX.to_lowercase();
+        assert_eq!(
+            page.matches("<script").count(),
+            page.matches("<script src=\"/assets/").count(),
+            "inline scripts"
+        );
+        for forbidden in [
+            "<style",
+            "style=",
+            " onclick",
+            " onload",
+            "javascript:",
+            "http:",
+            "https:",
+        ] {
+            assert!(!page.contains(forbidden), "index.html has {forbidden}");
+        }
+        for (name, _, body) in ASSETS {
+            for forbidden in [
+                "eval(",
+                "new Function",
+                "setAttribute(\"style",
+                "style=",
+                "@import",
+                "url(",
+            ] {
+                assert!(!body.contains(forbidden), "{name} has {forbidden}");
+            }
+        }
+        assert!(CSP.contains("frame-ancestors 'none'"));
+        assert!(!CSP.contains("unsafe"));
+    }
 }

@@ -8,6 +8,11 @@
 //! answer differently). Literal addresses skip resolution and are checked before each attempt.
 //! Redirects are not followed (a 3xx is a failed attempt) and proxies from the environment are
 //! not used.
+//!
+//! A failed attempt is recorded, for `GET /api/webhooks/{id}/deliveries`, as a fixed phrase per
+//! kind of failure ([`failure`]), never the error's own text: that could name the addresses a
+//! name resolved to, telling whoever may create webhooks about the internal network. The full
+//! error goes to the log, for the operator.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,23 +74,67 @@ pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
     Ok(schedule)
 }
 
-/// Resolves names for the webhook client, refusing names with a non-public address.
+/// Why the webhook client's resolver gave no address. Its text is what a failed attempt
+/// records: it names no address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unresolved {
+    /// The name has a private, loopback, link-local or otherwise internal address.
+    Internal,
+    /// The lookup failed or found nothing.
+    Failed,
+}
+
+impl Unresolved {
+    fn text(self) -> &'static str {
+        match self {
+            Unresolved::Internal => {
+                "the host resolves to a private, loopback, link-local or otherwise internal \
+                 address: refused (serve --webhooks-allow-private allows it, for development)"
+            }
+            Unresolved::Failed => "DNS lookup failed",
+        }
+    }
+}
+
+impl std::fmt::Display for Unresolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
+impl std::error::Error for Unresolved {}
+
+/// Resolves names for the webhook client; unless private targets are allowed, refuses names
+/// with a non-public address. Failures are logged with their detail (the addresses, the
+/// resolver's reason) and returned as an [`Unresolved`] that has none.
 #[derive(Debug)]
-struct GuardedResolver;
+struct GuardedResolver {
+    allow_private: bool,
+}
 
 impl reqwest::dns::Resolve for GuardedResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
+        let allow_private = self.allow_private;
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            if let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
-                return Err(format!(
-                    "{host} resolves to {}, a private, loopback or otherwise internal address: \
-                     refused (serve --webhooks-allow-private allows it, for development)",
-                    bad.ip()
-                )
-                .into());
+            let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), 0)).await {
+                Ok(addrs) => addrs.collect(),
+                Err(e) => {
+                    tracing::warn!(%host, error = %e, "webhook target: DNS lookup failed");
+                    return Err(Unresolved::Failed.into());
+                }
+            };
+            if addrs.is_empty() {
+                tracing::warn!(%host, "webhook target: DNS lookup found no address");
+                return Err(Unresolved::Failed.into());
+            }
+            if !allow_private && let Some(bad) = addrs.iter().find(|a| !is_public(a.ip())) {
+                tracing::warn!(
+                    %host,
+                    address = %bad.ip(),
+                    "webhook target resolves to an internal address: refused"
+                );
+                return Err(Unresolved::Internal.into());
             }
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
@@ -94,14 +143,15 @@ impl reqwest::dns::Resolve for GuardedResolver {
 
 /// The HTTP client deliveries use.
 fn client(config: &DeliveryConfig) -> anyhow::Result<reqwest::Client> {
-    let mut builder = reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .timeout(config.timeout)
-        .user_agent(concat!("netrev-webhooks/", env!("CARGO_PKG_VERSION")));
-    if !config.allow_private {
-        builder = builder.dns_resolver(Arc::new(GuardedResolver));
-    }
+        .user_agent(concat!("netrev-webhooks/", env!("CARGO_PKG_VERSION")))
+        // Ours even when private targets are allowed, so lookup failures are recognised.
+        .dns_resolver(Arc::new(GuardedResolver {
+            allow_private: config.allow_private,
+        }));
     Ok(builder.build()?)
 }
 
@@ -284,8 +334,80 @@ async fn send(
                 .and_then(retry_after);
             Answer::Status(r.status().as_u16(), after)
         }
-        Err(e) => Answer::Error(error_chain(&e)),
+        Err(e) => {
+            let recorded = failure(&e);
+            tracing::warn!(
+                message_id = %d.id,
+                endpoint = %d.endpoint,
+                recorded,
+                error = %error_chain(&e),
+                detail = ?e,
+                "webhook attempt failed"
+            );
+            Answer::Error(recorded.to_string())
+        }
     }
+}
+
+/// What a failed request records: a fixed phrase for its kind of failure. Nothing of the
+/// error's own text is kept (see the module doc).
+fn failure(e: &reqwest::Error) -> &'static str {
+    use std::error::Error as _;
+    use std::io::ErrorKind;
+    let chain = || std::iter::successors(e.source(), |&s| s.source());
+    if let Some(u) = chain().find_map(|s| s.downcast_ref::<Unresolved>()) {
+        return u.text();
+    }
+    if e.is_timeout() {
+        return "timed out";
+    }
+    // An I/O error wrapped in another is hidden from `source()` (the TLS connector wraps
+    // rustls's InvalidData in an Other): look inside each.
+    let kinds: Vec<ErrorKind> = chain()
+        .filter_map(|s| s.downcast_ref::<std::io::Error>())
+        .flat_map(|io| {
+            std::iter::successors(Some(io), |io| {
+                io.get_ref()
+                    .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+            })
+        })
+        .map(std::io::Error::kind)
+        .collect();
+    let any = |wanted: &[ErrorKind]| kinds.iter().any(|k| wanted.contains(k));
+    if any(&[ErrorKind::ConnectionRefused]) {
+        return "connection refused";
+    }
+    if any(&[
+        ErrorKind::ConnectionReset,
+        ErrorKind::ConnectionAborted,
+        ErrorKind::BrokenPipe,
+    ]) {
+        return "connection reset";
+    }
+    if any(&[
+        ErrorKind::NetworkUnreachable,
+        ErrorKind::HostUnreachable,
+        ErrorKind::NotConnected,
+    ]) {
+        return "network unreachable";
+    }
+    if e.is_connect() {
+        // rustls reports a failed handshake or a refused certificate as invalid data;
+        // connecting over TCP never does.
+        if any(&[ErrorKind::InvalidData]) {
+            return "TLS error";
+        }
+        return "could not connect";
+    }
+    if let Some(h) = chain().find_map(|s| s.downcast_ref::<hyper::Error>()) {
+        if h.is_incomplete_message() || h.is_closed() || h.is_canceled() {
+            return "connection closed before an answer";
+        }
+        if h.is_parse() || h.is_parse_status() {
+            return "the answer is not valid HTTP";
+        }
+    }
+    "request failed"
 }
 
 /// A `Retry-After` value: seconds, or an HTTP date.
@@ -342,13 +464,118 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn names_resolving_to_internal_addresses_are_refused() {
+    async fn names_resolving_to_internal_addresses_are_refused_without_naming_them() {
         use reqwest::dns::Resolve as _;
-        let name: reqwest::dns::Name = "localhost".parse().unwrap();
-        let err = match GuardedResolver.resolve(name).await {
+        let name = || "localhost".parse::<reqwest::dns::Name>().unwrap();
+        let resolver = GuardedResolver {
+            allow_private: false,
+        };
+        let err = match resolver.resolve(name()).await {
             Ok(_) => panic!("localhost must be refused"),
             Err(e) => e.to_string(),
         };
         assert!(err.contains("refused"), "{err}");
+        assert!(!err.chars().any(|c| c.is_ascii_digit()), "{err}");
+        assert!(!err.contains("::"), "{err}");
+        let allowed = GuardedResolver {
+            allow_private: true,
+        };
+        assert!(allowed.resolve(name()).await.is_ok());
+    }
+
+    /// The text `url` records when sent with a client for `config`.
+    async fn recorded(config: &DeliveryConfig, url: &str) -> String {
+        match client(config).unwrap().post(url).body("{}").send().await {
+            Ok(r) => panic!("{url} answered {}", r.status()),
+            Err(e) => failure(&e).to_string(),
+        }
+    }
+
+    /// A local port that serves `answer` (raw bytes) to every connection, then closes it.
+    async fn serving(answer: &'static [u8]) -> u16 {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = s.write_all(answer).await;
+                    if answer.is_empty() {
+                        // Say nothing for longer than the client waits.
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn failed_attempts_record_a_fixed_phrase_and_no_address() {
+        let guarded = DeliveryConfig {
+            timeout: Duration::from_millis(500),
+            ..DeliveryConfig::default()
+        };
+        let open = DeliveryConfig {
+            allow_private: true,
+            ..guarded.clone()
+        };
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let cases = [
+            (
+                &guarded,
+                format!("http://localhost:{closed}/hook"),
+                Unresolved::Internal.text(),
+            ),
+            (
+                // Time for a slow resolver to say no.
+                &DeliveryConfig {
+                    timeout: Duration::from_secs(30),
+                    ..open.clone()
+                },
+                "http://netrev-test.invalid/hook".to_string(),
+                "DNS lookup failed",
+            ),
+            (
+                &open,
+                format!("http://127.0.0.1:{closed}/hook"),
+                "connection refused",
+            ),
+            (
+                &open,
+                format!("http://127.0.0.1:{}/hook", serving(b"").await),
+                "timed out",
+            ),
+            (
+                &open,
+                format!(
+                    "https://127.0.0.1:{}/hook",
+                    serving(b"HTTP/1.1 400 Bad Request\r\n\r\n").await
+                ),
+                "TLS error",
+            ),
+            (
+                &open,
+                format!(
+                    "http://127.0.0.1:{}/hook",
+                    serving(b"nonsense\r\n\r\n").await
+                ),
+                "the answer is not valid HTTP",
+            ),
+        ];
+        for (config, url, expected) in cases {
+            let got = recorded(config, &url).await;
+            assert_eq!(got, expected, "{url}");
+            assert!(
+                !got.contains("127.0.0.1")
+                    && !got.contains("::1")
+                    && !got.contains(&closed.to_string()),
+                "{url}: {got}"
+            );
+        }
     }
 }

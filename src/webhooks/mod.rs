@@ -126,6 +126,17 @@ pub const EVENTS: &[&str] = &["refund", "conversion"];
 /// Where the settings live under the data root.
 const SETTINGS: &str = "meta/webhooks.json";
 
+/// Longest endpoint URL, in characters, as written and as stored (percent-encoded). 2,048 is
+/// what browsers, proxies and webhook receivers commonly accept; longer URLs are rarely real
+/// and every one is kept in memory, rewritten with the settings and sent with each attempt.
+pub const URL_MAX_CHARS: usize = 2048;
+
+/// Longest endpoint description, in characters (not bytes, so every script gets the same
+/// room). It is a label for people ("CRM win-back flow"); 1,000 is ample for a note while
+/// keeping `meta/webhooks.json`, which is rewritten whole on every change, and the listing,
+/// which shows every description, small.
+pub const DESCRIPTION_MAX_CHARS: usize = 1000;
+
 /// One endpoint, as stored.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Endpoint {
@@ -212,8 +223,20 @@ impl Webhooks {
         events: &[String],
         description: Option<String>,
     ) -> Result<Endpoint, Result<Refused, anyhow::Error>> {
+        if url.chars().count() > URL_MAX_CHARS {
+            return Err(Ok(refused(
+                "url",
+                format!("longer than {URL_MAX_CHARS} characters"),
+            )));
+        }
         let parsed =
             url::Url::parse(url).map_err(|e| Ok(refused("url", format!("not a URL: {e}"))))?;
+        if parsed.as_str().len() > URL_MAX_CHARS {
+            return Err(Ok(refused(
+                "url",
+                format!("longer than {URL_MAX_CHARS} characters once percent-encoded"),
+            )));
+        }
         if !["http", "https"].contains(&parsed.scheme()) {
             return Err(Ok(refused("url", "must be an http or https URL")));
         }
@@ -243,6 +266,9 @@ impl Webhooks {
                 "events",
                 format!("unknown event {e:?}; refund or conversion"),
             )));
+        }
+        if let Some(d) = &description {
+            check_description(d).map_err(Ok)?;
         }
         let mut events: Vec<String> = events.to_vec();
         events.sort();
@@ -290,6 +316,28 @@ impl Webhooks {
         })
         .await
     }
+}
+
+/// Refuses a description longer than [`DESCRIPTION_MAX_CHARS`] or with control characters
+/// other than tab and line breaks (a NUL or an escape sequence is never part of a label, and
+/// would reach whatever shows or logs it).
+fn check_description(d: &str) -> Result<(), Refused> {
+    if d.chars().count() > DESCRIPTION_MAX_CHARS {
+        return Err(refused(
+            "description",
+            format!("longer than {DESCRIPTION_MAX_CHARS} characters"),
+        ));
+    }
+    if let Some(c) = d
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(refused(
+            "description",
+            format!("contains the control character {c:?}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The event name endpoints subscribe to, and the message type, of an attributed event.
@@ -456,6 +504,72 @@ mod tests {
         ] {
             assert_eq!(sign(bad, "m", 1, b""), Err(BadSecret), "{bad}");
         }
+    }
+
+    /// The field and message of a refused creation.
+    async fn refusal(
+        webhooks: &Webhooks,
+        url: &str,
+        description: Option<String>,
+    ) -> (&'static str, String) {
+        match webhooks
+            .create(url, &["refund".to_string()], description)
+            .await
+        {
+            Err(Ok(r)) => (r.field, r.error),
+            Err(Err(e)) => panic!("failed instead of refused: {e}"),
+            Ok(e) => panic!("created {e:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn long_descriptions_and_urls_and_control_characters_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = netrev_storage::Store::open(dir.path().to_str().unwrap()).unwrap();
+        let webhooks = Webhooks::open(store, false).await.unwrap();
+        let url = "https://example.com/hook";
+
+        let (field, error) = refusal(&webhooks, url, Some("x".repeat(10_000))).await;
+        assert_eq!(field, "description");
+        assert!(error.contains("1000"), "{error}");
+        // Counted in characters: 1,000 of them is fine even at 4 bytes each.
+        let most = "🙂".repeat(DESCRIPTION_MAX_CHARS);
+        let made = webhooks
+            .create(url, &["refund".to_string()], Some(most.clone()))
+            .await
+            .unwrap();
+        assert_eq!(made.description.as_deref(), Some(most.as_str()));
+        let (field, _) = refusal(&webhooks, url, Some(format!("{most}x"))).await;
+        assert_eq!(field, "description");
+        for bad in ["a\0b", "\u{1b}[31mred", "bell\u{7}", "c1\u{85}"] {
+            let (field, error) = refusal(&webhooks, url, Some(bad.to_string())).await;
+            assert_eq!(field, "description", "{bad:?}");
+            assert!(error.contains("control character"), "{error}");
+        }
+        webhooks
+            .create(
+                url,
+                &["refund".to_string()],
+                Some("CRM\twin-back\r\nsecond line".into()),
+            )
+            .await
+            .unwrap();
+
+        let long = format!("https://example.com/{}", "a".repeat(URL_MAX_CHARS));
+        assert_eq!(refusal(&webhooks, &long, None).await.0, "url");
+        // Short as written, too long once every byte of "é" is percent-encoded.
+        let encoded = format!("https://example.com/{}", "é".repeat(URL_MAX_CHARS / 3));
+        assert!(encoded.chars().count() <= URL_MAX_CHARS);
+        assert_eq!(refusal(&webhooks, &encoded, None).await.0, "url");
+        let longest = format!(
+            "https://example.com/{}",
+            "a".repeat(URL_MAX_CHARS - "https://example.com/".len())
+        );
+        webhooks
+            .create(&longest, &["refund".to_string()], None)
+            .await
+            .unwrap();
+        assert_eq!(webhooks.list().len(), 3, "the refusals added nothing");
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! This crate knows nothing of HTTP, write-ahead logs or SQL jobs.
 
 pub mod clickid;
+pub mod csv;
 mod error;
 pub mod failpoint;
 pub mod model;

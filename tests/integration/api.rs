@@ -628,3 +628,104 @@ async fn webhook_settings() {
         .unwrap();
     assert_eq!(r.status(), 201);
 }
+
+/// The cells of one CSV line (RFC 4180 quoting; no line breaks inside the cells here).
+fn csv_cells(line: &str) -> Vec<String> {
+    let mut cells = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                cells.last_mut().unwrap().push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => cells.push(String::new()),
+            c => cells.last_mut().unwrap().push(c),
+        }
+    }
+    cells
+}
+
+/// CSV injection (OWASP): sources that a spreadsheet would run as formulas come back from the
+/// stats CSV, the SQL CSV and `netrev sql --format csv` with a leading `'`; money, negative
+/// included, is written as the number it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_answers_neutralise_formula_cells() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let http = client();
+    let server = Server::start(&data, &["--api-key", KEY]);
+    let hyperlink = r#"=HYPERLINK("http://evil","x")"#;
+    for source in [hyperlink, "@SUM(1)"] {
+        let r: Value = http
+            .get(server.url("/api/click"))
+            .query(&[("source", source), ("cost", "5")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r["ok"], true, "{r}");
+    }
+    let no_formula = |csv: &str| {
+        for line in csv.lines() {
+            for cell in csv_cells(line) {
+                assert!(!cell.starts_with(['=', '@']), "{cell:?} in {csv}");
+            }
+        }
+    };
+
+    // The stats CSV: the source cells neutralised, profit -5.00 as it is.
+    let (status, csv) = get(
+        &server,
+        &http,
+        "/api/stats?format=csv&group_by=source&columns=clicks,profit",
+    )
+    .await;
+    assert_eq!(status, 200, "{csv}");
+    let csv = csv.as_str().unwrap();
+    assert_eq!(
+        csv,
+        "source,clicks,profit\n\
+         \"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\",1,-5.00\n\
+         '@SUM(1),1,-5.00\n"
+    );
+    no_formula(csv);
+
+    // The SQL CSV over the raw clicks: text (the dictionary-encoded `date` partition too)
+    // neutralised, Decimal128 money not.
+    server.wait_flushed(&http).await;
+    let q = "SELECT source, cost, -cost AS negative, date FROM clicks ORDER BY source";
+    let expected = |csv: &str| {
+        let rows: Vec<Vec<String>> = csv.lines().map(csv_cells).collect();
+        assert_eq!(rows.len(), 3, "{csv}");
+        assert_eq!(rows[0], ["source", "cost", "negative", "date"]);
+        for (row, source) in rows[1..].iter().zip([hyperlink, "@SUM(1)"]) {
+            assert_eq!(
+                row[..3],
+                [format!("'{source}"), "5.0000".into(), "-5.0000".into()],
+                "{csv}"
+            );
+            assert_eq!(row[3].len(), "YYYY-MM-DD".len(), "{csv}");
+        }
+        assert!(
+            csv.contains("\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\","),
+            "{csv}"
+        );
+        no_formula(csv);
+    };
+    let r = http
+        .post(server.url("/api/sql?format=csv"))
+        .bearer_auth(KEY)
+        .json(&json!({"sql": q}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    expected(&r.text().await.unwrap());
+    server.stop();
+    expected(&crate::jobs::sql(&data, q));
+}

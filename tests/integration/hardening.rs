@@ -51,10 +51,7 @@ async fn deep_and_long_sql_is_refused_before_planning_and_the_server_lives() {
         (chain("true", " OR ", 2_000), "deep"),
         (chain("'a'", " || ", 2_000), "deep"),
         (
-            format!(
-                "SELECT 1 WHERE {}",
-                vec!["1 = 1"; 1_500].join(" AND ")
-            ),
+            format!("SELECT 1 WHERE {}", vec!["1 = 1"; 1_500].join(" AND ")),
             "deep",
         ),
         ("x".repeat(70_000), "bytes long"),
@@ -70,7 +67,15 @@ async fn deep_and_long_sql_is_refused_before_planning_and_the_server_lives() {
     // Within the limits, a long chain still answers.
     let (status, body) = sql(&server, &http, &chain("1", "+", 200)).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["rows"][0].as_object().unwrap().values().next().unwrap(), 200);
+    assert_eq!(
+        body["rows"][0]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap(),
+        200
+    );
     // The server is alive and takes postbacks.
     let (cid, _) = server.click(&http, "source=fb").await;
     assert!(!cid.is_empty());
@@ -240,10 +245,7 @@ async fn cross_site_and_foreign_host_requests_are_refused() {
     // With an API key, a page cannot authenticate: any Host is served.
     let key_file = dir.path().join("key");
     std::fs::write(&key_file, "k3y-from-a-file\n").unwrap();
-    let server = Server::start(
-        dir.path(),
-        &["--api-key-file", key_file.to_str().unwrap()],
-    );
+    let server = Server::start(dir.path(), &["--api-key-file", key_file.to_str().unwrap()]);
     let r = http
         .get(server.url("/api/stats"))
         .header("host", "stats.example.com")

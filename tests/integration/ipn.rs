@@ -27,11 +27,16 @@ const DIGISTORE24: &str = "s3cret-passphrase";
 /// ClickBank INS 6.0: the notification encrypted with AES-256-CBC (PKCS#7) under the text of
 /// the first 32 hex digits of SHA-1(secret key).
 fn clickbank(secret: &str, notification: serde_json::Value) -> Vec<u8> {
+    clickbank_text(secret, &notification.to_string())
+}
+
+/// [`clickbank`] for a notification as written, keeping ClickBank's order of fields.
+fn clickbank_text(secret: &str, notification: &str) -> Vec<u8> {
     let key: [u8; 32] = hex::encode(Sha1::digest(secret)).as_bytes()[..32]
         .try_into()
         .unwrap();
     let iv = *b"526AFD2AE8887CC2";
-    let plain = notification.to_string().into_bytes();
+    let plain = notification.as_bytes().to_vec();
     let mut buf = plain.clone();
     buf.resize(plain.len() + 16, 0);
     let sealed = cbc::Encryptor::<aes::Aes256>::new(&key.into(), &iv.into())
@@ -44,11 +49,15 @@ fn clickbank(secret: &str, notification: serde_json::Value) -> Vec<u8> {
 }
 
 fn clickbank_notice(kind: &str, receipt: &str, amount: &str, tid: &str) -> serde_json::Value {
+    serde_json::from_str(&clickbank_notice_text(kind, receipt, amount, tid)).unwrap()
+}
+
+/// A notification as ClickBank writes it, `transactionTime` first.
+fn clickbank_notice_text(kind: &str, receipt: &str, amount: &str, tid: &str) -> String {
     // Amounts are JSON numbers, written as ClickBank writes them.
-    let text = format!(
+    format!(
         r#"{{"transactionTime":"2026-11-20T10:00:00-08:00","receipt":"{receipt}","transactionType":"{kind}","vendor":"acme","affiliate":"me","role":"AFFILIATE","totalAccountAmount":{amount},"paymentMethod":"VISA","totalOrderAmount":97.00,"currency":"USD","trackingCodes":["{tid}"],"lineItems":[],"version":6.0,"attemptCount":1,"vendorVariables":{{}}}}"#
-    );
-    serde_json::from_str(&text).unwrap()
+    )
 }
 
 fn form(pairs: &[(&str, String)]) -> Vec<u8> {
@@ -435,4 +444,84 @@ async fn each_network_records_sales_refunds_and_chargebacks_once_and_nothing_els
         ),
         "n\n8\n"
     );
+}
+
+/// ClickBank INS is encrypted, not signed: whoever captured a refund can flip bytes of its IV,
+/// which flips the same bytes of the first plaintext block (`{"transactionTim`, in ClickBank's
+/// order) without the key. Such a replay lost `transactionTime`, so it would be another refund
+/// (`txid` `receipt-RFND`) counted a second time; it must be refused instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clickbank_refund_replayed_with_a_flipped_iv_is_refused_and_counted_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let s = Server::start(&data, &["--ipn-clickbank-secret", CLICKBANK]);
+    let c = client();
+    let (cb, _) = s.click(&c, "source=clickbank").await;
+    let sale = clickbank_text(
+        CLICKBANK,
+        &clickbank_notice_text("SALE", "CBR00010", "48.5", &cb),
+    );
+    let refund = clickbank_text(
+        CLICKBANK,
+        &clickbank_notice_text("RFND", "CBR00010", "-48.50", &cb),
+    );
+    for body in [&sale, &refund] {
+        assert_eq!(
+            post(&s, &c, "clickbank", body.clone()).await,
+            (200, "OK".to_string())
+        );
+    }
+
+    let flipped = |at: usize, mask: u8| {
+        let mut v: serde_json::Value = serde_json::from_slice(&refund).unwrap();
+        let mut iv = B64.decode(v["iv"].as_str().unwrap()).unwrap();
+        iv[at] ^= mask;
+        v["iv"] = json!(B64.encode(iv));
+        v.to_string().into_bytes()
+    };
+    // `{` and `"`, then the key: `TransactionTime`, `transabtionTime`, `transactionTiee`,
+    // `transactionTile`, `transactionTiMe`, and a byte that is not UTF-8.
+    for (at, mask) in [
+        (0, 0x01),
+        (1, 0x01),
+        (2, 0x20),
+        (8, 0x01),
+        (15, 0x08),
+        (15, 0x01),
+        (15, 0x20),
+        (15, 0x80),
+    ] {
+        let (status, text) = post(&s, &c, "clickbank", flipped(at, mask)).await;
+        assert_eq!(status, 401, "IV byte {at} ^ {mask:#04x}: {text}");
+        let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(answer["ok"], false, "{text}");
+    }
+    // The genuine refund, resent, is still the same refund.
+    assert_eq!(
+        post(&s, &c, "clickbank", refund.clone()).await,
+        (200, "OK".to_string())
+    );
+
+    s.wait_flushed(&c).await;
+    let refunds: Vec<String> = read_table(&data, Table::Refunds)
+        .into_iter()
+        .map(|e| {
+            let Event::Refund(r) = e else { unreachable!() };
+            format!(
+                "{} {} {} {}",
+                r.cid,
+                r.amount.normalize(),
+                r.txid.unwrap(),
+                r.reference.unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        refunds,
+        [format!(
+            "{cb} 48.5 CBR00010-RFND-2026-11-20T10:00:00-08:00 CBR00010"
+        )]
+    );
+    assert_eq!(read_table(&data, Table::Conversions).len(), 1);
+    s.stop();
 }

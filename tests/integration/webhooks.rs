@@ -196,6 +196,7 @@ async fn refunds_are_signed_retried_and_410_disables() {
     // "Retry now" sends it once more, under the same id.
     let r = http
         .post(server.url(&format!("/api/webhooks/{id}/deliveries/{}/retry", got[0])))
+        .header("content-type", "application/json")
         .send()
         .await
         .unwrap();
@@ -351,5 +352,107 @@ async fn internal_targets_are_refused() {
         assert!(Instant::now() < deadline, "no refused attempt: {d}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(ids(&inbox).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlong_description_is_refused_and_nothing_is_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = client();
+    let r = http
+        .post(server.url("/api/webhooks"))
+        .json(&json!({
+            "url": "https://crm.example.com/hooks",
+            "events": ["refund"],
+            "description": "d".repeat(10_000),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["field"], "description", "{body}");
+    let list = get_json(&server, &http, "/api/webhooks").await;
+    assert_eq!(list["webhooks"], json!([]), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_may_not_be_framed_and_runs_only_its_own_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let http = client();
+    for path in ["/", "/assets/app.js"] {
+        let r = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let h = |name: &str| {
+            r.headers()
+                .get(name)
+                .unwrap_or_else(|| panic!("{path} has no {name}"))
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        let csp = h("content-security-policy");
+        for directive in [
+            "frame-ancestors 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp}");
+        }
+        assert!(!csp.contains("unsafe"), "{path}: {csp}");
+        assert_eq!(h("x-frame-options"), "DENY", "{path}");
+        assert_eq!(h("x-content-type-options"), "nosniff", "{path}");
+        assert_eq!(h("referrer-policy"), "no-referrer", "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_name_records_no_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--webhooks-retry-schedule", "0"]);
+    let http = client();
+    // A literal internal address is refused on creation; a name that resolves to one is
+    // accepted and refused where the connection would be made.
+    let (listener, port) = free_listener();
+    let inbox = receiver(listener, &[]);
+    let endpoint = create(
+        &server,
+        &http,
+        &format!("http://localhost:{port}/hook"),
+        &["conversion"],
+    )
+    .await;
+    let id = endpoint["id"].as_str().unwrap();
+    let (cid, _) = server.click(&http, "source=fb").await;
+    postback(
+        &server,
+        &http,
+        &format!("/api/conversion?cid={cid}&amount=10&txid=A1"),
+    )
+    .await;
+    let path = format!("/api/webhooks/{id}/deliveries");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let error = loop {
+        let d = get_json(&server, &http, &path).await;
+        if d["deliveries"][0]["status"] == "failed" {
+            break d["deliveries"][0]["attempts"][0]["error"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+        assert!(Instant::now() < deadline, "no refused attempt: {d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        error.contains("private") && error.contains("refused"),
+        "{error}"
+    );
+    for address in ["127.0.0.1", "::1", "127.", "0:0:0"] {
+        assert!(!error.contains(address), "{error}");
+    }
+    assert!(!error.chars().any(|c| c.is_ascii_digit()), "{error}");
     assert!(ids(&inbox).is_empty());
 }
