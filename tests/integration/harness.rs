@@ -86,6 +86,22 @@ impl Server {
             .unwrap()
     }
 
+    /// Waits until the live stats are built (`/api/stats` answers 503 while they are).
+    pub async fn wait_serving(&self, client: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while client
+            .get(self.url("/api/stats"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 503
+        {
+            assert!(Instant::now() < deadline, "live stats never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Records a click with the given query string; returns its (cid, vid).
     pub async fn click(&self, client: &reqwest::Client, query: &str) -> (String, String) {
         let r: serde_json::Value = client
