@@ -168,7 +168,8 @@ where
 }
 
 /// The answer to a query that was not answered. Planning and execution errors are the
-/// query's own on `POST /api/sql` (400), the server's on the other routes (500).
+/// query's own on `POST /api/sql` (400), the server's on the other routes (500); a store that
+/// cannot be read or a panic is always the server's.
 fn query_error(e: QueryError, field: Option<&'static str>) -> ApiError {
     match e {
         QueryError::Refused(m) => error(StatusCode::BAD_REQUEST, m, field),
@@ -185,28 +186,20 @@ fn query_error(e: QueryError, field: Option<&'static str>) -> ApiError {
             error(StatusCode::BAD_REQUEST, e.to_string(), field)
         }
         QueryError::Failed(e) => internal(e),
+        QueryError::Server(m) => internal(m),
     }
 }
 
 /// Runs `df` and answers its rows as JSON objects (money as exact strings).
 async fn rows(df: DataFrame, limits: Limits) -> Result<Vec<Value>, ApiError> {
-    let schema = Arc::new(df.schema().as_arrow().clone());
-    let batches = df
-        .limit(
-            0,
-            (limits.max_rows != usize::MAX).then_some(limits.max_rows),
-        )
-        .map_err(internal)?
-        .collect()
+    let answer = query::collect(df, limits.max_rows)
         .await
-        .map_err(|e| query_error(e.into(), None))?;
-    let answer = query::Answer {
-        batches,
-        schema,
-        truncated: false,
-    };
-    let json = query::to_json(&answer).map_err(internal)?;
-    Ok(json["rows"].as_array().cloned().unwrap_or_default())
+        .map_err(|e| query_error(e, None))?;
+    let mut json = query::to_json(&answer).map_err(|e| query_error(e, None))?;
+    Ok(match json["rows"].take() {
+        Value::Array(rows) => rows,
+        _ => Vec::new(),
+    })
 }
 
 /// A `YYYY-MM-DD` parameter, when given.
@@ -261,22 +254,19 @@ async fn sql(
 fn render_answer(answer: &query::Answer, format: &str) -> Answer {
     let mut resp = match format {
         "csv" => {
-            let text = netrev_pipeline::output::render(
-                &answer.batches,
-                netrev_pipeline::output::Format::Csv,
-            )
-            .map_err(internal)?;
+            let text = query::to_csv(answer).map_err(|e| query_error(e, Some("sql")))?;
             ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response()
         }
         "arrow" => {
-            let bytes = query::to_arrow_ipc(answer).map_err(internal)?;
+            let bytes = query::to_arrow_ipc(answer).map_err(|e| query_error(e, Some("sql")))?;
             (
                 [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
                 bytes,
             )
                 .into_response()
         }
-        _ => axum::Json(query::to_json(answer).map_err(internal)?).into_response(),
+        _ => axum::Json(query::to_json(answer).map_err(|e| query_error(e, Some("sql")))?)
+            .into_response(),
     };
     resp.headers_mut().insert(
         "x-netrev-truncated",

@@ -55,10 +55,12 @@ pub async fn recompute(
 pub async fn sql(data: &str, query: &str, format: Format) -> anyhow::Result<()> {
     let store = Store::open(data).with_context(|| format!("opening data root {data}"))?;
     let ctx = netrev_pipeline::query_session(&store).await?;
-    // The same read-only rules as POST /api/sql; on the command line nothing is cut.
+    // The same read-only rules as POST /api/sql; on the command line nothing is cut and any
+    // length is taken. The depth limit stays: deeper expressions overflow the planner's stack.
     let limits = netrev_pipeline::query::Limits {
         max_rows: usize::MAX,
         timeout: std::time::Duration::from_secs(24 * 3600),
+        max_sql_bytes: usize::MAX,
         ..Default::default()
     };
     let answer = netrev_pipeline::query::run(&ctx, query, limits).await?;

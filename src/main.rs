@@ -297,8 +297,11 @@ struct ServeArgs {
     sql_max_bytes: usize,
     /// Deepest nesting of expressions (a chain `a OR b OR …` counts each operator) and
     /// subqueries in a query (deeper: 400).
-    #[arg(long, env = "NETREV_SQL_MAX_DEPTH", default_value_t = 256)]
-    sql_max_depth: usize,
+    /// At most 1,000: DataFusion plans a chain recursively, and 3,000 terms overflowed its
+    /// 16 MiB stack (a debug build), which aborts the process.
+    #[arg(long, env = "NETREV_SQL_MAX_DEPTH", default_value_t = 256,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    sql_max_depth: u16,
     /// Memory all analysts' queries together may use (e.g. 1GiB, 512MiB); a query that needs
     /// more gets 422.
     #[arg(long, env = "NETREV_SQL_MAX_MEMORY", default_value = "1GiB", value_parser = parse_size)]
@@ -308,8 +311,8 @@ struct ServeArgs {
     sql_query_max_memory: usize,
     /// Threads that run analysts' queries, apart from those serving postbacks. Default: half
     /// the cores, at least one.
-    #[arg(long, env = "NETREV_SQL_THREADS")]
-    sql_threads: Option<usize>,
+    #[arg(long, env = "NETREV_SQL_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    sql_threads: Option<u16>,
     /// Let webhook endpoints target private, loopback and link-local addresses (development).
     #[arg(long, env = "NETREV_WEBHOOKS_ALLOW_PRIVATE")]
     webhooks_allow_private: bool,
@@ -599,11 +602,11 @@ impl ServeArgs {
                     max_rows: self.sql_max_rows,
                     timeout: std::time::Duration::from_secs(self.sql_timeout_secs),
                     max_sql_bytes: self.sql_max_bytes,
-                    max_depth: self.sql_max_depth,
-                    max_memory: self.sql_query_max_memory.min(self.sql_max_memory),
+                    max_depth: self.sql_max_depth.into(),
+                    max_memory: self.sql_query_max_memory,
                 },
                 max_memory: self.sql_max_memory,
-                threads: self.sql_threads.unwrap_or_else(|| {
+                threads: self.sql_threads.map(usize::from).unwrap_or_else(|| {
                     std::thread::available_parallelism().map_or(1, |n| n.get() / 2)
                 }),
             },
@@ -648,5 +651,36 @@ mod tests {
         // SAFETY: reads a flag of this process.
         let disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
         assert_eq!(disabled, 1);
+    }
+
+    #[test]
+    fn sizes_parse_with_binary_units_and_refuse_the_rest() {
+        use super::parse_size;
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size(" 64 KiB "), Ok(64 << 10));
+        assert_eq!(parse_size("65536"), Ok(65536));
+        for bad in [
+            "",
+            "0",
+            "1TB",
+            "-1GiB",
+            "1.5GiB",
+            "GiB",
+            "99999999999999999999G",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_secret_file_loses_its_line_break_and_must_not_be_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("key");
+        std::fs::write(&file, "s3cret \r\n").unwrap();
+        assert_eq!(super::read_secret(&file).unwrap(), "s3cret ");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(super::read_secret(&file).is_err());
+        assert!(super::read_secret(&dir.path().join("missing")).is_err());
     }
 }

@@ -28,7 +28,7 @@ pub struct ServeConfig {
     pub sql: SqlConfig,
     /// Webhook delivery: schedule, concurrency, timeout, private targets.
     pub webhooks: crate::webhooks::deliver::DeliveryConfig,
-    /// Header read timeout and connection limit.
+    /// Timeouts (header, body, idle, HTTP/2 keep-alive) and connection limits.
     pub http: crate::http_server::Limits,
     /// Postbacks per second and burst per client address, and the trusted proxies.
     pub rate_limit: (f64, f64, Vec<std::net::IpAddr>),

@@ -19,7 +19,7 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, Int64Type, IntervalMonthDayNanoType, TimeUnit};
@@ -38,8 +38,11 @@ use datafusion::prelude::SessionContext;
 use crate::query::{Limits, QueryError};
 use netrev_storage::Store;
 
-/// The flag that sets the memory budget, named in errors so the operator knows what to raise.
+/// The flag that sets the memory of all queries together, named in errors so the operator
+/// knows what to raise.
 pub const MEMORY_FLAG: &str = "--sql-max-memory";
+/// The flag that sets the memory of one query.
+pub const QUERY_MEMORY_FLAG: &str = "--sql-query-max-memory";
 
 /// The runtime, budget and limits of analysts' queries in a server.
 pub struct Analysts {
@@ -67,8 +70,10 @@ impl Analysts {
     /// Starts `threads` worker threads for queries, with `budget` bytes for all of them.
     pub fn start(threads: usize, budget: usize, limits: Limits) -> std::io::Result<Analysts> {
         let threads = threads.max(1);
-        // Deep (though bounded) plans are walked recursively: the same room as the main
-        // runtime's workers.
+        // DataFusion walks plans recursively: 16 MiB of stack, as the main runtime's workers
+        // have (tokio's default is 2 MiB). Blocking threads read local
+        // files (object_store's reads are blocking calls): a few per worker let reads overlap
+        // the work, without tokio's default of up to 512 threads.
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .max_blocking_threads(threads * 4)
@@ -97,14 +102,22 @@ impl Analysts {
         F: Future<Output = Result<T, QueryError>> + Send + 'static,
         T: Send + 'static,
     {
-        let mut task = self.handle.spawn(work);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut task = self.handle.spawn(STOP.scope(stop.clone(), work));
         match tokio::time::timeout(self.limits.timeout, &mut task).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(e)) if e.is_panic() => Err(QueryError::Failed(DataFusionError::Execution(
-                "the query failed unexpectedly".into(),
-            ))),
-            Ok(Err(_)) => Err(QueryError::Timeout(self.limits.timeout)),
+            Ok(Err(e)) if e.is_panic() => Err(QueryError::Server(
+                "the query's task panicked (a bug: the log has its message)".into(),
+            )),
+            Ok(Err(_)) => Err(QueryError::Server(
+                "the query's task was cancelled: the server is stopping".into(),
+            )),
             Err(_) => {
+                // Aborting takes effect at the task's next await, which an operator looping
+                // over batches that are all ready may not reach for long (a cross join feeding
+                // an aggregate runs to its end without one). Operators reserve memory as they
+                // go, so the query's pool refuses them from now on: that ends them too.
+                stop.store(true, Ordering::Relaxed);
                 task.abort();
                 Err(QueryError::Timeout(self.limits.timeout))
             }
@@ -118,6 +131,7 @@ impl Analysts {
             limit: self.limits.max_memory.min(self.budget.limit),
             used: AtomicUsize::new(0),
             budget: self.budget.clone(),
+            stop: STOP.try_with(Arc::clone).unwrap_or_default(),
         });
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(pool.clone())
@@ -129,6 +143,12 @@ impl Analysts {
         bound_functions(&ctx, &pool);
         Ok(ctx)
     }
+}
+
+tokio::task_local! {
+    /// Set by [`Analysts::run`] when the query's time is up; the pools of sessions made in it
+    /// then refuse every reservation.
+    static STOP: Arc<AtomicBool>;
 }
 
 /// The memory all queries together may reserve.
@@ -144,19 +164,37 @@ pub struct QueryPool {
     limit: usize,
     used: AtomicUsize,
     budget: Arc<Budget>,
+    /// The query's time is up: refuse everything.
+    stop: Arc<AtomicBool>,
 }
 
 impl QueryPool {
-    fn exhausted(&self, reservation: &MemoryReservation, additional: usize) -> DataFusionError {
+    /// The error of a reservation refused by `limit` (this query's or all queries' one).
+    fn exhausted(
+        &self,
+        reservation: &MemoryReservation,
+        additional: usize,
+        limit: Exhausted,
+    ) -> DataFusionError {
+        let (what, bytes, flag) = match limit {
+            Exhausted::Query => ("one query", self.limit, QUERY_MEMORY_FLAG),
+            Exhausted::Budget => ("all queries together", self.budget.limit, MEMORY_FLAG),
+        };
         DataFusionError::ResourcesExhausted(format!(
-            "{} wanted {additional} more bytes: the query would use more than the memory \
-             limit of {} bytes for SQL queries ({MEMORY_FLAG}; {} in use by this query, {} by all)",
+            "{} wanted {additional} more bytes: the query would pass the memory limit of \
+             {what}, {bytes} bytes ({flag}; {} in use by this query, {} by all)",
             reservation.consumer().name(),
-            self.limit,
             self.used.load(Ordering::Relaxed),
             self.budget.used.load(Ordering::Relaxed),
         ))
     }
+}
+
+/// Which memory limit refused a reservation.
+#[derive(Debug, Clone, Copy)]
+enum Exhausted {
+    Query,
+    Budget,
 }
 
 impl fmt::Display for QueryPool {
@@ -186,11 +224,16 @@ impl MemoryPool for QueryPool {
     }
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> DfResult<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(DataFusionError::Execution(
+                "the query ran past its time limit and was stopped".into(),
+            ));
+        }
         let add =
             |limit: usize| move |used: usize| used.checked_add(additional).filter(|n| *n <= limit);
         self.used
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, add(self.limit))
-            .map_err(|_| self.exhausted(reservation, additional))?;
+            .map_err(|_| self.exhausted(reservation, additional, Exhausted::Query))?;
         if self
             .budget
             .used
@@ -198,7 +241,7 @@ impl MemoryPool for QueryPool {
             .is_err()
         {
             self.used.fetch_sub(additional, Ordering::Relaxed);
-            return Err(self.exhausted(reservation, additional));
+            return Err(self.exhausted(reservation, additional, Exhausted::Budget));
         }
         Ok(())
     }
@@ -301,10 +344,7 @@ impl ScalarUDFImpl for Bounded {
 
 /// The most bytes `name` can produce from `args` over `rows` rows (an upper bound).
 fn output_bound(name: &str, args: &[ColumnarValue], rows: usize) -> DfResult<u128> {
-    let cols = args
-        .iter()
-        .map(Arg::of)
-        .collect::<DfResult<Vec<_>>>()?;
+    let cols = args.iter().map(Arg::of).collect::<DfResult<Vec<_>>>()?;
     let arg = |i: usize| cols.get(i);
     let n = if args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_))) {
         1
@@ -501,7 +541,7 @@ mod tests {
             max_memory: 64 << 20,
             ..Limits::default()
         };
-        let analysts = Analysts::start(1, 64 << 20, limits).unwrap();
+        let analysts = Analysts::start(1, 256 << 20, limits).unwrap();
         let ctx = analysts.session(&store).await.unwrap();
         let small = crate::query::run(&ctx, "SELECT length(repeat('x', 1000)) AS n", limits)
             .await
@@ -514,9 +554,39 @@ mod tests {
             "SELECT length(replace(repeat('a', 100000), '', repeat('b', 100000)))",
         ] {
             match crate::query::run(&ctx, sql, limits).await {
-                Err(QueryError::OutOfMemory(m)) => assert!(m.contains(MEMORY_FLAG), "{m}"),
+                Err(QueryError::OutOfMemory(m)) => {
+                    assert!(m.contains(QUERY_MEMORY_FLAG), "{m}")
+                }
                 other => panic!("{sql}: {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn queries_together_stay_within_the_budget_naming_its_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let limits = Limits {
+            max_memory: 32 << 20,
+            ..Limits::default()
+        };
+        let analysts = Analysts::start(1, 48 << 20, limits).unwrap();
+        // One query holds 30 MiB of the 48.
+        let first = analysts.session(&store).await.unwrap();
+        let held = MemoryConsumer::new("first query").register(&first.runtime_env().memory_pool);
+        held.try_grow(30 << 20).unwrap();
+        // Another needs 20 MiB: within its own 32, not within what the budget has left.
+        let second = analysts.session(&store).await.unwrap();
+        let sql = "SELECT length(repeat('x', 20000000)) AS n";
+        match crate::query::run(&second, sql, limits).await {
+            Err(QueryError::OutOfMemory(m)) => {
+                assert!(m.contains(MEMORY_FLAG) && m.contains("all queries"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Once the first lets go, it runs.
+        drop(held);
+        let answer = crate::query::run(&second, sql, limits).await.unwrap();
+        assert_eq!(answer.batches[0].num_rows(), 1);
     }
 }

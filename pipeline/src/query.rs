@@ -11,14 +11,15 @@
 //! time limit; the rows collected are reserved from the session's memory pool
 //! ([`crate::analysts`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
-use datafusion::execution::memory_pool::MemoryConsumer;
-use datafusion::prelude::SessionContext;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::prelude::{DataFrame, SessionContext};
 use futures::StreamExt;
 use serde_json::{Map, Value};
 
@@ -35,9 +36,13 @@ pub enum QueryError {
     /// It needed more memory than the limit for queries.
     #[error("{0}")]
     OutOfMemory(String),
-    /// It failed while running.
+    /// It failed to plan or while running, by its own fault (a bad cast, a missing column).
     #[error(transparent)]
     Failed(DataFusionError),
+    /// The server failed to answer it: the store could not be read, a task panicked. Not the
+    /// query's fault.
+    #[error("{0}")]
+    Server(String),
 }
 
 impl From<DataFusionError> for QueryError {
@@ -46,8 +51,18 @@ impl From<DataFusionError> for QueryError {
             DataFusionError::ResourcesExhausted(m) => {
                 QueryError::OutOfMemory(format!("the query needs more memory than it may use: {m}"))
             }
+            DataFusionError::ObjectStore(_)
+            | DataFusionError::IoError(_)
+            | DataFusionError::ParquetError(_)
+            | DataFusionError::Internal(_) => QueryError::Server(e.to_string()),
             _ => QueryError::Failed(e),
         }
+    }
+}
+
+impl From<arrow::error::ArrowError> for QueryError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        DataFusionError::from(e).into()
     }
 }
 
@@ -55,7 +70,7 @@ impl From<crate::Error> for QueryError {
     fn from(e: crate::Error) -> Self {
         match e {
             crate::Error::DataFusion(e) => e.into(),
-            other => QueryError::Failed(DataFusionError::External(Box::new(other))),
+            other => QueryError::Server(other.to_string()),
         }
     }
 }
@@ -94,6 +109,136 @@ pub struct Answer {
     pub batches: Vec<RecordBatch>,
     pub schema: arrow::datatypes::SchemaRef,
     pub truncated: bool,
+    /// The memory the rows and their renderings hold, reserved from the query's pool until
+    /// the answer is dropped.
+    memory: MemoryReservation,
+}
+
+impl Answer {
+    /// Reserves `bytes` more from the query's pool for something made from the answer (its
+    /// rendering), held as long as the answer.
+    pub fn reserve(&self, bytes: usize) -> Result<(), QueryError> {
+        Ok(self.memory.try_grow(bytes)?)
+    }
+
+    /// Bytes held by the rows (dictionaries unpacked, see [`collect`]).
+    pub fn rows_size(&self) -> usize {
+        self.batches
+            .iter()
+            .map(RecordBatch::get_array_memory_size)
+            .sum()
+    }
+}
+
+/// Runs `df` and collects at most `max_rows` rows, reserving each batch from the session's
+/// memory pool before keeping it. Dictionary columns are unpacked first, their size counted
+/// before they are: a one-value dictionary of a long text repeated on every row is small in
+/// Arrow but as large as its rows in JSON or CSV.
+pub async fn collect(df: DataFrame, max_rows: usize) -> Result<Answer, QueryError> {
+    let pool = df.task_ctx().memory_pool().clone();
+    let memory = MemoryConsumer::new("answer rows").register(&pool);
+    let schema = unpacked_schema(df.schema().as_arrow());
+    let mut stream = df.execute_stream().await?;
+    let mut batches = Vec::new();
+    let mut rows = 0;
+    let mut truncated = false;
+    while let Some(batch) = stream.next().await {
+        let mut batch = batch?;
+        if rows + batch.num_rows() > max_rows {
+            batch = batch.slice(0, max_rows - rows);
+            truncated = true;
+        }
+        memory.try_grow(unpacked_size(&batch))?;
+        let batch = unpack_dictionaries(&batch, &schema)?;
+        rows += batch.num_rows();
+        batches.push(batch);
+        if truncated {
+            break;
+        }
+    }
+    Ok(Answer {
+        batches,
+        schema,
+        truncated,
+        memory,
+    })
+}
+
+/// `schema` with every dictionary column of its value type.
+fn unpacked_schema(schema: &arrow::datatypes::Schema) -> SchemaRef {
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, value) => {
+                Arc::new(f.as_ref().clone().with_data_type(value.as_ref().clone()))
+            }
+            _ => f.clone(),
+        })
+        .collect();
+    Arc::new(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
+}
+
+/// Bytes `batch` will hold once its dictionaries are unpacked: a dictionary column counts the
+/// value of each row's key, plus its offset.
+fn unpacked_size(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| match c.as_any_dictionary_opt() {
+            Some(d) => {
+                let lengths = value_lengths(d.values());
+                d.normalized_keys()
+                    .iter()
+                    .map(|&k| lengths.get(k).copied().unwrap_or(0) + 16)
+                    .fold(0usize, usize::saturating_add)
+            }
+            None => c.get_array_memory_size(),
+        })
+        .sum()
+}
+
+/// The length in bytes of each of `values` (text and binary exactly, others on average).
+fn value_lengths(values: &arrow::array::ArrayRef) -> Vec<usize> {
+    let each = |len: usize, at: &dyn Fn(usize) -> usize| (0..len).map(at).collect();
+    if let Some(a) = values.as_string_opt::<i32>() {
+        return each(a.len(), &|i| a.value(i).len());
+    }
+    if let Some(a) = values.as_string_opt::<i64>() {
+        return each(a.len(), &|i| a.value(i).len());
+    }
+    if let Some(a) = values.as_string_view_opt() {
+        return each(a.len(), &|i| a.value(i).len());
+    }
+    if let Some(a) = values.as_binary_opt::<i32>() {
+        return each(a.len(), &|i| a.value(i).len());
+    }
+    if let Some(a) = values.as_binary_opt::<i64>() {
+        return each(a.len(), &|i| a.value(i).len());
+    }
+    let average = values.get_array_memory_size() / values.len().max(1);
+    vec![average; values.len()]
+}
+
+/// `batch` with every dictionary column cast to its value type (`schema`).
+fn unpack_dictionaries(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, QueryError> {
+    if !batch
+        .columns()
+        .iter()
+        .any(|c| c.as_any_dictionary_opt().is_some())
+    {
+        return Ok(batch.clone());
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// Runs `sql` read-only in `ctx` within `limits`.
@@ -114,31 +259,7 @@ pub async fn run(ctx: &SessionContext, sql: &str, limits: Limits) -> Result<Answ
                 DataFusionError::SQL(e, _) => QueryError::Refused(format!("SQL error: {e}")),
                 other => other.into(),
             })?;
-        let schema = std::sync::Arc::new(df.schema().as_arrow().clone());
-        let mut stream = df.execute_stream().await?;
-        // The answer is held until it is sent: it counts against the query's memory.
-        let held = MemoryConsumer::new("answer rows").register(&ctx.runtime_env().memory_pool);
-        let mut batches = Vec::new();
-        let mut rows = 0;
-        let mut truncated = false;
-        while let Some(batch) = stream.next().await {
-            let mut batch = batch?;
-            if rows + batch.num_rows() > limits.max_rows {
-                batch = batch.slice(0, limits.max_rows - rows);
-                truncated = true;
-            }
-            held.try_grow(batch.get_array_memory_size())?;
-            rows += batch.num_rows();
-            batches.push(batch);
-            if truncated {
-                break;
-            }
-        }
-        Ok(Answer {
-            batches,
-            schema,
-            truncated,
-        })
+        collect(df, limits.max_rows).await
     };
     tokio::time::timeout(limits.timeout, work)
         .await
@@ -253,7 +374,10 @@ fn refuse_table_functions(sql: &str, max_depth: usize) -> Result<(), QueryError>
 
 /// The answer as `{"columns":[…],"rows":[{col: value}]}`: money (decimals) as exact strings,
 /// integers and floats as numbers, times as RFC 3339 strings, dates as `YYYY-MM-DD`.
-pub fn to_json(answer: &Answer) -> Result<Value, arrow::error::ArrowError> {
+///
+/// The tree it builds is several times the rows' Arrow size (a map entry per cell): each row's
+/// share is reserved from the query's memory as it is built (see [`JSON_CELL_BYTES`]).
+pub fn to_json(answer: &Answer) -> Result<Value, QueryError> {
     let columns: Vec<Value> = answer
         .schema
         .fields()
@@ -271,6 +395,7 @@ pub fn to_json(answer: &Answer) -> Result<Value, arrow::error::ArrowError> {
             .collect::<Result<Vec<_>, _>>()?;
         for r in 0..batch.num_rows() {
             let mut row = Map::new();
+            let mut size = 0;
             for (i, field) in batch.schema().fields().iter().enumerate() {
                 let col = batch.column(i);
                 let v = if col.is_null(r) {
@@ -304,16 +429,52 @@ pub fn to_json(answer: &Answer) -> Result<Value, arrow::error::ArrowError> {
                         _ => Value::String(formatters[i].value(r).to_string()),
                     }
                 };
+                size += JSON_CELL_BYTES
+                    + field.name().len()
+                    + match &v {
+                        Value::String(s) => s.len(),
+                        _ => 0,
+                    };
                 row.insert(field.name().clone(), v);
             }
+            answer.reserve(size)?;
             rows.push(Value::Object(row));
         }
     }
     Ok(serde_json::json!({"columns": columns, "rows": rows, "truncated": answer.truncated}))
 }
 
-/// The answer as an Arrow IPC stream.
-pub fn to_arrow_ipc(answer: &Answer) -> Result<Vec<u8>, arrow::error::ArrowError> {
+/// What one cell of a JSON answer's tree holds besides its name's and text's bytes: a `Value`
+/// (32 bytes), the name's own `String` (24) and its share of the map's nodes, counted high.
+const JSON_CELL_BYTES: usize = 128;
+
+/// The most text a CSV cell of a number, time or date takes (a `Decimal128(38, s)` or an RFC
+/// 3339 time with nanoseconds and offset, with its separator).
+const CSV_CELL_BYTES: usize = 48;
+
+/// The answer as CSV, formula cells neutralised ([`crate::output::render`]). Reserved first:
+/// the text columns copied for neutralising, and each cell's text.
+pub fn to_csv(answer: &Answer) -> Result<String, QueryError> {
+    let cells: usize = answer
+        .batches
+        .iter()
+        .map(|b| b.num_rows() * b.num_columns())
+        .sum();
+    answer.reserve(
+        answer
+            .rows_size()
+            .saturating_mul(2)
+            .saturating_add(cells.saturating_mul(CSV_CELL_BYTES)),
+    )?;
+    Ok(crate::output::render(
+        &answer.batches,
+        crate::output::Format::Csv,
+    )?)
+}
+
+/// The answer as an Arrow IPC stream (about the rows' own size, reserved first).
+pub fn to_arrow_ipc(answer: &Answer) -> Result<Vec<u8>, QueryError> {
+    answer.reserve(answer.rows_size())?;
     let mut buf = Vec::new();
     {
         let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &answer.schema)?;
