@@ -285,7 +285,9 @@ pub fn check(sql: &str, limits: &Limits) -> Result<(), QueryError> {
 /// its own recursion is bounded too. (The parser builds a chain `a + b + …` in a loop, not by
 /// recursion; DataFusion's planner and the tree's drop walk it recursively.)
 fn refuse_table_functions(sql: &str, max_depth: usize) -> Result<(), QueryError> {
-    use datafusion::sql::sqlparser::ast::{Expr, Query, Statement, TableFactor, Visit, Visitor};
+    use datafusion::sql::sqlparser::ast::{
+        Expr, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
+    };
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     use datafusion::sql::sqlparser::parser::Parser;
     use std::ops::ControlFlow;
@@ -320,7 +322,22 @@ fn refuse_table_functions(sql: &str, max_depth: usize) -> Result<(), QueryError>
         fn post_visit_expr(&mut self, _: &Expr) -> ControlFlow<String> {
             self.leave()
         }
-        fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<String> {
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<String> {
+            // `a UNION b UNION …` nests set operations, which the visitor does not enter: a
+            // chain of 3,000 overflowed the planner's stack. Count them as depth too.
+            let mut chain = 0;
+            let mut body = q.body.as_ref();
+            while let SetExpr::SetOperation { left, .. } = body {
+                chain += 1;
+                body = left.as_ref();
+            }
+            if self.depth + chain > self.max_depth {
+                return ControlFlow::Break(format!(
+                    "the query chains {chain} set operations (UNION, INTERSECT, EXCEPT); with \
+                     its nesting that is more than {} deep (--sql-max-depth)",
+                    self.max_depth
+                ));
+            }
             self.enter()
         }
         fn post_visit_query(&mut self, _: &Query) -> ControlFlow<String> {

@@ -55,6 +55,11 @@ async fn deep_and_long_sql_is_refused_before_planning_and_the_server_lives() {
             "deep",
         ),
         ("x".repeat(70_000), "bytes long"),
+        // Set operations nest too: 3,000 overflowed the planner's stack.
+        (
+            format!("SELECT 1 AS x{}", " UNION ALL SELECT 1".repeat(3_000)),
+            "deep",
+        ),
     ] {
         let (status, body) = sql(&server, &http, &query).await;
         assert_eq!(status, 400, "{}…: {body}", &query[..40.min(query.len())]);
