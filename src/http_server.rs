@@ -126,6 +126,7 @@ pub async fn serve(
                 });
                 let busy = InFlight::start(activity.clone());
                 let app = app.clone();
+                let activity = activity.clone();
                 async move {
                     let response = app.oneshot(req).await?;
                     let response = if late.load(Ordering::Acquire) {
@@ -133,11 +134,15 @@ pub async fn serve(
                     } else {
                         response
                     };
-                    // The request is in flight until its answer has been sent whole.
+                    // The request is in flight while it is worked on. Its answer is then the
+                    // client's to read: each part it takes counts as activity, and a client
+                    // that stops reading is idle (else one that never reads, or an HTTP/2
+                    // client with a window of 0, would hold the connection forever).
+                    drop(busy);
                     Ok::<_, std::convert::Infallible>(response.map(|body| {
                         Body::new(Sending {
                             inner: body,
-                            _busy: busy,
+                            activity,
                         })
                     }))
                 }
@@ -215,7 +220,8 @@ struct Activity {
     opened: Instant,
     /// Requests whose answer has not been sent whole yet.
     in_flight: AtomicUsize,
-    /// When the last answer was sent, in milliseconds since `opened`.
+    /// When something last happened (a request was answered, a part of an answer was taken),
+    /// in milliseconds since `opened`.
     last_done_ms: AtomicU64,
 }
 
@@ -237,6 +243,12 @@ impl Activity {
         let last = Duration::from_millis(self.last_done_ms.load(Ordering::Acquire));
         Some(self.opened + last + timeout)
     }
+
+    /// Something happened on the connection now: the idle time starts again.
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_done_ms.fetch_max(ms, Ordering::AcqRel);
+    }
 }
 
 /// A request in flight on its connection, until dropped (with its answer's body).
@@ -251,16 +263,15 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let ms = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.0.last_done_ms.fetch_max(ms, Ordering::AcqRel);
+        self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// An answer's body, keeping its request in flight until it has been sent (or dropped).
+/// An answer's body, noting activity each time the connection takes a part of it.
 struct Sending {
     inner: Body,
-    _busy: InFlight,
+    activity: Arc<Activity>,
 }
 
 impl hyper::body::Body for Sending {
@@ -271,7 +282,11 @@ impl hyper::body::Body for Sending {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if frame.is_ready() {
+            self.activity.touch();
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

@@ -323,3 +323,34 @@ async fn silent_trickling_and_crowding_connections_are_closed_while_clients_are_
     again.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_its_answer_is_disconnected_at_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--idle-timeout-secs", "2"]);
+    // An answer of 24 MB, more than the sockets' buffers hold (about 1.5 s to make in a debug
+    // build), that the client never reads.
+    let body = r#"{"sql":"SELECT repeat('x', 24000000) AS x"}"#;
+    let mut stalled = TcpStream::connect(addr(&server)).unwrap();
+    write!(
+        stalled,
+        "POST /api/sql HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // Closed by then: what the buffers hold is read, then the end. Had it stayed open, the
+    // whole answer would arrive and the read would wait for more.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = Vec::new();
+    let ended = stalled.read_to_end(&mut got);
+    assert!(
+        ended.is_ok() && got.len() < 24_000_000,
+        "{ended:?} after {} bytes",
+        got.len()
+    );
+    assert_eq!(server.health(&client()).await["ok"], true);
+}
