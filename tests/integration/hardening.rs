@@ -55,6 +55,27 @@ async fn deep_and_long_sql_is_refused_before_planning_and_the_server_lives() {
             "deep",
         ),
         ("x".repeat(70_000), "bytes long"),
+        // Types nest too: 1,000 levels overflowed the parser's stack, 3,000 Arrow's.
+        (
+            format!(
+                "SELECT arrow_cast(NULL, '{}Int32{}') AS x",
+                "List(".repeat(3_000),
+                ")".repeat(3_000)
+            ),
+            "deep",
+        ),
+        (
+            format!("SELECT CAST(NULL AS INT{}) AS x", "[]".repeat(1_000)),
+            "deep",
+        ),
+        (
+            format!(
+                "SELECT CAST(NULL AS {}INT{}) AS x",
+                "STRUCT<a ".repeat(1_000),
+                ">".repeat(1_000)
+            ),
+            "deep",
+        ),
         // Set operations nest too: 3,000 overflowed the planner's stack.
         (
             format!("SELECT 1 AS x{}", " UNION ALL SELECT 1".repeat(3_000)),
@@ -69,7 +90,15 @@ async fn deep_and_long_sql_is_refused_before_planning_and_the_server_lives() {
             "{why}: {body}"
         );
     }
-    // Within the limits, a long chain still answers.
+    // Within the limits, a long chain and nested types still answer.
+    let (status, body) = sql(
+        &server,
+        &http,
+        "SELECT CAST(NULL AS INT[][]) AS a, CAST(NULL AS STRUCT<a STRUCT<b INT>>) AS b, \
+         [1, 2][1] AS c, 1 < 2 AS d",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
     let (status, body) = sql(&server, &http, &chain("1", "+", 200)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
