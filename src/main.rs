@@ -302,6 +302,10 @@ struct ServeArgs {
     #[arg(long, env = "NETREV_SQL_MAX_DEPTH", default_value_t = 256,
           value_parser = clap::value_parser!(u16).range(1..=1000))]
     sql_max_depth: u16,
+    /// Most tables a query reads, a common table expression counting as the tables it reads
+    /// each time it is named (more: 400).
+    #[arg(long, env = "NETREV_SQL_MAX_TABLES", default_value_t = 64)]
+    sql_max_tables: usize,
     /// Memory all analysts' queries together may use (e.g. 1GiB, 512MiB); a query that needs
     /// more gets 422.
     #[arg(long, env = "NETREV_SQL_MAX_MEMORY", default_value = "1GiB", value_parser = parse_size)]
@@ -603,6 +607,7 @@ impl ServeArgs {
                     timeout: std::time::Duration::from_secs(self.sql_timeout_secs),
                     max_sql_bytes: self.sql_max_bytes,
                     max_depth: self.sql_max_depth.into(),
+                    max_tables: self.sql_max_tables,
                     max_memory: self.sql_query_max_memory,
                 },
                 max_memory: self.sql_max_memory,

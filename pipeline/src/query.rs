@@ -84,6 +84,9 @@ pub struct Limits {
     pub max_sql_bytes: usize,
     /// Deepest nesting of expressions and subqueries.
     pub max_depth: usize,
+    /// Most table references, a common table expression counting as the tables it reads
+    /// each time it is named.
+    pub max_tables: usize,
     /// Memory one query may reserve (where an [`crate::analysts::Analysts`] session runs it).
     pub max_memory: usize,
 }
@@ -98,6 +101,7 @@ impl Default for Limits {
             timeout: Duration::from_secs(30),
             max_sql_bytes: 64 << 10,
             max_depth: 256,
+            max_tables: 64,
             max_memory: 512 << 20,
         }
     }
@@ -284,7 +288,7 @@ pub fn check(sql: &str, limits: &Limits) -> Result<(), QueryError> {
             limits.max_depth
         )));
     }
-    refuse_table_functions(sql, limits.max_depth)
+    refuse_table_functions(sql, limits)
 }
 
 /// How deep the types written in `sql` nest: the longest run of `[]` suffixes, the deepest
@@ -348,7 +352,8 @@ fn type_nesting(sql: &str) -> Result<usize, QueryError> {
 /// refuses expressions and subqueries nested deeper than `max_depth`: the walk stops there, so
 /// its own recursion is bounded too. (The parser builds a chain `a + b + …` in a loop, not by
 /// recursion; DataFusion's planner and the tree's drop walk it recursively.)
-fn refuse_table_functions(sql: &str, max_depth: usize) -> Result<(), QueryError> {
+fn refuse_table_functions(sql: &str, limits: &Limits) -> Result<(), QueryError> {
+    let max_depth = limits.max_depth;
     use datafusion::sql::sqlparser::ast::{
         Expr, Query, SetExpr, Statement, TableFactor, Visit, Visitor,
     };
@@ -450,7 +455,64 @@ fn refuse_table_functions(sql: &str, max_depth: usize) -> Result<(), QueryError>
     }) {
         return Err(QueryError::Refused(why));
     }
+    let tables = table_references(&statements[0]);
+    if tables > limits.max_tables {
+        return Err(QueryError::Refused(format!(
+            "the query reads {tables} tables (common table expressions counted as the tables \
+             they read, each time they are named); at most {} are allowed (--sql-max-tables)",
+            limits.max_tables
+        )));
+    }
     Ok(())
+}
+
+/// How many tables `statement` reads once its common table expressions are expanded: a
+/// 1,000-way join planned for minutes, and 30 expressions each naming the one before twice
+/// (2^30 tables) grew planning memory until the process died. An expression counts the
+/// tables it reads each time it is named (an upper bound: its own text is counted once more).
+fn table_references(statement: &datafusion::sql::sqlparser::ast::Statement) -> usize {
+    use datafusion::sql::sqlparser::ast::{Cte, ObjectName, Query, Visit, Visitor};
+    use std::collections::HashMap;
+    use std::ops::ControlFlow;
+
+    /// The common table expressions, in the order they are written.
+    struct Ctes(Vec<Cte>);
+    impl Visitor for Ctes {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+            if let Some(with) = &q.with {
+                self.0.extend(with.cte_tables.iter().cloned());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    /// Table references, each named expression counting its expansion.
+    struct Count<'a> {
+        ctes: &'a HashMap<String, usize>,
+        total: usize,
+    }
+    impl Visitor for Count<'_> {
+        type Break = ();
+        fn pre_visit_relation(&mut self, name: &ObjectName) -> ControlFlow<()> {
+            let n = self.ctes.get(&name.to_string().to_lowercase()).copied();
+            self.total = self.total.saturating_add(n.unwrap_or(1));
+            ControlFlow::Continue(())
+        }
+    }
+    fn count(node: &impl Visit, ctes: &HashMap<String, usize>) -> usize {
+        let mut c = Count { ctes, total: 0 };
+        let _ = node.visit(&mut c);
+        c.total
+    }
+    let mut found = Ctes(Vec::new());
+    let _ = statement.visit(&mut found);
+    let mut ctes = HashMap::new();
+    for cte in found.0 {
+        // At least one: an expression of constants is still a relation to plan.
+        let n = count(&cte.query, &ctes).max(1);
+        ctes.insert(cte.alias.name.value.to_lowercase(), n);
+    }
+    count(statement, &ctes)
 }
 
 /// The deepest nesting of brackets (`(`, `[`, `<`) in `text`.
@@ -581,4 +643,39 @@ pub fn to_arrow_ipc(answer: &Answer) -> Result<Vec<u8>, QueryError> {
         w.finish()?;
     }
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tables(sql: &str) -> usize {
+        use datafusion::sql::sqlparser::dialect::GenericDialect;
+        use datafusion::sql::sqlparser::parser::Parser;
+        let statements = Parser::parse_sql(&GenericDialect {}, sql).unwrap();
+        table_references(&statements[0])
+    }
+
+    #[test]
+    fn common_table_expressions_count_as_the_tables_they_read() {
+        assert_eq!(tables("SELECT 1"), 0);
+        assert_eq!(tables("SELECT * FROM a JOIN b ON true, c"), 3);
+        // t1 reads t0 twice; the query names t1 twice; t0's and t1's own text once more.
+        let sql = "WITH t0 AS (SELECT * FROM a), t1 AS (SELECT * FROM t0 UNION ALL SELECT * FROM t0) \
+                   SELECT * FROM t1 JOIN T1 ON true";
+        assert_eq!(tables(sql), 1 + 2 + 2 * 2);
+        let doubling = format!(
+            "WITH t0 AS (SELECT 1 AS x){} SELECT count(*) FROM t30",
+            (1..=30)
+                .map(|i| format!(
+                    ", t{i} AS (SELECT x FROM t{} UNION ALL SELECT x FROM t{})",
+                    i - 1,
+                    i - 1
+                ))
+                .collect::<String>()
+        );
+        assert!(tables(&doubling) >= 1 << 30);
+        // An expression of constants counts as one table.
+        assert_eq!(tables("WITH t AS (SELECT 1) SELECT * FROM t, t"), 2);
+    }
 }

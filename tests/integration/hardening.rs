@@ -55,6 +55,29 @@ async fn deep_and_long_sql_is_refused_before_planning_and_the_server_lives() {
             "deep",
         ),
         ("x".repeat(70_000), "bytes long"),
+        // Planned for minutes, and grew planning memory until the process died.
+        (
+            format!(
+                "SELECT 1 AS x FROM clicks c0{}",
+                (1..1_000)
+                    .map(|i| format!(" CROSS JOIN clicks c{i}"))
+                    .collect::<String>()
+            ),
+            "tables",
+        ),
+        (
+            format!(
+                "WITH t0 AS (SELECT 1 AS x){} SELECT count(*) FROM t30",
+                (1..=30)
+                    .map(|i| format!(
+                        ", t{i} AS (SELECT x FROM t{} UNION ALL SELECT x FROM t{})",
+                        i - 1,
+                        i - 1
+                    ))
+                    .collect::<String>()
+            ),
+            "tables",
+        ),
         // Types nest too: 1,000 levels overflowed the parser's stack, 3,000 Arrow's.
         (
             format!(
