@@ -85,13 +85,16 @@ enum Unresolved {
 }
 
 impl Unresolved {
+    /// What the deliveries route shows: the same for both, so that creating webhooks cannot
+    /// tell which internal names exist (a name that fails to resolve and one that resolves to
+    /// an internal address look alike). The log says which it was.
     fn text(self) -> &'static str {
         match self {
-            Unresolved::Internal => {
-                "the host resolves to a private, loopback, link-local or otherwise internal \
-                 address: refused (serve --webhooks-allow-private allows it, for development)"
+            Unresolved::Internal | Unresolved::Failed => {
+                "the host has no public address (DNS lookup failed, or it resolves to a \
+                 private, loopback, link-local or otherwise internal address): refused \
+                 (serve --webhooks-allow-private allows internal ones, for development)"
             }
-            Unresolved::Failed => "DNS lookup failed",
         }
     }
 }
@@ -538,7 +541,7 @@ mod tests {
                     ..open.clone()
                 },
                 "http://netrev-test.invalid/hook".to_string(),
-                "DNS lookup failed",
+                Unresolved::Failed.text(),
             ),
             (
                 &open,
