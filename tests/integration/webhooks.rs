@@ -340,18 +340,8 @@ async fn internal_targets_are_refused() {
         &format!("/api/conversion/refund?cid={cid}&amount=3"),
     )
     .await;
-    let path = format!("/api/webhooks/{id}/deliveries");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let d = get_json(&server, &http, &path).await;
-        if d["deliveries"][0]["status"] == "failed" {
-            let error = d["deliveries"][0]["attempts"][0]["error"].as_str().unwrap();
-            assert!(error.contains("refused"), "{d}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "no refused attempt: {d}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let error = first_failed_attempt(&server, &http, id).await;
+    assert!(error.contains("refused"), "{error}");
     assert!(ids(&inbox).is_empty());
 }
 
@@ -433,19 +423,7 @@ async fn a_refused_name_records_no_address() {
         &format!("/api/conversion?cid={cid}&amount=10&txid=A1"),
     )
     .await;
-    let path = format!("/api/webhooks/{id}/deliveries");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let error = loop {
-        let d = get_json(&server, &http, &path).await;
-        if d["deliveries"][0]["status"] == "failed" {
-            break d["deliveries"][0]["attempts"][0]["error"]
-                .as_str()
-                .unwrap()
-                .to_string();
-        }
-        assert!(Instant::now() < deadline, "no refused attempt: {d}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let error = first_failed_attempt(&server, &http, id).await;
     assert!(
         error.contains("private") && error.contains("refused"),
         "{error}"
@@ -455,4 +433,21 @@ async fn a_refused_name_records_no_address() {
     }
     assert!(!error.chars().any(|c| c.is_ascii_digit()), "{error}");
     assert!(ids(&inbox).is_empty());
+}
+
+/// The error of the first attempt of endpoint `id`'s first message, once that has failed.
+async fn first_failed_attempt(server: &Server, http: &reqwest::Client, id: &str) -> String {
+    let path = format!("/api/webhooks/{id}/deliveries");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = get_json(server, http, &path).await;
+        if d["deliveries"][0]["status"] == "failed" {
+            return d["deliveries"][0]["attempts"][0]["error"]
+                .as_str()
+                .unwrap()
+                .to_string();
+        }
+        assert!(Instant::now() < deadline, "no refused attempt: {d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
