@@ -16,6 +16,7 @@
 //! the write-ahead log.
 
 pub mod analysts;
+pub mod bounded;
 pub mod click_lookup;
 pub mod engine;
 pub mod jobs;

@@ -37,6 +37,11 @@ impl std::str::FromStr for Format {
 
 /// Renders `batches` in `format`.
 pub fn render(batches: &[RecordBatch], format: Format) -> Result<String> {
+    if let (Format::Csv, Some(first)) = (format, batches.first())
+        && let Some(refusal) = csv_refusal(&first.schema())
+    {
+        return Err(datafusion::error::DataFusionError::Plan(refusal).into());
+    }
     let arrow_err = |e: arrow::error::ArrowError| datafusion::error::DataFusionError::from(e);
     Ok(match format {
         Format::Table => arrow::util::pretty::pretty_format_batches(batches)
@@ -186,4 +191,16 @@ mod tests {
         );
         assert!(!render(&[batch], Format::Table).unwrap().contains("'=1"));
     }
+}
+
+/// Why answers of `schema` cannot be written as CSV, if they cannot: a list, struct or map
+/// column has no cell form (answer as JSON or Arrow instead).
+pub fn csv_refusal(schema: &arrow::datatypes::Schema) -> Option<String> {
+    let nested = schema.fields().iter().find(|f| f.data_type().is_nested())?;
+    Some(format!(
+        "column {:?} is of type {}, which CSV cannot hold: ask for format json or arrow, or \
+         select it as text (CAST(… AS VARCHAR))",
+        nested.name(),
+        nested.data_type()
+    ))
 }

@@ -135,14 +135,17 @@ impl Answer {
 }
 
 /// Runs `df` and collects at most `max_rows` rows, reserving each batch from the session's
-/// memory pool before keeping it. Dictionary columns are unpacked first, their size counted
+/// memory pool before keeping it (and large constants before they are repeated on a batch's
+/// rows: [`crate::bounded::bound_literals`]). Dictionary columns are unpacked first, their size counted
 /// before they are: a one-value dictionary of a long text repeated on every row is small in
 /// Arrow but as large as its rows in JSON or CSV.
 pub async fn collect(df: DataFrame, max_rows: usize) -> Result<Answer, QueryError> {
-    let pool = df.task_ctx().memory_pool().clone();
+    let task = Arc::new(df.task_ctx());
+    let pool = task.memory_pool().clone();
     let memory = MemoryConsumer::new("answer rows").register(&pool);
     let schema = unpacked_schema(df.schema().as_arrow());
-    let mut stream = df.execute_stream().await?;
+    let plan = crate::bounded::bound_literals(df.create_physical_plan().await?, &pool)?;
+    let mut stream = datafusion::physical_plan::execute_stream(plan, task)?;
     let mut batches = Vec::new();
     let mut rows = 0;
     let mut truncated = false;
@@ -612,18 +615,26 @@ const JSON_CELL_BYTES: usize = 128;
 const CSV_CELL_BYTES: usize = 48;
 
 /// The answer as CSV, formula cells neutralised ([`crate::output::render`]). Reserved first:
-/// the text columns copied for neutralising, and each cell's text.
+/// the text columns copied for neutralising, and each cell's text. A list, struct or map column
+/// is refused (400), CSV having no form for it.
 pub fn to_csv(answer: &Answer) -> Result<String, QueryError> {
-    let cells: usize = answer
+    if let Some(refusal) = crate::output::csv_refusal(&answer.schema) {
+        return Err(QueryError::Refused(refusal));
+    }
+    // A null cell is empty: only its separator.
+    let (cells, values) = answer
         .batches
         .iter()
-        .map(|b| b.num_rows() * b.num_columns())
-        .sum();
+        .flat_map(|b| b.columns())
+        .fold((0usize, 0usize), |(cells, values), c| {
+            (cells + c.len(), values + c.len() - c.logical_null_count())
+        });
     answer.reserve(
         answer
             .rows_size()
             .saturating_mul(2)
-            .saturating_add(cells.saturating_mul(CSV_CELL_BYTES)),
+            .saturating_add(cells)
+            .saturating_add(values.saturating_mul(CSV_CELL_BYTES)),
     )?;
     Ok(crate::output::render(
         &answer.batches,

@@ -286,6 +286,21 @@ async fn a_query_cannot_grow_the_process_past_the_memory_limit() {
         // rendered.
         "SELECT arrow_cast(repeat('x', 100000), 'Dictionary(Int32, Utf8)') AS d \
          FROM (SELECT unnest(range(0, 100000)) AS v) t",
+        // Functions that only join their arguments, over a large one: 1.4 GiB of RSS.
+        "SELECT length(concat(r, r, r, r, r, r)) AS n \
+         FROM (SELECT repeat('x', v) AS r FROM (VALUES (100000000)) AS t(v)) t",
+        "SELECT cardinality(make_array(r, r, r, r, r, r)) AS n \
+         FROM (SELECT repeat('x', v) AS r FROM (VALUES (100000000)) AS t(v)) t",
+        // A separator or a replacement repeated on every element: aborted the process.
+        "SELECT length(array_to_string(range(0, 100000), repeat('x', 20000))) AS n",
+        "SELECT cardinality(array_replace_all(string_to_array(repeat(',', 100000), ','), '', \
+         repeat('x', 60000))) AS n",
+        // Constants the planner folds, kept in the plan as it is copied: 9.2 GiB.
+        "SELECT length(repeat('x', 100000000)) + length(repeat('y', 100000000)) \
+         + length(repeat('z', 100000000)) AS n",
+        // A 100 kB constant repeated on each of 100,000 rows.
+        "SELECT max(length(r)) AS n FROM (SELECT repeat('x', 100000) AS r, v \
+         FROM (SELECT unnest(range(0, 100000)) AS v) a) t",
     ] {
         let (status, body) = sql(&server, &http, query).await;
         assert_eq!(status, 422, "{query}: {body}");
@@ -297,6 +312,61 @@ async fn a_query_cannot_grow_the_process_past_the_memory_limit() {
             "{query}: {body}"
         );
     }
+    // What stays within the limits still runs: a million rows from a constant list.
+    let (status, body) = sql(
+        &server,
+        &http,
+        "SELECT count(*) AS n FROM (SELECT unnest(range(0, 1000000)) AS v) t",
+    )
+    .await;
+    assert_eq!((status, &body["rows"][0]["n"]), (200, &json!(1_000_000)));
+    let peak = peak_rss(server.pid());
+    assert!(peak < 768 << 20, "peak RSS {} MiB", peak >> 20);
+    assert_eq!(server.health(&http).await["ok"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_too_wide_or_nested_for_their_format_get_a_client_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--sql-query-max-memory", "256MiB"]);
+    let http = client();
+    let ask = |sql: String, format: &'static str| {
+        http.post(server.url("/api/sql"))
+            .json(&json!({ "sql": sql, "format": format }))
+            .send()
+    };
+    // 500 null columns on 100,000 rows: nothing in Arrow, 50 million cells in JSON.
+    let wide = format!(
+        "SELECT {} FROM (SELECT unnest(range(0, 100000)) AS v) t",
+        (0..500)
+            .map(|i| format!("NULL AS c{i}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let r = ask(wide.clone(), "json").await.unwrap();
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("--sql-query-max-memory"),
+        "{body}"
+    );
+    let r = ask(wide, "arrow").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!r.bytes().await.unwrap().is_empty());
+    // A list column has no CSV form: the client asked for what cannot be, not a server fault.
+    let r = ask("SELECT make_array(1, 2) AS pair".into(), "csv")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("\"pair\"") && error.contains("json"),
+        "{body}"
+    );
     let peak = peak_rss(server.pid());
     assert!(peak < 768 << 20, "peak RSS {} MiB", peak >> 20);
     assert_eq!(server.health(&http).await["ok"], true);
