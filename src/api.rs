@@ -245,35 +245,57 @@ async fn sql(
         let answer = query::run(&ctx, &text, limits)
             .await
             .map_err(|e| query_error(e, Some("sql")))?;
-        render_answer(&answer, &format)
+        render_answer(answer, &format)
     })
     .await
 }
 
-/// An answer of `POST /api/sql` in `format` (json, csv or arrow).
-fn render_answer(answer: &query::Answer, format: &str) -> Answer {
-    let mut resp = match format {
-        "csv" => {
-            let text = query::to_csv(answer).map_err(|e| query_error(e, Some("sql")))?;
-            ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], text).into_response()
+/// An answer of `POST /api/sql` in `format` (json, csv or arrow). Its body holds the memory
+/// reserved for it until it is sent, in chunks, each of which counts as the connection's
+/// activity (a slow reader of a large answer is not idle).
+fn render_answer(answer: query::Answer, format: &str) -> Answer {
+    let failed = |e| query_error(e, Some("sql"));
+    let (content_type, bytes) = match format {
+        "csv" => (
+            "text/csv; charset=utf-8",
+            query::to_csv(&answer).map_err(failed)?.into_bytes(),
+        ),
+        "arrow" => (
+            "application/vnd.apache.arrow.stream",
+            query::to_arrow_ipc(&answer).map_err(failed)?,
+        ),
+        _ => {
+            let json = query::to_json(&answer).map_err(failed)?;
+            let bytes = serde_json::to_vec(&json).map_err(|e| internal(e.to_string()))?;
+            ("application/json", bytes)
         }
-        "arrow" => {
-            let bytes = query::to_arrow_ipc(answer).map_err(|e| query_error(e, Some("sql")))?;
-            (
-                [(header::CONTENT_TYPE, "application/vnd.apache.arrow.stream")],
-                bytes,
-            )
-                .into_response()
-        }
-        _ => axum::Json(query::to_json(answer).map_err(|e| query_error(e, Some("sql")))?)
-            .into_response(),
     };
-    resp.headers_mut().insert(
-        "x-netrev-truncated",
-        HeaderValue::from_static(if answer.truncated { "true" } else { "false" }),
+    let truncated = if answer.truncated { "true" } else { "false" };
+    let memory = answer.into_memory();
+    memory
+        .try_resize(bytes.len())
+        .map_err(|e| failed(e.into()))?;
+    let length = bytes.len();
+    let chunks = futures::stream::unfold(
+        (axum::body::Bytes::from(bytes), memory),
+        |(mut rest, memory)| async move {
+            if rest.is_empty() {
+                return None;
+            }
+            let chunk = rest.split_to(rest.len().min(ANSWER_CHUNK));
+            Some((Ok::<_, std::convert::Infallible>(chunk), (rest, memory)))
+        },
     );
+    let mut resp = axum::body::Body::from_stream(chunks).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert("x-netrev-truncated", HeaderValue::from_static(truncated));
     Ok(resp)
 }
+
+/// Bytes of an answer's body sent at a time.
+const ANSWER_CHUNK: usize = 64 << 10;
 
 /// The `from`/`to` days of a request, refused when `from` is after `to`.
 fn range(

@@ -4,12 +4,13 @@
 //! function reserves nothing, and some make output far larger than their input:
 //! `repeat('x', 2147483647)` is 2 GiB from 20 bytes, `concat(r, r, r, r)` four times a large
 //! `r`, `array_to_string(range(0, 1000000), d)` a million copies of `d`. So every built-in
-//! function of an analyst's session is replaced by a [`Bounded`] wrapper that:
+//! function of an analyst's session is replaced by a [`Bounded`] wrapper
+//! ([`bound_functions`]), and functions the optimizer makes itself are wrapped after it
+//! ([`bound_plan`]). A wrapper:
 //!
 //! - **before the call** reserves the most its arguments can make it produce
 //!   ([`output_bound`]) and refuses the call when that does not fit. The reservation is released
-//!   when the call returns: from then on the output is an operator's, and the operators (or the
-//!   collected answer) account for what they hold;
+//!   when the call returns: the call's own allocation is what it bounds;
 //! - **after the call** checks the output's real size: when it is larger than the bound (a case
 //!   the bound does not know), the difference has to fit in the pool as well;
 //! - keeps, **for a constant** (a single value, which the planner folds into the plan as a
@@ -17,38 +18,37 @@
 //!   `repeat('x', 400000000)` in one query reserved 400 MB each and released it; the literals
 //!   they left reached 9.2 GiB as the optimizer copied the plan.
 //!
-//! A constant in a projection is repeated on every row of a batch when the plan runs: a large
-//! one reserves that first ([`bound_literals`]).
-//!
 //! Bounds are exact formulas for the functions that amplify (a count or a separator repeated
 //! per element), the width of the type for functions returning numbers, dates or times, and
 //! four times the arguments (plus a little per row) for the rest, which at most re-encode,
-//! case-map or join their arguments.
+//! case-map or join their arguments. Large constants and the sides of `||` reserve before they
+//! are used ([`Reserve`]).
+//!
+//! What this does not bound: the outputs of several expressions of one operator held together
+//! for one batch (each is checked alone), and operators' own working memory, which DataFusion
+//! reserves itself.
 
-use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use arrow::array::RecordBatch;
 use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{DataType, FieldRef, Int64Type, IntervalMonthDayNanoType, Schema, TimeUnit};
+use arrow::datatypes::{DataType, FieldRef, Int64Type, IntervalMonthDayNanoType, TimeUnit};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
-use datafusion::common::{ExprSchema, Result as DfResult, ScalarValue};
+use datafusion::common::{DataFusionError, ExprSchema, Result as DfResult, ScalarValue};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::interval_arithmetic::Interval;
 use datafusion::logical_expr::preimage::PreimageResult;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, Expr, ExpressionPlacement, ReturnFieldArgs, ScalarFunctionArgs,
-    ScalarUDF, ScalarUDFImpl, Signature, StructFieldMapping,
+    BinaryExpr, ColumnarValue, Documentation, Expr, ExpressionPlacement, LogicalPlan, Operator,
+    ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, StructFieldMapping,
+    Volatility,
 };
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::Literal;
-use datafusion::physical_expr::projection::ProjectionExpr;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{DataFrame, SessionContext};
 
 /// Copies of a constant the optimizer may hold at once, as it rewrites the plan (four 400 MB
 /// constants took 9.2 GiB: 5.75 copies).
@@ -60,13 +60,13 @@ const ROW_OVERHEAD: u128 = 128;
 /// Replaces every scalar function of `ctx` by a [`Bounded`] wrapper reserving from `pool`.
 pub fn bound_functions(ctx: &SessionContext, pool: &Arc<dyn MemoryPool>) {
     let state = ctx.state();
-    let constants = Arc::new(Mutex::new(
+    let constants = Arc::new(
         MemoryConsumer::new(format!(
             "constants folded into the plan (each counted {PLAN_COPIES} times, for the \
              optimizer's copies)"
         ))
         .register(pool),
-    ));
+    );
     for (key, udf) in state.scalar_functions() {
         // The registry holds each function under its aliases too; registering it once under
         // its name registers the aliases.
@@ -87,7 +87,7 @@ pub struct Bounded {
     inner: Arc<ScalarUDF>,
     pool: Arc<dyn MemoryPool>,
     /// The query's reservation for constants, held until the query ends.
-    constants: Arc<Mutex<MemoryReservation>>,
+    constants: Arc<MemoryReservation>,
 }
 
 impl PartialEq for Bounded {
@@ -207,6 +207,7 @@ impl ScalarUDFImpl for Bounded {
             args.return_field.data_type(),
         )?;
         let bound = usize::try_from(bound).unwrap_or(usize::MAX);
+        check_steps(name, &args.args, args.number_rows)?;
         let reservation = MemoryConsumer::new(format!("{name}()")).register(&self.pool);
         reservation.try_grow(bound)?;
         let out = self.inner.invoke_with_args(args)?;
@@ -219,126 +220,168 @@ impl ScalarUDFImpl for Bounded {
         }
         drop(reservation);
         if let ColumnarValue::Scalar(s) = &out {
-            let constants = self.constants.lock().unwrap_or_else(|e| e.into_inner());
-            constants.try_grow(s.size().saturating_mul(PLAN_COPIES))?;
+            self.constants
+                .try_grow(s.size().saturating_mul(PLAN_COPIES))?;
         }
         Ok(out)
     }
 }
 
-/// A constant in a projection is repeated on every row of each batch the projection makes
-/// (`SELECT <100 kB literal> FROM clicks` is 800 MB a batch): below this size that is left
-/// alone, above it [`bound_literals`] reserves it first.
+/// Constants above this size are wrapped to reserve their size times the rows of each batch
+/// they are repeated on (`SELECT <100 kB literal> FROM clicks` is 800 MB a batch).
 const LITERAL_CHECKED: usize = 1024;
 
-/// Makes every large constant in a projection of `plan` reserve from `pool`, before it is
-/// repeated on the rows of a batch, its size times the rows ([`RepeatedLiteral`]).
-pub fn bound_literals(
-    plan: Arc<dyn ExecutionPlan>,
+/// Plans `df` to run with `pool`: the logical plan optimized (constants folded by the wrapped
+/// functions of [`bound_functions`]), then [`bound_plan`], then the physical plan. The
+/// optimizer is not run again after [`bound_plan`], so what it wrapped stays wrapped.
+pub async fn physical_plan(
+    df: DataFrame,
     pool: &Arc<dyn MemoryPool>,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
-    plan.transform_up(|node| {
-        let Some(projection) = node.downcast_ref::<ProjectionExec>() else {
-            return Ok(Transformed::no(node));
-        };
-        let mut changed = false;
-        let exprs = projection
-            .expr()
-            .iter()
-            .map(|p| {
-                let expr = p.expr.clone().transform_up(|e| {
-                    Ok(match e.downcast_ref::<Literal>() {
-                        Some(literal) if literal.value().size() > LITERAL_CHECKED => {
-                            let bytes = literal.value().size();
-                            Transformed::yes(Arc::new(RepeatedLiteral {
-                                literal: e.clone(),
-                                bytes,
-                                pool: pool.clone(),
-                            })
-                                as Arc<dyn PhysicalExpr>)
-                        }
-                        _ => Transformed::no(e),
-                    })
-                })?;
-                changed |= expr.transformed;
-                Ok(ProjectionExpr {
-                    expr: expr.data,
-                    alias: p.alias.clone(),
-                })
-            })
-            .collect::<DfResult<Vec<_>>>()?;
-        if !changed {
-            return Ok(Transformed::no(node));
-        }
-        let input = projection.input().clone();
-        Ok(Transformed::yes(
-            Arc::new(ProjectionExec::try_new(exprs, input)?) as Arc<dyn ExecutionPlan>,
-        ))
+    let (state, plan) = df.into_parts();
+    let plan = bound_plan(state.optimize(&plan)?, pool)?;
+    state
+        .query_planner()
+        .create_physical_plan(&plan, &state)
+        .await
+}
+
+/// Wraps, in every expression of `plan` and its subqueries, what the optimizer left
+/// unbounded: a function it made itself (simplifying `concat('a', x, 'b')` makes a new
+/// `concat`, `[1, 2]` a `make_array`) becomes [`Bounded`]; a constant over
+/// [`LITERAL_CHECKED`] reserves its size times a batch's rows before it is repeated on them;
+/// each side of a text `||` reserves four times its size first (a chain `x || x || …` of a large `x`
+/// grows with every term). Column names stay as they were.
+pub fn bound_plan(plan: LogicalPlan, pool: &Arc<dyn MemoryPool>) -> DfResult<LogicalPlan> {
+    let constants =
+        Arc::new(MemoryConsumer::new("constants computed while the query runs").register(pool));
+    let reserve = |factor: usize, what: &'static str| {
+        Arc::new(ScalarUDF::new_from_impl(Reserve {
+            signature: Signature::any(1, Volatility::Volatile),
+            factor,
+            what,
+            pool: pool.clone(),
+        }))
+    };
+    let literal = reserve(1, "a constant repeated on every row");
+    let operand = reserve(4, "a side of ||");
+    let rewrite = |e: Expr| -> DfResult<Transformed<Expr>> {
+        Ok(match e {
+            Expr::ScalarFunction(f) if !is_bounded(&f.func) => {
+                let wrapped = ScalarUDF::new_from_impl(Bounded {
+                    inner: f.func,
+                    pool: pool.clone(),
+                    constants: constants.clone(),
+                });
+                Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
+                    Arc::new(wrapped),
+                    f.args,
+                )))
+            }
+            Expr::Literal(ref value, _) if value.size() > LITERAL_CHECKED => {
+                Transformed::yes(literal.call(vec![e]))
+            }
+            Expr::BinaryExpr(b) if b.op == Operator::StringConcat => {
+                Transformed::yes(Expr::BinaryExpr(BinaryExpr::new(
+                    Box::new(operand.call(vec![*b.left])),
+                    b.op,
+                    Box::new(operand.call(vec![*b.right])),
+                )))
+            }
+            other => Transformed::no(other),
+        })
+    };
+    plan.transform_up_with_subqueries(|node| {
+        let names = NamePreserver::new(&node);
+        node.map_expressions(|e| {
+            let saved = names.save(&e);
+            Ok(e.transform_up(rewrite)?.update_data(|e| saved.restore(e)))
+        })
     })
     .data()
 }
 
-/// A large constant that, each time a batch is evaluated, reserves what repeating it on the
-/// batch's rows will take, and refuses the batch when that does not fit. Everything else is
-/// the literal's own.
+/// Whether `f` is already a [`Bounded`] wrapper.
+fn is_bounded(f: &ScalarUDF) -> bool {
+    let inner: &dyn std::any::Any = f.inner().as_ref();
+    inner.is::<Bounded>()
+}
+
+/// Passes its argument through after reserving, for a moment, `factor` times its size over
+/// the batch's rows: refused when that does not fit, before the caller makes something that
+/// large from it.
 #[derive(Debug)]
-pub struct RepeatedLiteral {
-    literal: Arc<dyn PhysicalExpr>,
-    bytes: usize,
+pub struct Reserve {
+    signature: Signature,
+    factor: usize,
+    what: &'static str,
     pool: Arc<dyn MemoryPool>,
 }
 
-impl PartialEq for RepeatedLiteral {
+impl PartialEq for Reserve {
     fn eq(&self, other: &Self) -> bool {
-        self.literal.as_ref() == other.literal.as_ref()
+        self.factor == other.factor && Arc::ptr_eq(&self.pool, &other.pool)
     }
 }
 
-impl Eq for RepeatedLiteral {}
+impl Eq for Reserve {}
 
-impl std::hash::Hash for RepeatedLiteral {
+impl std::hash::Hash for Reserve {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.literal.as_ref().hash(state);
+        self.factor.hash(state);
     }
 }
 
-impl fmt::Display for RepeatedLiteral {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.literal.fmt(f)
+impl ScalarUDFImpl for Reserve {
+    fn name(&self) -> &str {
+        "netrev_reserve"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(arg_types[0].clone())
+    }
+    /// The argument's type and nullability.
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DfResult<FieldRef> {
+        let arg = &args.arg_fields[0];
+        Ok(Arc::new(arrow::datatypes::Field::new(
+            self.name(),
+            arg.data_type().clone(),
+            arg.is_nullable(),
+        )))
+    }
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let value = args.args.swap_remove(0);
+        let bytes = value_size(&value, args.number_rows);
+        let bytes =
+            usize::try_from(bytes.saturating_mul(self.factor as u128)).unwrap_or(usize::MAX);
+        MemoryConsumer::new(self.what)
+            .register(&self.pool)
+            .try_grow(bytes)?;
+        Ok(value)
     }
 }
 
-impl PhysicalExpr for RepeatedLiteral {
-    fn data_type(&self, input_schema: &Schema) -> DfResult<DataType> {
-        self.literal.data_type(input_schema)
+/// Steps one call may take, for a function whose work grows faster than its input: a call
+/// runs to its end, past the query's time limit, holding one of the query threads.
+pub const MAX_STEPS: u128 = 100_000_000;
+
+/// Refuses a call of `name` over `args` that would take more than [`MAX_STEPS`]: only
+/// `levenshtein`, whose work is the product of its texts' lengths (two texts of 100,000 bytes
+/// kept a thread busy for minutes).
+fn check_steps(name: &str, args: &[ColumnarValue], rows: usize) -> DfResult<()> {
+    if name != "levenshtein" {
+        return Ok(());
     }
-    fn nullable(&self, input_schema: &Schema) -> DfResult<bool> {
-        self.literal.nullable(input_schema)
+    let steps = row_by_row(name, args, rows)?;
+    if steps > MAX_STEPS {
+        return Err(DataFusionError::Execution(format!(
+            "{name}() over texts this long would take about {steps} steps; at most {MAX_STEPS} \
+             are allowed in one call, which runs to its end even past --sql-timeout-secs"
+        )));
     }
-    fn return_field(&self, input_schema: &Schema) -> DfResult<FieldRef> {
-        self.literal.return_field(input_schema)
-    }
-    fn evaluate(&self, batch: &RecordBatch) -> DfResult<ColumnarValue> {
-        let reservation =
-            MemoryConsumer::new("a constant repeated on every row").register(&self.pool);
-        reservation.try_grow(self.bytes.saturating_mul(batch.num_rows()))?;
-        self.literal.evaluate(batch)
-    }
-    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
-        vec![]
-    }
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn PhysicalExpr>>,
-    ) -> DfResult<Arc<dyn PhysicalExpr>> {
-        Ok(self)
-    }
-    fn get_properties(&self, children: &[ExprProperties]) -> DfResult<ExprProperties> {
-        self.literal.get_properties(children)
-    }
-    fn fmt_sql(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.literal.fmt_sql(f)
-    }
+    Ok(())
 }
 
 /// The most bytes `name` can produce from `args` over `rows` rows, returning `returns`.
@@ -362,11 +405,13 @@ pub fn output_bound(
         // The separator between every two arguments.
         "concat_ws" => all + args.len() as u128 * size(0) + ROW_OVERHEAD * rows_n,
         // A two-byte format item (`%c`) can print some twenty-five bytes.
-        "to_char" | "date_format" => 32 * size(1) + ROW_OVERHEAD * rows_n,
+        "to_char" => 32 * size(1) + ROW_OVERHEAD * rows_n,
         // Each byte can end a piece (an empty one, with its view or offset).
         "string_to_array" => 24 * size(0) + ROW_OVERHEAD * rows_n,
-        _ if fixed.is_some() => rows_n * (fixed.unwrap_or(0) as u128 + 1) + ROW_OVERHEAD,
-        _ => 4 * all + ROW_OVERHEAD * rows_n,
+        _ => match fixed {
+            Some(width) => rows_n * (width as u128 + 1) + ROW_OVERHEAD,
+            None => 4 * all + ROW_OVERHEAD * rows_n,
+        },
     })
 }
 
@@ -384,9 +429,17 @@ fn value_size(value: &ColumnarValue, rows: usize) -> u128 {
                     .unwrap_or(0);
                 (widest + 16) * d.keys().len() as u128 + a.get_array_memory_size() as u128
             }
-            None => a.get_array_memory_size() as u128,
+            None => slice_size(a) as u128,
         },
     }
+}
+
+/// Bytes of the rows of `a` only: a slice of a larger array shares its buffers, which
+/// `get_array_memory_size` counts whole.
+fn slice_size(a: &ArrayRef) -> usize {
+    a.to_data()
+        .get_slice_memory_size()
+        .unwrap_or_else(|_| a.get_array_memory_size())
 }
 
 /// Bounds computed row by row, for the functions whose output follows a count or a
@@ -423,6 +476,8 @@ fn row_by_row(name: &str, args: &[ColumnarValue], rows: usize) -> DfResult<u128>
             "array_repeat" => count(1) * (len(0) + 16),
             "array_resize" => count(1) * (len(2) + 16) + len(0),
             "range" | "generate_series" => 16 * series_len(&cols, r),
+            // Not bytes: the steps of the edit distance.
+            "levenshtein" => len(0) * len(1),
             // Each element printed (a number in at most 48 bytes), then the separator, or the
             // text given for a null.
             "array_to_string" => 4 * len(0) + elements(0) * (48 + len(1) + len(2)),
@@ -452,8 +507,8 @@ fn value_len(a: &ArrayRef, i: usize) -> u128 {
         DataType::Binary => a.as_binary::<i32>().value(i).len(),
         DataType::LargeBinary => a.as_binary::<i64>().value(i).len(),
         DataType::BinaryView => a.as_binary_view().value(i).len(),
-        DataType::List(_) => a.as_list::<i32>().value(i).get_array_memory_size(),
-        DataType::LargeList(_) => a.as_list::<i64>().value(i).get_array_memory_size(),
+        DataType::List(_) => slice_size(&a.as_list::<i32>().value(i)),
+        DataType::LargeList(_) => slice_size(&a.as_list::<i64>().value(i)),
         _ => 8,
     };
     n as u128

@@ -62,7 +62,7 @@ impl FromStr for Engine {
             }
         };
         if engine != Engine::Local && !cfg!(feature = "ballista") {
-            return Err("this netrev was built without the `ballista` feature".to_string());
+            return Err("this netrev was built without Ballista: build it with `cargo build --release --features ballista`".to_string());
         }
         Ok(engine)
     }
@@ -204,7 +204,7 @@ pub async fn job_session(
         }
         #[cfg(not(feature = "ballista"))]
         Engine::BallistaStandalone | Engine::BallistaCluster(_) => Err(crate::Error::Engine(
-            "this netrev was built without the `ballista` feature".into(),
+            "this netrev was built without Ballista: build it with `cargo build --release --features ballista`".into(),
         )),
     }
 }

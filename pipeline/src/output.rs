@@ -117,8 +117,12 @@ fn neutralise_text(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
             ),
             _ => column,
         };
+        // A column's name is a cell too: the header's.
+        let name = neutralise_csv_formula(field.name()).into_owned();
         fields.push(Arc::new(
-            Field::clone(field).with_data_type(neutralised.data_type().clone()),
+            Field::clone(field)
+                .with_name(name)
+                .with_data_type(neutralised.data_type().clone()),
         ));
         columns.push(neutralised);
     }

@@ -125,6 +125,12 @@ impl Answer {
         Ok(self.memory.try_grow(bytes)?)
     }
 
+    /// The answer's reservation, its rows let go: for what is made from them (its rendering)
+    /// to hold until it is sent.
+    pub fn into_memory(self) -> MemoryReservation {
+        self.memory
+    }
+
     /// Bytes held by the rows (dictionaries unpacked, see [`collect`]).
     pub fn rows_size(&self) -> usize {
         self.batches
@@ -135,8 +141,8 @@ impl Answer {
 }
 
 /// Runs `df` and collects at most `max_rows` rows, reserving each batch from the session's
-/// memory pool before keeping it (and large constants before they are repeated on a batch's
-/// rows: [`crate::bounded::bound_literals`]). Dictionary columns are unpacked first, their size counted
+/// memory pool before keeping it. Planned by [`crate::bounded::physical_plan`], so that what
+/// the query computes reserves its memory too. Dictionary columns are unpacked first, their size counted
 /// before they are: a one-value dictionary of a long text repeated on every row is small in
 /// Arrow but as large as its rows in JSON or CSV.
 pub async fn collect(df: DataFrame, max_rows: usize) -> Result<Answer, QueryError> {
@@ -144,7 +150,7 @@ pub async fn collect(df: DataFrame, max_rows: usize) -> Result<Answer, QueryErro
     let pool = task.memory_pool().clone();
     let memory = MemoryConsumer::new("answer rows").register(&pool);
     let schema = unpacked_schema(df.schema().as_arrow());
-    let plan = crate::bounded::bound_literals(df.create_physical_plan().await?, &pool)?;
+    let plan = crate::bounded::physical_plan(df, &pool).await?;
     let mut stream = datafusion::physical_plan::execute_stream(plan, task)?;
     let mut batches = Vec::new();
     let mut rows = 0;
@@ -312,13 +318,22 @@ fn type_nesting(sql: &str) -> Result<usize, QueryError> {
         .filter(|t| !matches!(t, Token::Whitespace(_)))
         .collect();
     let (mut deepest, mut run, mut angles) = (0usize, 0usize, 0usize);
-    for (i, token) in tokens.iter().enumerate() {
+    let mut i = 0;
+    while i < tokens.len() {
+        let token = tokens[i];
+        // `[]` and `[3]` both make a list of what precedes them.
+        let suffix = match (tokens.get(i + 1), tokens.get(i + 2)) {
+            (Some(Token::RBracket), _) => Some(2),
+            (Some(Token::Number(..)), Some(Token::RBracket)) => Some(3),
+            _ => None,
+        };
         match token {
-            Token::LBracket if matches!(tokens.get(i + 1), Some(Token::RBracket)) => {
+            Token::LBracket if suffix.is_some() => {
                 run += 1;
                 deepest = deepest.max(run);
+                i += suffix.unwrap_or(1);
+                continue;
             }
-            Token::RBracket => {}
             Token::Lt
                 if i > 0
                     && matches!(tokens[i - 1], Token::Word(w)
@@ -326,26 +341,14 @@ fn type_nesting(sql: &str) -> Result<usize, QueryError> {
             {
                 angles += 1;
                 deepest = deepest.max(angles);
-                run = 0;
             }
-            Token::Gt => {
-                angles = angles.saturating_sub(1);
-                run = 0;
-            }
-            Token::ShiftRight => {
-                angles = angles.saturating_sub(2);
-                run = 0;
-            }
-            Token::SingleQuotedString(text)
-            | Token::DoubleQuotedString(text)
-            | Token::EscapedStringLiteral(text)
-            | Token::NationalStringLiteral(text)
-            | Token::UnicodeStringLiteral(text) => {
-                deepest = deepest.max(bracket_depth(text));
-                run = 0;
-            }
-            _ => run = 0,
+            Token::Gt => angles = angles.saturating_sub(1),
+            Token::ShiftRight => angles = angles.saturating_sub(2),
+            // Any literal, however quoted (`'…'`, `$$…$$`, `"…"`), can name a type.
+            other => deepest = deepest.max(bracket_depth(&other.to_string())),
         }
+        run = 0;
+        i += 1;
     }
     Ok(deepest)
 }
@@ -513,7 +516,10 @@ fn table_references(statement: &datafusion::sql::sqlparser::ast::Statement) -> u
     for cte in found.0 {
         // At least one: an expression of constants is still a relation to plan.
         let n = count(&cte.query, &ctes).max(1);
-        ctes.insert(cte.alias.name.value.to_lowercase(), n);
+        // A name given again (in a nested `WITH`) keeps the larger count.
+        let name = cte.alias.name.value.to_lowercase();
+        let known = ctes.entry(name).or_insert(n);
+        *known = (*known).max(n);
     }
     count(statement, &ctes)
 }
@@ -576,13 +582,18 @@ pub fn to_json(answer: &Answer) -> Result<Value, QueryError> {
                             serde_json::from_str(&formatters[i].value(r).to_string())
                                 .unwrap_or(Value::Null)
                         }
+                        // Money as netrev writes it; a decimal beyond rust_decimal's range
+                        // (28 digits of scale, 96 bits) as Arrow prints it.
                         DataType::Decimal128(_, scale) => {
-                            let d = rust_decimal::Decimal::from_i128_with_scale(
+                            let d = rust_decimal::Decimal::try_from_i128_with_scale(
                                 col.as_primitive::<arrow::datatypes::Decimal128Type>()
                                     .value(r),
-                                u32::try_from(*scale).unwrap_or(0),
+                                u32::try_from(*scale).unwrap_or(u32::MAX),
                             );
-                            Value::String(netrev_storage::money::display(d))
+                            Value::String(match d {
+                                Ok(d) => netrev_storage::money::display(d),
+                                Err(_) => formatters[i].value(r).to_string(),
+                            })
                         }
                         DataType::Float32 | DataType::Float64 => {
                             serde_json::from_str(&formatters[i].value(r).to_string())
@@ -591,10 +602,11 @@ pub fn to_json(answer: &Answer) -> Result<Value, QueryError> {
                         _ => Value::String(formatters[i].value(r).to_string()),
                     }
                 };
+                // The text in the tree, then once more as the answer's body, escaped.
                 size += JSON_CELL_BYTES
-                    + field.name().len()
+                    + 2 * field.name().len()
                     + match &v {
-                        Value::String(s) => s.len(),
+                        Value::String(s) => s.len() + escaped_len(s),
                         _ => 0,
                     };
                 row.insert(field.name().clone(), v);
@@ -604,6 +616,19 @@ pub fn to_json(answer: &Answer) -> Result<Value, QueryError> {
         }
     }
     Ok(serde_json::json!({"columns": columns, "rows": rows, "truncated": answer.truncated}))
+}
+
+/// Bytes of `s` as a JSON string: a control character is written as `\u00XX` (6 bytes),
+/// a quote or backslash with a backslash (2).
+fn escaped_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..0x20 => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+        + 2
 }
 
 /// What one cell of a JSON answer's tree holds besides its name's and text's bytes: a `Value`
@@ -688,5 +713,26 @@ mod tests {
         assert!(tables(&doubling) >= 1 << 30);
         // An expression of constants counts as one table.
         assert_eq!(tables("WITH t AS (SELECT 1) SELECT * FROM t, t"), 2);
+        // Naming the expressions again in a nested WITH does not reset their counts.
+        let shadowed = format!(
+            "{} SELECT (WITH {} SELECT 1) AS x",
+            &doubling[..doubling.len() - " SELECT count(*) FROM t30".len()],
+            (0..=30)
+                .map(|i| format!("t{i} AS (SELECT 1)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        assert!(tables(&format!("{shadowed}, (SELECT count(*) FROM t30) AS y")) >= 1 << 30);
+    }
+
+    #[test]
+    fn types_nest_however_they_are_written() {
+        let depth = |sql: &str| type_nesting(sql).unwrap();
+        assert_eq!(depth("SELECT CAST(NULL AS INT[][]) AS a"), 2);
+        assert_eq!(depth("SELECT CAST(NULL AS INT[3][3][3]) AS a"), 3);
+        assert_eq!(depth("SELECT arrow_cast(NULL, 'List(List(Int32))')"), 2);
+        assert_eq!(depth("SELECT arrow_cast(NULL, $$List(List(Int32))$$)"), 2);
+        assert_eq!(depth("SELECT CAST(NULL AS STRUCT<a STRUCT<b INT>>)"), 2);
+        assert_eq!(depth("SELECT 1 < 2, [1, 2][1]"), 1);
     }
 }

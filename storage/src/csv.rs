@@ -10,13 +10,17 @@
 use std::borrow::Cow;
 
 /// First characters that make a spreadsheet read a cell as a formula (OWASP): `=`, `+`, `-`,
-/// `@`, tab and carriage return.
-const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+/// `@`, tab and carriage return, and the full-width `＝＋－＠` some spreadsheets take for them.
+const FORMULA_STARTS: [char; 10] = [
+    '=', '+', '-', '@', '\t', '\r', '\u{ff1d}', '\u{ff0b}', '\u{ff0d}', '\u{ff20}',
+];
 
-/// `s` as a safe CSV text cell: with a leading `'` when it starts like a formula, otherwise
-/// unchanged (and not copied). Apply only to text, never to numbers or money.
+/// `s` as a safe CSV text cell: with a leading `'` when it starts like a formula, after any
+/// white space or byte-order mark a spreadsheet may skip, otherwise unchanged (and not copied).
+/// Apply only to text, never to numbers or money.
 pub fn neutralise_csv_formula(s: &str) -> Cow<'_, str> {
-    if s.starts_with(FORMULA_STARTS) {
+    let start = s.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    if s.starts_with(FORMULA_STARTS) || start.starts_with(FORMULA_STARTS) {
         Cow::Owned(format!("'{s}"))
     } else {
         Cow::Borrowed(s)
@@ -37,6 +41,11 @@ mod tests {
             ("\tcmd", "'\tcmd"),
             ("\r=1", "'\r=1"),
             ("=", "'="),
+            (" =1+1", "' =1+1"),
+            ("\u{a0}=1", "'\u{a0}=1"),
+            ("\u{feff}=1", "'\u{feff}=1"),
+            ("\n=1", "'\n=1"),
+            ("\u{ff1d}1+1", "'\u{ff1d}1+1"),
         ] {
             let out = neutralise_csv_formula(cell);
             assert!(matches!(out, Cow::Owned(_)), "{cell:?}");
@@ -51,7 +60,7 @@ mod tests {
             "",
             "summer=sale",
             "a-b",
-            " =1",
+            " 1",
             "'=already",
             "2026-03-08",
         ] {
