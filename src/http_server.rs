@@ -2,9 +2,11 @@
 //!
 //! - **Header read timeout**: a client that has not sent its request headers within
 //!   `header_read_timeout` is disconnected (hyper's timer is installed, so the timeout applies).
-//! - **Idle timeout**: a connection with no request in flight for `idle_timeout` (since it
-//!   opened or since its last answer was sent) is closed: a client that connects and sends
-//!   nothing, an HTTP/2 client that sent only its preface, a keep-alive connection left open.
+//! - **Idle timeout**: a connection on which nothing happened for `idle_timeout` is closed: a
+//!   request is being worked on, or a piece of an answer's body was taken to be sent (answers
+//!   are sent in pieces, so a slow but steady reader is active and one that stopped reading
+//!   is idle). That closes a client that connects and sends nothing, an HTTP/2 client that
+//!   sent only its preface, a keep-alive connection left open and a reader that stopped.
 //! - **Body timeout**: a request's body must arrive whole within `body_timeout` of its
 //!   headers; one trickled a byte at a time gets 408 and its connection is closed.
 //! - **HTTP/2**: pings every `http2_keep_alive` (a peer that does not answer within as long is
@@ -218,7 +220,7 @@ fn too_slow(limit: Duration, version: Version) -> axum::response::Response {
 /// What the idle timeout of one connection looks at.
 struct Activity {
     opened: Instant,
-    /// Requests whose answer has not been sent whole yet.
+    /// Requests being worked on (until their handler answers).
     in_flight: AtomicUsize,
     /// When something last happened (a request was answered, a part of an answer was taken),
     /// in milliseconds since `opened`.
@@ -251,7 +253,7 @@ impl Activity {
     }
 }
 
-/// A request in flight on its connection, until dropped (with its answer's body).
+/// A request being worked on, until dropped (when its handler has answered).
 struct InFlight(Arc<Activity>);
 
 impl InFlight {

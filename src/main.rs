@@ -334,7 +334,8 @@ struct ServeArgs {
     /// proxies are exempt.
     #[arg(long, env = "NETREV_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
     max_connections_per_ip: usize,
-    /// Seconds a connection may stay open with no request in flight.
+    /// Seconds a connection may stay open with nothing happening: no request being worked on,
+    /// no piece of an answer taken by the client.
     #[arg(long, env = "NETREV_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_secs: u64,
     /// Seconds a request's body may take to arrive after its headers (later: 408).
