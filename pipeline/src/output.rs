@@ -136,6 +136,18 @@ fn is_text(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
+/// Why answers of `schema` cannot be written as CSV, if they cannot: a list, struct or map
+/// column has no cell form (answer as JSON or Arrow instead).
+pub fn csv_refusal(schema: &arrow::datatypes::Schema) -> Option<String> {
+    let nested = schema.fields().iter().find(|f| f.data_type().is_nested())?;
+    Some(format!(
+        "column {:?} is of type {}, which CSV cannot hold: ask for format json or arrow, or \
+         select it as text (CAST(… AS VARCHAR))",
+        nested.name(),
+        nested.data_type()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,16 +207,4 @@ mod tests {
         );
         assert!(!render(&[batch], Format::Table).unwrap().contains("'=1"));
     }
-}
-
-/// Why answers of `schema` cannot be written as CSV, if they cannot: a list, struct or map
-/// column has no cell form (answer as JSON or Arrow instead).
-pub fn csv_refusal(schema: &arrow::datatypes::Schema) -> Option<String> {
-    let nested = schema.fields().iter().find(|f| f.data_type().is_nested())?;
-    Some(format!(
-        "column {:?} is of type {}, which CSV cannot hold: ask for format json or arrow, or \
-         select it as text (CAST(… AS VARCHAR))",
-        nested.name(),
-        nested.data_type()
-    ))
 }
