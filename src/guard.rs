@@ -17,7 +17,9 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, header};
+
+use crate::api::ApiError;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -40,11 +42,7 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
             .map(str::to_string)
             .or_else(|| request.uri().authority().map(|a| a.to_string()));
         if !host.as_deref().is_some_and(|h| guard.allows(h)) {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "this Host is not served without an API key: use http://127.0.0.1 or \
-                 http://localhost, add the name with --allowed-host, or set --api-key",
-            );
+            return ApiError::ForeignHost.into_response();
         }
     }
     let changes = matches!(
@@ -52,20 +50,9 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
         Method::POST | Method::PUT | Method::PATCH
     );
     if changes && !is_json(&request) {
-        return refuse(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send Content-Type: application/json",
-        );
+        return ApiError::NotJson.into_response();
     }
     next.run(request).await
-}
-
-fn refuse(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        axum::Json(serde_json::json!({"ok": false, "error": message})),
-    )
-        .into_response()
 }
 
 /// Whether the request's media type is `application/json` (parameters such as a charset

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::{HeaderValue, StatusCode, Version, header};
+use axum::http::{HeaderValue, Version, header};
 use axum::response::IntoResponse;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -199,17 +199,10 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// The 408 a request whose body did not arrive in time gets, closing its connection.
 fn too_slow(limit: Duration, version: Version) -> axum::response::Response {
-    let mut resp = (
-        StatusCode::REQUEST_TIMEOUT,
-        axum::Json(serde_json::json!({
-            "ok": false,
-            "error": format!(
-                "the request body did not arrive within {} s (--body-timeout-secs)",
-                limit.as_secs_f64()
-            ),
-        })),
-    )
-        .into_response();
+    let mut resp = crate::api::ApiError::BodyTooSlow {
+        limit_secs: limit.as_secs_f64(),
+    }
+    .into_response();
     if version < Version::HTTP_2 {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -3,7 +3,6 @@
 
 mod api;
 mod bench_live;
-mod cohorts;
 mod commands;
 mod dashboard;
 mod generate;
@@ -12,7 +11,6 @@ mod http_server;
 mod live;
 mod rate_limit;
 mod serve;
-mod stats_api;
 mod webhooks;
 
 /// mimalloc instead of glibc's allocator: the ingest path allocates small, short-lived

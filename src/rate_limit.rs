@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -91,18 +90,11 @@ pub async fn limit(
         Ok(()) => next.run(request).await,
         Err(wait) => {
             let secs = wait.ceil().max(1.0) as u64;
-            let mut response = (
-                StatusCode::TOO_MANY_REQUESTS,
-                axum::Json(serde_json::json!({
-                    "ok": false,
-                    "error": format!("too many postbacks from {client}; retry in {secs} s"),
-                })),
-            )
-                .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-            response
+            crate::api::ApiError::TooManyRequests {
+                client: client.to_string(),
+                retry_after_secs: secs,
+            }
+            .into_response()
         }
     }
 }

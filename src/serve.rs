@@ -106,10 +106,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .context("starting the threads of analysts' queries")?,
     );
     let live = crate::live::start(ingestor.clone(), store.clone(), config.live, hooks.clone())?;
-    let api_key = config
-        .api_key
-        .as_deref()
-        .map(netrev_ingest::http::Secret::new);
+    let api_key = config.api_key.as_deref().map(netrev_ingest::Secret::new);
     let guard = Arc::new(crate::guard::Guard {
         check_host: api_key.is_none(),
         allowed_hosts: config.allowed_hosts.clone(),

@@ -20,8 +20,6 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use netrev_storage::Event;
 
@@ -29,6 +27,7 @@ use crate::ingestor::{Ingestor, Outcome, Rejected};
 use crate::ipn::{self, IpnSecrets, Network, Refused};
 use crate::params::{self, BodyKind, Params};
 use crate::postback::{self, Context, Invalid};
+use crate::secret::Secret;
 
 /// Settings of the postback routes.
 #[derive(Debug, Clone)]
@@ -223,31 +222,6 @@ async fn read_body(state: &AppState, body: Body) -> Result<bytes::Bytes, Postbac
                 PostbackError::Invalid(Invalid::new("", "the request body could not be read"))
             }
         })
-}
-
-/// A configured secret (postback token, API key), kept as its SHA-256: comparing fixed-size
-/// digests in constant time leaks neither the secret nor its length.
-#[derive(Clone)]
-pub struct Secret([u8; 32]);
-
-impl Secret {
-    pub fn new(secret: &str) -> Self {
-        Secret(Sha256::digest(secret.as_bytes()).into())
-    }
-
-    pub fn matches(&self, given: Option<&str>) -> bool {
-        let Some(given) = given else {
-            return false;
-        };
-        let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-        bool::from(digest.ct_eq(&self.0))
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(…)")
-    }
 }
 
 async fn submit(state: &AppState, event: Event) -> Result<Outcome, PostbackError> {

@@ -28,9 +28,11 @@ pub mod ingestor;
 pub mod ipn;
 pub mod params;
 pub mod postback;
+pub mod secret;
 pub mod wal;
 
 pub use ingestor::{Feed, IngestConfig, IngestStats, Ingestor, Outcome, Rejected};
+pub use secret::Secret;
 
 use std::path::PathBuf;
 

@@ -11,7 +11,23 @@ use std::fmt;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use crate::postback::Invalid;
+/// A refused postback: which parameter is wrong and why. Answered as
+/// `400 {"ok":false,"error":…,"field":…}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {error}")]
+pub struct Invalid {
+    pub field: String,
+    pub error: String,
+}
+
+impl Invalid {
+    pub fn new(field: &str, error: impl Into<String>) -> Self {
+        Invalid {
+            field: field.to_string(),
+            error: error.into(),
+        }
+    }
+}
 
 /// Most parameters one postback may carry; real networks send a few dozen at most, so more is
 /// abuse and is refused before any per-parameter work.

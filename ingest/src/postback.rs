@@ -9,6 +9,7 @@ use netrev_storage::clickid::{self, CidError};
 use netrev_storage::money::{self, AmountError};
 use netrev_storage::{Click, Conversion, Refund, RefundType};
 
+pub use crate::params::Invalid;
 use crate::params::Params;
 
 /// Longest free-text value (source, campaign, sub1…): generous for real labels, small enough
@@ -18,24 +19,6 @@ pub const MAX_TEXT_CHARS: usize = 255;
 pub const MAX_TXID_CHARS: usize = 128;
 /// Longest visitor ID, the same shape as a foreign click ID.
 pub const MAX_VID_CHARS: usize = 64;
-
-/// A refused postback: which parameter is wrong and why. Answered as
-/// `400 {"ok":false,"error":…,"field":…}`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {error}")]
-pub struct Invalid {
-    pub field: String,
-    pub error: String,
-}
-
-impl Invalid {
-    pub fn new(field: &str, error: impl Into<String>) -> Self {
-        Invalid {
-            field: field.to_string(),
-            error: error.into(),
-        }
-    }
-}
 
 /// What validation needs to know beyond the parameters.
 #[derive(Debug, Clone, Copy)]

@@ -4,7 +4,7 @@
 
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
@@ -65,15 +65,9 @@ fn page(content_type: &'static str, body: &'static str) -> Response {
 async fn asset(Path(name): Path<String>) -> Response {
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
         Some((_, content_type, body)) => page(content_type, body),
-        None => (
-            StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({
-                "ok": false,
-                "error": format!("no asset {name:?}"),
-                "field": "name",
-            })),
-        )
-            .into_response(),
+        None => {
+            crate::api::ApiError::not_found("name", format!("no asset {name:?}")).into_response()
+        }
     }
 }
 

@@ -39,7 +39,7 @@ use serde_json::value::RawValue;
 use sha1::{Digest, Sha1};
 
 use super::{Amount, Notice, Refused, Tracking, rebill_txid, refund_txid};
-use crate::postback::Invalid;
+use crate::params::Invalid;
 use netrev_storage::RefundType;
 
 #[derive(Deserialize)]

@@ -21,8 +21,8 @@ use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
 
 use super::{Amount, Notice, Refused, Tracking};
+use crate::params::Invalid;
 use crate::params::{self, BodyKind, Params};
-use crate::postback::Invalid;
 use netrev_storage::RefundType;
 
 fn is_signature(name: &str) -> bool {

@@ -21,8 +21,8 @@ use sha1::{Digest, Sha1};
 use subtle::ConstantTimeEq;
 
 use super::{Amount, Notice, Refused, Tracking, rebill_txid, refund_txid};
+use crate::params::Invalid;
 use crate::params::{self, BodyKind, Params};
-use crate::postback::Invalid;
 use netrev_storage::RefundType;
 
 /// The `cverify` of `params` under `secret`.

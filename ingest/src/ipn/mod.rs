@@ -28,7 +28,8 @@ use netrev_storage::money::{self, AmountError};
 use netrev_storage::{Conversion, Event, Refund, RefundType};
 use rust_decimal::Decimal;
 
-use crate::postback::{Context, Invalid, MAX_TXID_CHARS};
+use crate::params::Invalid;
+use crate::postback::{Context, MAX_TXID_CHARS};
 
 /// The networks served, by the name in the route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

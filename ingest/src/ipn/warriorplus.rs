@@ -20,9 +20,9 @@
 //! the SubID of the link: `WP_HOP_SID`, `WP_SID` or `WP_HOP_TID`.
 
 use super::{Amount, Notice, Refused, Tracking};
-use crate::http::Secret;
+use crate::params::Invalid;
 use crate::params::{self, BodyKind};
-use crate::postback::Invalid;
+use crate::secret::Secret;
 use netrev_storage::RefundType;
 
 pub fn read(secret: &str, body: &[u8]) -> Result<Notice, Refused> {

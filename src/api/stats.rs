@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Datelike, NaiveDate, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use netrev_pipeline::live::{Measures, WindowKey};
 use netrev_storage::csv::neutralise_csv_formula;
 
-use crate::api::{ApiError, bad, date_param};
+use crate::api::{ApiError, date_param};
 use crate::live::Live;
 
 /// Dimensions `group_by` accepts, in output order.
@@ -76,7 +76,7 @@ fn list(
     let mut out = Vec::new();
     for name in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let known = allowed.iter().find(|a| **a == name).ok_or_else(|| {
-            bad(
+            ApiError::invalid(
                 field,
                 format!("unknown name {name:?}; one of {}", allowed.join(",")),
             )
@@ -93,7 +93,7 @@ impl Request {
         let tz: Tz = match params.get("tz") {
             None => Tz::UTC,
             Some(name) => name.parse().map_err(|_| {
-                bad(
+                ApiError::invalid(
                     "tz",
                     format!("unknown time zone {name:?}; an IANA name such as Europe/Berlin"),
                 )
@@ -104,10 +104,13 @@ impl Request {
         let from =
             date_param(params, "from")?.unwrap_or_else(|| to - chrono::Days::new(DEFAULT_DAYS - 1));
         if from > to {
-            return Err(bad("from", format!("from {from} is after to {to}")));
+            return Err(ApiError::invalid(
+                "from",
+                format!("from {from} is after to {to}"),
+            ));
         }
         if (to - from).num_days() >= MAX_DAYS {
-            return Err(bad(
+            return Err(ApiError::invalid(
                 "from",
                 format!("at most {MAX_DAYS} days at once ({from} to {to} is longer)"),
             ));
@@ -116,7 +119,7 @@ impl Request {
             None | Some("json") => false,
             Some("csv") => true,
             Some(other) => {
-                return Err(bad(
+                return Err(ApiError::invalid(
                     "format",
                     format!("unknown format {other:?}; json or csv"),
                 ));
@@ -151,7 +154,7 @@ impl Request {
             let utc = DateTime::<Utc>::from_timestamp_micros(t).unwrap_or_default();
             let offset = self.tz.offset_from_utc_datetime(&utc.naive_utc()).fix();
             if offset.local_minus_utc() % 3600 != 0 {
-                return Err(bad(
+                return Err(ApiError::invalid(
                     "tz",
                     format!(
                         "{} is at UTC{offset} on {}: stats are kept in UTC hours, so days in a zone with a \
@@ -422,14 +425,10 @@ pub async fn stats(
     .await
     .expect("stats task panicked");
     answer.unwrap_or_else(|| {
-        let mut resp = (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"ok": false, "error": "the live stats are being built from the raw tables; retry shortly"})),
+        ApiError::Unavailable(
+            "the live stats are being built from the raw tables; retry shortly".into(),
         )
-            .into_response();
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        resp
+        .into_response()
     })
 }
 

@@ -1,4 +1,4 @@
-//! Cohort curves for `GET /api/cohorts` from the rows of `cohort_ltv` (one per day cohort and
+//! `GET /api/cohorts`: cohort curves from the rows of `cohort_ltv` (one per day cohort and
 //! age), merged into ISO weeks or months when asked.
 //!
 //! A merged cohort adds its day cohorts' sizes and cumulative amounts age by age (ages count
@@ -6,14 +6,21 @@
 //! rounded half-even to 4 decimals like the table. It shows the ages every member has reached:
 //! a week whose last day is 3 days old stops at age 3.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
+
+use axum::extract::{Query, State};
+use axum::response::IntoResponse;
+use datafusion::prelude::{col, lit};
 
 use chrono::{Datelike, NaiveDate};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Value, json};
 
+use netrev_pipeline::query::Limits;
 use netrev_storage::money::display;
+
+use super::{Answer, ApiError, ApiState, filtered, on_analysts, range, rows};
 
 #[derive(Default)]
 struct Point {
@@ -111,6 +118,64 @@ pub fn group(rows: &[Value], granularity: &str) -> Result<Value, String> {
         })
         .collect();
     Ok(json!({ "cohorts": cohorts }))
+}
+
+/// `GET /api/cohorts`: cohort LTV curves from `cohort_ltv`, by day, ISO week or month.
+pub(super) async fn cohorts(
+    State(state): State<ApiState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Answer {
+    let granularity = params.get("granularity").map_or("day", String::as_str);
+    if !["day", "week", "month"].contains(&granularity) {
+        return Err(ApiError::invalid(
+            "granularity",
+            format!("unknown granularity {granularity:?}; day, week or month"),
+        ));
+    }
+    let (from, to) = range(&params)?;
+    let max_age: i64 = match params.get("max_age").map(|s| s.parse::<i64>()) {
+        None => 90,
+        Some(Ok(n)) if (0..=365).contains(&n) => n,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "max_age",
+                "must be a whole number of days from 0 to 365",
+            ));
+        }
+    };
+    let day = |d: NaiveDate| {
+        lit(datafusion::scalar::ScalarValue::Date32(Some(
+            arrow::datatypes::Date32Type::from_naive_date(d),
+        )))
+    };
+    let mut filters = vec![col("age").lt_eq(lit(max_age))];
+    // By source: the visitors whose first click came from it (`cohort_sources`).
+    let table = match params.get("source") {
+        Some(source) => {
+            filters.push(col("source").eq(lit(source.clone())));
+            "cohort_sources"
+        }
+        None => "cohort_ltv",
+    };
+    filters.extend(from.map(|f| col("cohort").gt_eq(day(f))));
+    filters.extend(to.map(|t| col("cohort").lt_eq(day(t))));
+    let limits = Limits {
+        max_rows: usize::MAX,
+        ..state.analysts.limits
+    };
+    let granularity = granularity.to_string();
+    on_analysts(&state, None, move |ctx| async move {
+        let df = filtered(ctx.table(table).await.map_err(ApiError::internal)?, filters)?
+            .sort(vec![
+                col("cohort").sort(true, false),
+                col("age").sort(true, false),
+            ])
+            .map_err(ApiError::internal)?;
+        let rows = rows(df, limits).await?;
+        let grouped = group(&rows, &granularity).map_err(ApiError::internal)?;
+        Ok(axum::Json(grouped).into_response())
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -1,0 +1,245 @@
+//! The query API: `/api/stats` from the live state ([`stats`]), and from the derived tables
+//! as the last recompute wrote them, read-only SQL ([`sql`]), cohorts ([`cohorts`]), visitor
+//! profiles and the refund log ([`tables`]); webhook endpoints and deliveries ([`webhooks`]);
+//! the API key; the OpenAPI description. Every error is an [`ApiError`].
+
+mod cohorts;
+mod error;
+mod sql;
+pub mod stats;
+mod tables;
+mod webhooks;
+
+pub use error::ApiError;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::NaiveDate;
+use datafusion::prelude::{DataFrame, SessionContext};
+use serde_json::Value;
+
+use netrev_ingest::Secret;
+use netrev_pipeline::analysts::Analysts;
+use netrev_pipeline::query::{self, Limits};
+use netrev_storage::Store;
+
+use crate::live::Live;
+
+/// The OpenAPI description, embedded.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+#[derive(Clone)]
+pub struct ApiState {
+    store: Store,
+    /// Where the routes that plan SQL run, and their limits.
+    analysts: Arc<Analysts>,
+    webhooks: Arc<crate::webhooks::Webhooks>,
+    outbox: Arc<crate::webhooks::outbox::Outbox>,
+}
+
+/// The query routes, behind `api_key` when one is configured, plus the OpenAPI description.
+pub fn router(
+    store: Store,
+    live: Arc<Live>,
+    hooks: Arc<crate::webhooks::Hooks>,
+    api_key: Option<Secret>,
+    analysts: Arc<Analysts>,
+) -> Router {
+    let state = ApiState {
+        store,
+        analysts,
+        webhooks: hooks.webhooks.clone(),
+        outbox: hooks.outbox.clone(),
+    };
+    let protected = Router::new()
+        .route("/api/stats", get(stats::stats).with_state(live))
+        .route("/api/sql", post(sql::sql))
+        .route("/api/cohorts", get(cohorts::cohorts))
+        .route("/api/visitors/{vid}", get(tables::visitor))
+        .route("/api/refunds", get(tables::refunds))
+        .route("/api/refunds/unmatched", get(tables::unmatched))
+        .route("/api/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/api/webhooks/{id}",
+            axum::routing::delete(webhooks::delete),
+        )
+        .route("/api/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route(
+            "/api/webhooks/{id}/deliveries/{message}/retry",
+            post(webhooks::retry_delivery),
+        )
+        .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(api_key),
+            require_key,
+        ));
+    protected.route(
+        "/api/openapi.json",
+        get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+    )
+}
+
+/// `Authorization: Bearer <key>` on every query route when a key is configured: 401
+/// otherwise, with nothing about the key in the answer or the logs.
+async fn require_key(
+    State(key): State<Arc<Option<Secret>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(key) = key.as_ref() {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !key.matches(given) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// A route's answer: its response, or why there is none.
+type Answer = Result<Response, ApiError>;
+
+/// Runs `work` with a session of its own on the analysts' runtime ([`Analysts::run`]): its
+/// planning and running are timed and bounded in memory, away from the postback threads.
+/// `field` is the parameter a refusal names (`sql` for `POST /api/sql`).
+async fn on_analysts<T, F, Fut>(
+    state: &ApiState,
+    field: Option<&'static str>,
+    work: F,
+) -> Result<T, ApiError>
+where
+    F: FnOnce(SessionContext) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+    T: Send + 'static,
+{
+    let (store, analysts) = (state.store.clone(), state.analysts.clone());
+    state
+        .analysts
+        .run(async move {
+            let ctx = analysts.session(&store).await?;
+            Ok(work(ctx).await)
+        })
+        .await
+        .map_err(|e| ApiError::from_query(e, field))?
+}
+
+/// Runs `df` and answers its rows as JSON objects (money as exact strings).
+async fn rows(df: DataFrame, limits: Limits) -> Result<Vec<Value>, ApiError> {
+    let answer = query::collect(df, limits.max_rows)
+        .await
+        .map_err(|e| ApiError::from_query(e, None))?;
+    let mut json = query::to_json(&answer).map_err(|e| ApiError::from_query(e, None))?;
+    Ok(match json["rows"].take() {
+        Value::Array(rows) => rows,
+        _ => Vec::new(),
+    })
+}
+
+/// A `YYYY-MM-DD` parameter, when given.
+pub fn date_param(
+    params: &HashMap<String, String>,
+    field: &'static str,
+) -> Result<Option<NaiveDate>, ApiError> {
+    params
+        .get(field)
+        .map(|s| {
+            netrev_storage::model::parse_day(s).ok_or_else(|| {
+                ApiError::invalid(field, format!("{s:?} is not a date (YYYY-MM-DD)"))
+            })
+        })
+        .transpose()
+}
+
+/// The `from`/`to` days of a request, refused when `from` is after `to`.
+fn range(
+    params: &HashMap<String, String>,
+) -> Result<(Option<NaiveDate>, Option<NaiveDate>), ApiError> {
+    let (from, to) = (date_param(params, "from")?, date_param(params, "to")?);
+    if let (Some(f), Some(t)) = (from, to)
+        && f > t
+    {
+        return Err(ApiError::invalid(
+            "from",
+            format!("from {f} is after to {t}"),
+        ));
+    }
+    Ok((from, to))
+}
+
+/// Applies `filters` to `df`.
+fn filtered(
+    mut df: DataFrame,
+    filters: Vec<datafusion::prelude::Expr>,
+) -> Result<DataFrame, ApiError> {
+    for f in filters {
+        df = df.filter(f).map_err(ApiError::internal)?;
+    }
+    Ok(df)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route netrev serves (`serve.rs`, `ingest/src/http.rs`, this file), as (method,
+    /// path); `tests/integration/api.rs` also requests every described route from the server.
+    const ROUTES: &[(&str, &str)] = &[
+        ("get", "/api/click"),
+        ("post", "/api/click"),
+        ("get", "/api/conversion"),
+        ("post", "/api/conversion"),
+        ("get", "/api/conversion/refund"),
+        ("post", "/api/conversion/refund"),
+        ("get", "/api/ipn/{network}"),
+        ("post", "/api/ipn/{network}"),
+        ("get", "/api/health"),
+        ("get", "/api/stats"),
+        ("get", "/api/cohorts"),
+        ("get", "/api/visitors/{vid}"),
+        ("get", "/api/refunds"),
+        ("get", "/api/refunds/unmatched"),
+        ("post", "/api/sql"),
+        ("get", "/api/openapi.json"),
+        ("get", "/"),
+        ("get", "/assets/{name}"),
+        ("get", "/api/webhooks"),
+        ("post", "/api/webhooks"),
+        ("delete", "/api/webhooks/{id}"),
+        ("get", "/api/webhooks/{id}/deliveries"),
+        ("post", "/api/webhooks/{id}/deliveries/{message}/retry"),
+    ];
+
+    /// `/api/openapi.json` describes exactly the routes netrev serves.
+    #[test]
+    fn openapi_describes_every_route_and_no_other() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        let mut described: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object()
+                    .expect("operations")
+                    .keys()
+                    .map(move |m| (m.clone(), path.clone()))
+            })
+            .collect();
+        described.sort();
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| ((*m).to_string(), (*p).to_string()))
+            .collect();
+        served.sort();
+        assert_eq!(described, served);
+    }
+}
