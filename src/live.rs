@@ -29,10 +29,8 @@ use chrono::NaiveDate;
 
 use netrev_ingest::Ingestor;
 use netrev_pipeline::click_lookup::ParquetClicks;
-use netrev_pipeline::live::{Attributed, ClickLookup, LiveStats, NoLookup};
+use netrev_pipeline::live::{Attributed, AttributionSink, ClickLookup, LiveStats, NoLookup};
 use netrev_storage::{Event, Store};
-
-use crate::webhooks::Hooks;
 
 #[derive(Debug, Clone)]
 pub struct LiveConfig {
@@ -86,7 +84,7 @@ pub fn start(
     ingestor: Arc<Ingestor>,
     store: Store,
     config: LiveConfig,
-    hooks: Arc<Hooks>,
+    hooks: Arc<dyn AttributionSink>,
 ) -> anyhow::Result<Arc<Live>> {
     // Events durable before now are replayed into files and the first snapshot, not fed.
     let durable = ingestor.durable_seq();
@@ -118,7 +116,7 @@ pub fn start(
             .name("netrev-live".into())
             .spawn(move || {
                 let webhooks = Webhooks {
-                    hooks: &hooks,
+                    hooks: hooks.as_ref(),
                     processed: &processed,
                     replayed: Some(replayed.into_iter().map(|(_, e)| e).collect()),
                 };
@@ -226,7 +224,7 @@ fn rebase_loop(
 
 /// What the live thread owes the webhooks.
 struct Webhooks<'a> {
-    hooks: &'a Hooks,
+    hooks: &'a dyn AttributionSink,
     /// Every event up to this sequence is handed to the webhooks (the log keeps the rest).
     processed: &'a AtomicU64,
     /// Events of the log at start, offered again once the first state is built (they may have
@@ -321,7 +319,7 @@ fn apply_loop(
             Err(TryRecvError::Disconnected) => {}
         }
         if !attributed.is_empty() {
-            match webhooks.hooks.announce(&attributed) {
+            match webhooks.hooks.attributed(&attributed) {
                 Ok(()) => attributed.clear(),
                 // Kept, and offered again on the next turn.
                 Err(e) => {

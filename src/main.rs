@@ -11,7 +11,6 @@ mod http_server;
 mod live;
 mod rate_limit;
 mod serve;
-mod webhooks;
 
 /// mimalloc instead of glibc's allocator: the ingest path allocates small, short-lived
 /// buffers on every worker thread, where glibc's arenas showed up as a tenth of the CPU time
@@ -320,7 +319,7 @@ struct ServeArgs {
     webhooks_allow_private: bool,
     /// Webhook attempts: seconds to wait before each, comma-separated (the first counts from
     /// the event; each next one from the previous failure). Jittered by ±20%.
-    #[arg(long, env = "NETREV_WEBHOOKS_RETRY_SCHEDULE", default_value = "0,5,300,1800,7200,18000,36000,36000", value_parser = crate::webhooks::deliver::parse_schedule)]
+    #[arg(long, env = "NETREV_WEBHOOKS_RETRY_SCHEDULE", default_value = "0,5,300,1800,7200,18000,36000,36000", value_parser = netrev_webhooks::deliver::parse_schedule)]
     webhooks_retry_schedule: std::vec::Vec<std::time::Duration>,
     /// Milliseconds a client has to send its request headers before it is disconnected.
     #[arg(long, env = "NETREV_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
@@ -593,7 +592,7 @@ impl ServeArgs {
                 .iter()
                 .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
                 .collect(),
-            webhooks: crate::webhooks::deliver::DeliveryConfig {
+            webhooks: netrev_webhooks::deliver::DeliveryConfig {
                 schedule: self.webhooks_retry_schedule,
                 concurrency: self.webhooks_concurrency as usize,
                 allow_private: self.webhooks_allow_private,

@@ -27,7 +27,7 @@ pub struct ServeConfig {
     /// Analysts' queries: their threads and limits.
     pub sql: SqlConfig,
     /// Webhook delivery: schedule, concurrency, timeout, private targets.
-    pub webhooks: crate::webhooks::deliver::DeliveryConfig,
+    pub webhooks: netrev_webhooks::deliver::DeliveryConfig,
     /// Timeouts (header, body, idle, HTTP/2 keep-alive) and connection limits.
     pub http: crate::http_server::Limits,
     /// Postbacks per second and burst per client address, and the trusted proxies.
@@ -84,19 +84,19 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         .await
         .context("starting ingest")?;
     let webhooks = Arc::new(
-        crate::webhooks::Webhooks::open(store.clone(), config.webhooks.allow_private)
+        netrev_webhooks::Webhooks::open(store.clone(), config.webhooks.allow_private)
             .await
             .context("loading the webhook settings")?,
     );
     let outbox = Arc::new(
-        crate::webhooks::outbox::Outbox::open(&outbox_path, config.webhooks.schedule[0])
+        netrev_webhooks::outbox::Outbox::open(&outbox_path, config.webhooks.schedule[0])
             .with_context(|| format!("opening the webhook outbox {}", outbox_path.display()))?,
     );
-    let hooks = Arc::new(crate::webhooks::Hooks {
+    let hooks = Arc::new(netrev_webhooks::Hooks {
         webhooks: webhooks.clone(),
         outbox: outbox.clone(),
     });
-    crate::webhooks::deliver::start(outbox, webhooks, config.webhooks)?;
+    netrev_webhooks::deliver::start(outbox, webhooks, config.webhooks)?;
     let analysts = Arc::new(
         netrev_pipeline::analysts::Analysts::start(
             config.sql.threads,

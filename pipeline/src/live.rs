@@ -267,6 +267,17 @@ impl VisitorTotals {
     }
 }
 
+/// Where the live state hands what it attributes (the webhooks). Called on the live thread,
+/// in the order the events were acknowledged; an error makes the caller offer the same
+/// events again on its next turn, so an implementation must accept repeats.
+pub trait AttributionSink: Send + Sync {
+    /// Accepts `events` (durably, when it must not lose them, before returning).
+    fn attributed(
+        &self,
+        events: &[Attributed],
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
+
 /// A conversion or refund that has just been attributed to its click: when it arrives for a
 /// known click, or when its click arrives after it. Each is reported once per state (a
 /// retried postback, or a copy that loses to an earlier one, is not reported again).

@@ -40,15 +40,15 @@ pub struct ApiState {
     store: Store,
     /// Where the routes that plan SQL run, and their limits.
     analysts: Arc<Analysts>,
-    webhooks: Arc<crate::webhooks::Webhooks>,
-    outbox: Arc<crate::webhooks::outbox::Outbox>,
+    webhooks: Arc<netrev_webhooks::Webhooks>,
+    outbox: Arc<netrev_webhooks::outbox::Outbox>,
 }
 
 /// The query routes, behind `api_key` when one is configured, plus the OpenAPI description.
 pub fn router(
     store: Store,
     live: Arc<Live>,
-    hooks: Arc<crate::webhooks::Hooks>,
+    hooks: Arc<netrev_webhooks::Hooks>,
     api_key: Option<Secret>,
     analysts: Arc<Analysts>,
 ) -> Router {

@@ -48,7 +48,7 @@ pub(super) async fn list(State(state): State<ApiState>) -> Answer {
         .webhooks
         .list()
         .iter()
-        .map(crate::webhooks::Endpoint::public)
+        .map(netrev_webhooks::Endpoint::public)
         .collect();
     Ok(axum::Json(json!({ "webhooks": all })).into_response())
 }
@@ -142,7 +142,7 @@ pub(super) async fn retry_delivery(
             message: format!("webhook endpoint {id:?} is disabled (it answered 410 Gone)"),
         });
     }
-    use crate::webhooks::outbox::{Set, Status, now_ms};
+    use netrev_webhooks::outbox::{Set, Status, now_ms};
     let key = (id, message);
     let outbox = state.outbox.clone();
     let asked = key.clone();

@@ -1,4 +1,10 @@
-//! Webhooks (DESIGN.md section 9).
+//! # netrev-webhooks: refunds and conversions told to CRMs
+//!
+//! **In:** events the live stats attributed to their click ([`Attributed`]), and the
+//! endpoints an operator configured. **Out:** signed HTTP deliveries (Standard Webhooks).
+//! **Guarantees:** a message is durable in the [`outbox`] before it is delivered, and retried
+//! until it is delivered, given up, or its endpoint disabled; one message id per event, so a
+//! receiver can drop repeats.
 //!
 //! - Settings → Webhooks: `POST/GET /api/webhooks`, `DELETE /api/webhooks/{id}`, kept in
 //!   `meta/webhooks.json` under the data root (rewritten whole and atomically on every change).
@@ -10,6 +16,47 @@
 
 pub mod deliver;
 pub mod outbox;
+
+/// What can go wrong with webhooks' own state (not with a delivery: those are recorded as
+/// attempts).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The data root, where the endpoints are kept, failed.
+    #[error(transparent)]
+    Store(#[from] netrev_storage::Error),
+    /// A file of the outbox failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// A file is damaged: the endpoints' settings or a line of the outbox. The operator's to
+    /// repair (the message says which).
+    #[error("{0}")]
+    Damaged(String),
+    /// Writing the settings or a message as JSON failed.
+    #[error("encoding JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The delivery thread or its runtime could not start.
+    #[error("starting the delivery thread: {0}")]
+    Thread(#[from] std::io::Error),
+    /// The HTTP client for deliveries could not be made.
+    #[error("the webhook client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, RwLock};
@@ -188,11 +235,11 @@ fn refused(field: &'static str, error: impl Into<String>) -> Refused {
 
 impl Webhooks {
     /// Loads the settings of `store` (none yet is fine).
-    pub async fn open(store: netrev_storage::Store, allow_private: bool) -> anyhow::Result<Self> {
+    pub async fn open(store: netrev_storage::Store, allow_private: bool) -> Result<Self> {
         let path = object_store::path::Path::from(SETTINGS);
         let endpoints = match store.get(&path).await? {
             Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| anyhow::anyhow!("{SETTINGS} is not valid: {e}"))?,
+                .map_err(|e| Error::Damaged(format!("{SETTINGS} is not valid: {e}")))?,
             None => Vec::new(),
         };
         Ok(Webhooks {
@@ -204,7 +251,7 @@ impl Webhooks {
     }
 
     /// Applies `change` to the endpoints and saves them; the change is visible once saved.
-    async fn change<T>(&self, change: impl FnOnce(&mut Vec<Endpoint>) -> T) -> anyhow::Result<T> {
+    async fn change<T>(&self, change: impl FnOnce(&mut Vec<Endpoint>) -> T) -> Result<T> {
         let _writing = self.writing.lock().await;
         let mut next = self.list().as_ref().clone();
         let out = change(&mut next);
@@ -222,7 +269,7 @@ impl Webhooks {
         url: &str,
         events: &[String],
         description: Option<String>,
-    ) -> Result<Endpoint, Result<Refused, anyhow::Error>> {
+    ) -> Result<Endpoint, Result<Refused, Error>> {
         if url.chars().count() > URL_MAX_CHARS {
             return Err(Ok(refused(
                 "url",
@@ -297,7 +344,7 @@ impl Webhooks {
     }
 
     /// Removes an endpoint; `false` when there is none with that id.
-    pub async fn delete(&self, id: &str) -> anyhow::Result<bool> {
+    pub async fn delete(&self, id: &str) -> Result<bool> {
         self.change(|all| {
             let before = all.len();
             all.retain(|e| e.id != id);
@@ -307,7 +354,7 @@ impl Webhooks {
     }
 
     /// Disables an endpoint (it answered 410 Gone): nothing more is sent to it.
-    pub async fn disable(&self, id: &str) -> anyhow::Result<bool> {
+    pub async fn disable(&self, id: &str) -> Result<bool> {
         self.change(|all| {
             all.iter_mut()
                 .find(|e| e.id == id)
@@ -432,10 +479,20 @@ pub struct Hooks {
     pub outbox: Arc<outbox::Outbox>,
 }
 
+/// The webhooks receive every attribution of the live state.
+impl netrev_pipeline::live::AttributionSink for Hooks {
+    fn attributed(
+        &self,
+        events: &[Attributed],
+    ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(self.announce(events)?)
+    }
+}
+
 impl Hooks {
     /// Accepts the messages of `events` for delivery (durably, before returning). Events
     /// already announced are recognised by their message ID and not sent again.
-    pub fn announce(&self, events: &[Attributed]) -> anyhow::Result<()> {
+    pub fn announce(&self, events: &[Attributed]) -> Result<()> {
         let endpoints = self.webhooks.list();
         if endpoints.iter().all(|e| e.disabled) {
             return Ok(());

@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 /// How long finished deliveries are kept.
@@ -148,7 +147,7 @@ pub fn now_ms() -> i64 {
 impl Outbox {
     /// Opens (or creates) the outbox at `path`, replaying and rewriting it.
     /// A new message's first attempt is due `first_delay` after it is accepted.
-    pub fn open(path: &Path, first_delay: Duration) -> anyhow::Result<Outbox> {
+    pub fn open(path: &Path, first_delay: Duration) -> crate::Result<Outbox> {
         let first_delay = i64::try_from(first_delay.as_millis()).unwrap_or(i64::MAX / 2);
         let mut deliveries = HashMap::new();
         match std::fs::read(path) {
@@ -165,13 +164,17 @@ impl Outbox {
                             tracing::warn!(path = %path.display(), line = n + 1, "dropping a torn last line of the webhook outbox");
                         }
                         Err(e) => {
-                            anyhow::bail!("{} line {} is damaged: {e}", path.display(), n + 1)
+                            return Err(crate::Error::Damaged(format!(
+                                "{} line {} is damaged: {e}",
+                                path.display(),
+                                n + 1
+                            )));
                         }
                     }
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => return Err(crate::Error::io("reading", path, e)),
         }
         let (file, len) = rewrite(path, &mut deliveries, now_ms())?;
         Ok(Outbox {
@@ -188,7 +191,7 @@ impl Outbox {
         })
     }
 
-    fn append(&self, inner: &mut Inner, records: &[Record]) -> anyhow::Result<()> {
+    fn append(&self, inner: &mut Inner, records: &[Record]) -> crate::Result<()> {
         let mut bytes = Vec::new();
         for r in records {
             serde_json::to_writer(&mut bytes, r)?;
@@ -202,7 +205,7 @@ impl Outbox {
             // Cut off what part of this append made it (a full disk), so the next append
             // starts on a line of its own; nothing of it counts.
             let _ = inner.file.set_len(inner.len);
-            return Err(e).with_context(|| format!("appending to {}", self.path.display()));
+            return Err(crate::Error::io("appending to", &self.path, e));
         }
         inner.len += bytes.len() as u64;
         inner.grown += bytes.len() as u64;
@@ -218,7 +221,7 @@ impl Outbox {
 
     /// Accepts messages for delivery, durably; those already in the outbox (the same message
     /// for the same endpoint) are skipped. Returns how many were new.
-    pub fn enqueue(&self, messages: Vec<NewMessage>) -> anyhow::Result<usize> {
+    pub fn enqueue(&self, messages: Vec<NewMessage>) -> crate::Result<usize> {
         let mut inner = self.inner.lock().expect("outbox lock");
         let created = now_ms();
         let mut seen = HashSet::new();
@@ -292,7 +295,7 @@ impl Outbox {
         next: Option<i64>,
         status: Status,
         reason: Option<String>,
-    ) -> anyhow::Result<()> {
+    ) -> crate::Result<()> {
         let mut inner = self.inner.lock().expect("outbox lock");
         inner.in_flight.remove(key);
         let record = Record::Attempted {
@@ -311,7 +314,7 @@ impl Outbox {
         &self,
         mut inner: std::sync::MutexGuard<'_, Inner>,
         record: Record,
-    ) -> anyhow::Result<()> {
+    ) -> crate::Result<()> {
         self.append(&mut inner, &[record])?;
         drop(inner);
         self.wake.notify_one();
@@ -327,7 +330,7 @@ impl Outbox {
         status: Status,
         next: Option<i64>,
         reason: Option<String>,
-    ) -> anyhow::Result<Set> {
+    ) -> crate::Result<Set> {
         let mut inner = self.inner.lock().expect("outbox lock");
         if !inner.deliveries.contains_key(key) {
             return Ok(Set::NoSuchDelivery);
@@ -451,7 +454,7 @@ fn rewrite(
     path: &Path,
     deliveries: &mut HashMap<Key, Delivery>,
     now: i64,
-) -> anyhow::Result<(std::fs::File, u64)> {
+) -> crate::Result<(std::fs::File, u64)> {
     deliveries.retain(|_, d| {
         d.status == Status::Pending
             || d.attempts.last().map_or(d.created, |a| a.at) + KEEP_FINISHED_MS > now
@@ -467,19 +470,19 @@ fn rewrite(
     }
     let tmp = path.with_extension("outbox.tmp");
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io("creating", dir, e))?;
     {
         let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+            std::fs::File::create(&tmp).map_err(|e| crate::Error::io("creating", &tmp, e))?;
         f.write_all(&bytes)?;
         f.sync_all()?;
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| crate::Error::io("replacing", path, e))?;
     std::fs::File::open(dir)?.sync_all()?;
     let file = std::fs::OpenOptions::new()
         .append(true)
         .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
+        .map_err(|e| crate::Error::io("opening", path, e))?;
     Ok((file, bytes.len() as u64))
 }
 

@@ -145,7 +145,7 @@ impl reqwest::dns::Resolve for GuardedResolver {
 }
 
 /// The HTTP client deliveries use.
-fn client(config: &DeliveryConfig) -> anyhow::Result<reqwest::Client> {
+fn client(config: &DeliveryConfig) -> crate::Result<reqwest::Client> {
     let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -164,7 +164,7 @@ pub fn start(
     outbox: Arc<Outbox>,
     webhooks: Arc<Webhooks>,
     config: DeliveryConfig,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
