@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 
-use netrev_ingest::Ingestor;
+use netrev_ingest::{DurableSink, Held, Ingestor};
 use netrev_pipeline::click_lookup::ParquetClicks;
 use netrev_pipeline::live::{Attributed, AttributionSink, ClickLookup, LiveStats, NoLookup};
 use netrev_storage::{Event, Store};
@@ -79,9 +79,32 @@ struct Rebased {
     flushed: u64,
 }
 
-/// Starts the live thread and the rebase (recompute) thread; returns what the handlers read.
+/// Where the ingest writer hands durable events to the live thread: a channel, so the writer
+/// never waits. Opened before the ingestor ([`Ingestor::open_held`]), handed to [`start`].
+pub struct Feed(std::sync::mpsc::Sender<(u64, Vec<Event>)>);
+
+/// The live thread's end of the [`Feed`].
+pub struct FeedReceiver(Receiver<(u64, Vec<Event>)>);
+
+/// A feed for [`Ingestor::open_held`] and its receiving end for [`start`].
+pub fn feed() -> (Arc<Feed>, FeedReceiver) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    (Arc::new(Feed(tx)), FeedReceiver(rx))
+}
+
+impl DurableSink for Feed {
+    fn durable(&self, first: u64, events: Vec<Event>) {
+        // The receiver is gone only when the live thread ended, which ends the server.
+        let _ = self.0.send((first, events));
+    }
+}
+
+/// Starts the live thread and the rebase (recompute) thread on the ingestor opened for `feed`
+/// (with what it `held` for us); returns what the handlers read.
 pub fn start(
     ingestor: Arc<Ingestor>,
+    held: Held,
+    feed: FeedReceiver,
     store: Store,
     config: LiveConfig,
     hooks: Arc<dyn AttributionSink>,
@@ -95,15 +118,14 @@ pub fn start(
         ingestor: ingestor.clone(),
         floor: Mutex::new(None),
     });
-    let (feed_tx, feed_rx) = std::sync::mpsc::channel();
-    ingestor.set_feed(feed_tx);
+    let feed_rx = feed.0;
     // The webhooks must see every acknowledged conversion and refund, even one acknowledged
     // just before a crash: the log keeps what this thread has not handed to them yet, and
     // what it held at start is offered again.
-    let processed = ingestor
-        .log_hold()
-        .ok_or_else(|| anyhow::anyhow!("the live stats need the ingest log held for them"))?;
-    let replayed = ingestor.take_replayed();
+    let Held {
+        processed,
+        replayed,
+    } = held;
     let (rebased_tx, rebased_rx) = std::sync::mpsc::channel();
     {
         let (live, ingestor, store, config) = (

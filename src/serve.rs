@@ -75,12 +75,10 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let _live_lock = netrev_pipeline::recompute::take_live_lock(&store)?;
     // The webhook outbox is node-local durable state, like the write-ahead log beside it.
     let outbox_path = config.ingest.wal_dir.join("webhooks.outbox");
-    // The live thread hands conversions and refunds to the webhooks: it holds the log.
-    let ingest = netrev_ingest::IngestConfig {
-        hold_log: true,
-        ..config.ingest
-    };
-    let ingestor = Ingestor::open(store.clone(), ingest)
+    // The live thread is fed every durable event, and hands conversions and refunds to the
+    // webhooks: it holds the log.
+    let (feed, feed_rx) = crate::live::feed();
+    let (ingestor, held) = Ingestor::open_held(store.clone(), config.ingest, feed)
         .await
         .context("starting ingest")?;
     let webhooks = Arc::new(
@@ -105,7 +103,14 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         )
         .context("starting the threads of analysts' queries")?,
     );
-    let live = crate::live::start(ingestor.clone(), store.clone(), config.live, hooks.clone())?;
+    let live = crate::live::start(
+        ingestor.clone(),
+        held,
+        feed_rx,
+        store.clone(),
+        config.live,
+        hooks.clone(),
+    )?;
     let api_key = config.api_key.as_deref().map(netrev_ingest::Secret::new);
     let guard = Arc::new(crate::guard::Guard {
         check_host: api_key.is_none(),

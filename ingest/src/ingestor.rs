@@ -16,9 +16,11 @@
 //! flushed again. The checkpoint only bounds how much of the log recovery must read.
 //!
 //! A consumer of the durable events (the live stats, which hand refunds and conversions to the
-//! webhooks) can hold the log back ([`IngestConfig::hold_log`]): records it has not processed are
-//! kept even once flushed, and after a crash they are offered to it again
-//! ([`Ingestor::take_replayed`]), so it sees every acknowledged event at least once.
+//! webhooks) implements [`DurableSink`] and opens the ingestor with it
+//! ([`Ingestor::open_held`]): it is given every event as it becomes durable, and it holds the
+//! log back: records it has not processed are kept even once flushed, and after a crash they
+//! are offered to it again ([`Held::replayed`]), so it sees every acknowledged event at least
+//! once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -56,9 +58,6 @@ pub struct IngestConfig {
     pub max_buffered: usize,
     /// Size at which the log starts a new segment.
     pub segment_bytes: u64,
-    /// Whether a consumer of the feed holds the log back (see [`Ingestor::log_hold`]): set
-    /// here so no flush can let go of a record before the consumer has had it.
-    pub hold_log: bool,
 }
 
 impl Default for IngestConfig {
@@ -71,7 +70,6 @@ impl Default for IngestConfig {
             // About 1 KiB each in memory: ~1 GiB at the limit.
             max_buffered: 1_000_000,
             segment_bytes: 64 << 20,
-            hold_log: false,
         }
     }
 }
@@ -191,18 +189,30 @@ struct Shared {
     config: IngestConfig,
     node: String,
     store: Store,
-    /// Where durable events go next (the live stats), in sequence order, when set.
-    feed: std::sync::OnceLock<Feed>,
-    /// The feed consumer's progress, when it holds the log back: the checkpoint (and the
-    /// log's trim) never pass it. Starts at the checkpoint found at open.
+    /// Where durable events go next (the live stats), in sequence order, when one holds the
+    /// log.
+    sink: Option<Arc<dyn DurableSink>>,
+    /// That consumer's progress: the checkpoint (and the log's trim) never pass it.
     hold: Option<Arc<AtomicU64>>,
-    /// The events of the log after that checkpoint (flushed or not), for the consumer.
-    replayed: Mutex<Vec<(u64, Event)>>,
 }
 
-/// A receiver of durable events: each message is the sequence of the first event and the
-/// events, numbered consecutively from it.
-pub type Feed = std::sync::mpsc::Sender<(u64, Vec<Event>)>;
+/// The consumer of durable events that holds the log back ([`Ingestor::open_held`]).
+pub trait DurableSink: Send + Sync {
+    /// Events numbered from `first` (consecutively) have just become durable, before they are
+    /// acknowledged. Called on the log's writer thread, in sequence order: must not block.
+    fn durable(&self, first: u64, events: Vec<Event>);
+}
+
+/// What the consumer of [`Ingestor::open_held`] is given, once.
+#[derive(Debug)]
+pub struct Held {
+    /// Its progress: it advances this as it processes events (every event up to it done). The
+    /// log keeps every record after it, flushed or not. Starts at the checkpoint found at open.
+    pub processed: Arc<AtomicU64>,
+    /// The events the log held after its checkpoint at open (already flushed or not), in
+    /// sequence order: what it may not have processed before a crash.
+    pub replayed: Vec<(u64, Event)>,
+}
 
 /// The ingest buffer: accepts events, makes them durable, flushes them to Parquet.
 pub struct Ingestor {
@@ -226,6 +236,25 @@ impl Ingestor {
     /// Recovers the log (replaying what is not yet in Parquet), loads the deduplication keys
     /// of everything stored, and starts the writer and the flusher.
     pub async fn open(store: Store, config: IngestConfig) -> Result<Arc<Ingestor>> {
+        Ok(Ingestor::open_with(store, config, None).await?.0)
+    }
+
+    /// Opens the ingestor for `sink`, which is given every event as it becomes durable and
+    /// holds the log back until it has processed them: what it is given once is in [`Held`].
+    pub async fn open_held(
+        store: Store,
+        config: IngestConfig,
+        sink: Arc<dyn DurableSink>,
+    ) -> Result<(Arc<Ingestor>, Held)> {
+        let (ingestor, held) = Ingestor::open_with(store, config, Some(sink)).await?;
+        Ok((ingestor, held.expect("a sink holds the log")))
+    }
+
+    async fn open_with(
+        store: Store,
+        config: IngestConfig,
+        sink: Option<Arc<dyn DurableSink>>,
+    ) -> Result<(Arc<Ingestor>, Option<Held>)> {
         let dir = config.wal_dir.clone();
         netrev_storage::store::create_dir_durable(&dir)?;
         let node = node_id(&dir, config.node_id.as_deref())?;
@@ -294,9 +323,11 @@ impl Ingestor {
         let (durable, _) = watch::channel(next_seq - 1);
         let (resolved, _) = watch::channel(next_seq - 1);
         let (flusher_stop, stop_rx) = watch::channel(false);
-        let hold = config
-            .hold_log
-            .then(|| Arc::new(AtomicU64::new(checkpoint)));
+        let hold = sink.as_ref().map(|_| Arc::new(AtomicU64::new(checkpoint)));
+        let held = hold.as_ref().map(|processed| Held {
+            processed: processed.clone(),
+            replayed: replayed_events,
+        });
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             writer_wake: Condvar::new(),
@@ -312,9 +343,8 @@ impl Ingestor {
             config,
             node,
             store,
-            feed: std::sync::OnceLock::new(),
+            sink,
             hold,
-            replayed: Mutex::new(replayed_events),
         });
         let writer = {
             let shared = shared.clone();
@@ -328,12 +358,13 @@ impl Ingestor {
                 .map_err(|e| Error::io("spawn", "wal writer thread", e))?
         };
         let flusher = tokio::spawn(flusher_loop(shared.clone(), stop_rx));
-        Ok(Arc::new(Ingestor {
+        let ingestor = Arc::new(Ingestor {
             shared,
             clicks: clickid::Generator::new(key),
             writer: Mutex::new(Some(writer)),
             flusher: tokio::sync::Mutex::new(Some(flusher)),
-        }))
+        });
+        Ok((ingestor, held))
     }
 
     /// This node's ID.
@@ -418,27 +449,6 @@ impl Ingestor {
                 "the first copy of this event failed to be written; retry".into(),
             )),
         }
-    }
-
-    /// Sends every event made durable from now on to `feed`. Set once, before serving.
-    pub fn set_feed(&self, feed: Feed) {
-        if self.shared.feed.set(feed).is_err() {
-            panic!("the ingest feed is set once");
-        }
-    }
-
-    /// With [`IngestConfig::hold_log`]: the consumer's progress marker (every event up to it
-    /// processed), starting at the checkpoint found at open, for the consumer to advance.
-    /// Records after it stay in the log, flushed or not.
-    pub fn log_hold(&self) -> Option<Arc<AtomicU64>> {
-        self.shared.hold.clone()
-    }
-
-    /// The events the log held after its checkpoint at open (already flushed or not), in
-    /// sequence order: what a consumer holding the log may not have processed before a crash.
-    /// Taken once.
-    pub fn take_replayed(&self) -> Vec<(u64, Event)> {
-        std::mem::take(&mut *self.shared.replayed.lock().expect("replayed lock"))
     }
 
     /// Highest sequence durable in the log: every acknowledged event is at or below it.
@@ -694,8 +704,8 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
                 };
                 // Before the acknowledgements: whoever reads the live state after an ack finds
                 // the event at least on its way.
-                if let Some(feed) = shared.feed.get() {
-                    let _ = feed.send((first, events));
+                if let Some(sink) = &shared.sink {
+                    sink.durable(first, events);
                 }
                 shared
                     .recorded
@@ -891,7 +901,7 @@ async fn write_unit(shared: &Shared, chunks: &[Chunk]) -> Result<usize> {
         }
     }
     let dir = shared.config.wal_dir.clone();
-    // Records a consumer has not processed stay in the log (see `hold_log`).
+    // Records a consumer has not processed stay in the log (see `open_held`).
     let keep = shared
         .hold
         .as_ref()
@@ -971,44 +981,56 @@ mod tests {
     /// the flush after it is processed.
     #[tokio::test]
     async fn a_held_log_replays_what_its_consumer_had_not_processed() {
+        /// A consumer that keeps what it is given.
+        #[derive(Default)]
+        struct Kept(Mutex<Vec<(u64, Event)>>);
+        impl DurableSink for Kept {
+            fn durable(&self, first: u64, events: Vec<Event>) {
+                let mut kept = self.0.lock().unwrap();
+                kept.extend((first..).zip(events));
+            }
+        }
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(tmp.path().join("data").to_str().unwrap()).unwrap();
         let events: Vec<Event> = (0..5).map(|i| conv(i, DAY1 + i)).collect();
-        let held = IngestConfig {
-            hold_log: true,
-            ..config(tmp.path())
+        let open = || async {
+            let sink = Arc::new(Kept::default());
+            let (ing, held) = Ingestor::open_held(store.clone(), config(tmp.path()), sink.clone())
+                .await
+                .unwrap();
+            (ing, held, sink)
         };
-        let ing = Ingestor::open(store.clone(), held.clone()).await.unwrap();
-        let progress = ing.log_hold().unwrap();
-        assert_eq!(progress.load(Ordering::Acquire), 0);
+        let (ing, held, sink) = open().await;
+        assert_eq!(held.processed.load(Ordering::Acquire), 0);
         for e in &events[..4] {
             ing.submit(e.clone()).await.unwrap();
         }
-        progress.store(2, Ordering::Release);
+        let given: Vec<(u64, Event)> = (1..).zip(events[..4].iter().cloned()).collect();
+        assert_eq!(*sink.0.lock().unwrap(), given);
+        held.processed.store(2, Ordering::Release);
         ing.flush().await.unwrap();
         assert_eq!(ing.stats().flushed_seq, 4);
         let wal = tmp.path().join("wal");
         assert_eq!(wal::read_checkpoint(&wal).unwrap(), 2);
         drop(ing); // a crash
 
-        let ing = Ingestor::open(store.clone(), held.clone()).await.unwrap();
+        let (ing, held, _) = open().await;
         assert_eq!(ing.stats().buffered_events, 0, "all of it is in Parquet");
         assert_eq!(ing.stats().flushed_seq, 4);
         assert_eq!(
-            ing.take_replayed(),
+            held.replayed,
             vec![(3, events[2].clone()), (4, events[3].clone())]
         );
         assert_eq!(stored(&store).await, events[..4].to_vec());
-        let progress = ing.log_hold().unwrap();
-        assert_eq!(progress.load(Ordering::Acquire), 2);
-        progress.store(4, Ordering::Release);
+        assert_eq!(held.processed.load(Ordering::Acquire), 2);
+        held.processed.store(4, Ordering::Release);
         ing.submit(events[4].clone()).await.unwrap();
         ing.flush().await.unwrap();
         assert_eq!(wal::read_checkpoint(&wal).unwrap(), 4);
         drop(ing);
 
-        let ing = Ingestor::open(store.clone(), held).await.unwrap();
-        assert_eq!(ing.take_replayed(), vec![(5, events[4].clone())]);
+        let (_, held, _) = open().await;
+        assert_eq!(held.replayed, vec![(5, events[4].clone())]);
         assert_eq!(stored(&store).await, events);
     }
 

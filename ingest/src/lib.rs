@@ -31,7 +31,7 @@ pub mod postback;
 pub mod secret;
 pub mod wal;
 
-pub use ingestor::{Feed, IngestConfig, IngestStats, Ingestor, Outcome, Rejected};
+pub use ingestor::{DurableSink, Held, IngestConfig, IngestStats, Ingestor, Outcome, Rejected};
 pub use secret::Secret;
 
 use std::path::PathBuf;
