@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use arrow::array::AsArray;
 use rust_decimal::Decimal;
 
-use netrev_pipeline::live::ClickLookup;
+use netrev_live::state::ClickLookup;
 use netrev_storage::{Click, Conversion, Event, Refund, RefundType, Store, clickid};
 
 /// The process's current and peak resident memory, MiB (Linux).
@@ -62,7 +62,7 @@ pub async fn run(data: &str, batch: usize, days: u32) -> anyhow::Result<()> {
     let horizon = today - chrono::Days::new(u64::from(days.max(1) - 1));
     let started = Instant::now();
     let (_, mut state, mut lookup) =
-        netrev_pipeline::recompute::recompute_live(&store, Some(horizon), &mut |_| {}).await?;
+        netrev_live::runner::recompute_live(&store, Some(horizon), &mut |_| {}).await?;
     let rebase_secs = started.elapsed().as_secs_f64();
     let (rss_after_rebase, _) = rss_mib();
     let sizes = state.sizes();

@@ -8,7 +8,6 @@ mod dashboard;
 mod generate;
 mod guard;
 mod http_server;
-mod live;
 mod rate_limit;
 mod serve;
 
@@ -565,7 +564,7 @@ impl ServeArgs {
                     )?,
                 },
             },
-            live: crate::live::LiveConfig {
+            live: netrev_live::LiveConfig {
                 days: self.live_days,
                 persist_every: std::time::Duration::from_millis(self.live_persist_ms),
                 rebase_every: (self.recompute_interval_secs > 0)

@@ -20,7 +20,7 @@ pub struct ServeConfig {
     pub ingest: netrev_ingest::IngestConfig,
     pub postbacks: PostbackConfig,
     /// The live stats and the recompute schedule that rebuilds them.
-    pub live: crate::live::LiveConfig,
+    pub live: netrev_live::LiveConfig,
     /// Key the query routes require (`Authorization: Bearer …`); needed on a non-loopback
     /// address.
     pub api_key: Option<String>,
@@ -77,7 +77,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let outbox_path = config.ingest.wal_dir.join("webhooks.outbox");
     // The live thread is fed every durable event, and hands conversions and refunds to the
     // webhooks: it holds the log.
-    let (feed, feed_rx) = crate::live::feed();
+    let (feed, feed_rx) = netrev_live::feed();
     let (ingestor, held) = Ingestor::open_held(store.clone(), config.ingest, feed)
         .await
         .context("starting ingest")?;
@@ -103,7 +103,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
         )
         .context("starting the threads of analysts' queries")?,
     );
-    let live = crate::live::start(
+    let live = netrev_live::start(
         ingestor.clone(),
         held,
         feed_rx,
@@ -192,7 +192,7 @@ async fn ingest_health(State(ingestor): State<Arc<Ingestor>>) -> axum::Json<serd
 }
 
 async fn health(
-    State((ingestor, live)): State<(Arc<Ingestor>, Arc<crate::live::Live>)>,
+    State((ingestor, live)): State<(Arc<Ingestor>, Arc<netrev_live::Live>)>,
 ) -> axum::Json<serde_json::Value> {
     let stats = ingestor.stats();
     let sizes = live

@@ -17,10 +17,8 @@
 
 pub mod analysts;
 pub mod bounded;
-pub mod click_lookup;
 pub mod engine;
 pub mod jobs;
-pub mod live;
 pub mod output;
 pub mod query;
 pub mod recompute;

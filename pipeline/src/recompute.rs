@@ -16,10 +16,8 @@ use object_store::path::Path;
 
 use netrev_storage::Store;
 
-use crate::click_lookup::ParquetClicks;
 use crate::engine::{Deadline, Engine, JobSession, within};
 use crate::jobs::{DERIVED, Derived, run_partitioned};
-use crate::live::{LiveStats, Measures, WindowKey};
 use crate::{Error, Result};
 
 /// Which click days of `stats_hourly` to rebuild; both ends inclusive, open when `None`.
@@ -106,7 +104,9 @@ pub async fn recompute(
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Report> {
     let deadline = timeout.map(Deadline::after);
-    Ok(run(store, range, engine, deadline, progress, None).await?.0)
+    Ok(run(store, range, engine, deadline, progress, false)
+        .await?
+        .0)
 }
 
 /// The lock a running `serve` holds on its data root (`tables/.live.lock`): while it is
@@ -158,25 +158,47 @@ fn open_lock_file(path: &std::path::Path) -> Result<std::fs::File> {
         .map_err(|e| Error::DataRoot(format!("opening {}: {e}", path.display())))
 }
 
-/// A full recompute that also returns the live state of its snapshot (see
-/// [`LiveStats::from_session`]) and a lookup over the snapshot's click files, for the live
-/// stats of `serve`. Clicks before `horizon` are left to the lookup.
-pub async fn recompute_live(
+/// A full recompute whose session is kept for the caller ([`Kept`]): its views, the
+/// `stats_hourly` rows it computed and the raw files of its snapshot, from which the live
+/// state of `serve` is built. `stats_hourly` is computed but not written (the live state
+/// writes it).
+pub async fn recompute_kept(
     store: &Store,
-    horizon: Option<NaiveDate>,
     progress: &mut (dyn FnMut(Progress) + Send),
-) -> Result<(Report, LiveStats, ParquetClicks)> {
-    let (report, live) = run(
+) -> Result<(Report, Kept)> {
+    let (report, kept) = run(
         store,
         DateRange::default(),
         &Engine::Local,
         None,
         progress,
-        Some(horizon),
+        true,
     )
     .await?;
-    let (stats, lookup) = live.expect("asked for the live state");
-    Ok((report, stats, lookup))
+    Ok((report, kept.expect("asked to keep the session")))
+}
+
+/// The session of a recompute, kept: read what it computed, then [`Kept::finish`] it.
+pub struct Kept {
+    session: JobSession,
+    /// The rows of `stats_hourly` it computed.
+    pub stats: Vec<RecordBatch>,
+    /// The raw files of its snapshot.
+    pub files: std::sync::Arc<std::collections::HashSet<object_store::path::Path>>,
+    /// The data root's recompute lock, held until the session is let go.
+    _lock: Option<std::fs::File>,
+}
+
+impl Kept {
+    /// The session, its views registered (`clicks_dedup`, `conversions_dedup`, …).
+    pub fn ctx(&self) -> &SessionContext {
+        &self.session.ctx
+    }
+
+    /// Lets the session go, with what it wrote besides the tables.
+    pub async fn finish(self, store: &Store) -> Result<()> {
+        self.session.finish(store).await
+    }
 }
 
 async fn run(
@@ -185,14 +207,14 @@ async fn run(
     engine: &Engine,
     deadline: Option<Deadline>,
     progress: &mut (dyn FnMut(Progress) + Send),
-    live: Option<Option<NaiveDate>>,
-) -> Result<(Report, Option<(LiveStats, ParquetClicks)>)> {
+    keep: bool,
+) -> Result<(Report, Option<Kept>)> {
     // One recompute at a time per data root (the scheduler in `serve` and the command line
     // may both start one); the lock is released when the file closes.
-    let _lock = lock_data_root(store).await?;
+    let lock = lock_data_root(store).await?;
     // A running server keeps stats_hourly itself (its live stats rewrite the partitions they
     // change); writing it from here would put older numbers under it.
-    let skip_stats = live.is_none() && live_server_running(store)?;
+    let skip_stats = !keep && live_server_running(store)?;
     progress(Progress::Start {
         tables: DERIVED.len() - usize::from(skip_stats),
     });
@@ -208,26 +230,42 @@ async fn run(
     let session = crate::engine::job_session(store, engine, deadline).await?;
     let outcome = within(
         deadline,
-        write_tables(store, range, progress, live, skip_stats, &session),
+        write_tables(store, range, progress, keep, skip_stats, &session),
     )
     .await;
+    if keep && let Ok((report, stats)) = outcome {
+        let files = session
+            .files
+            .clone()
+            .expect("the local engine keeps a snapshot");
+        return Ok((
+            report,
+            Some(Kept {
+                session,
+                stats,
+                files,
+                _lock: lock,
+            }),
+        ));
+    }
     // What the session wrote besides the tables goes, whether or not they were written; a
     // failure here leaves a scratch folder for a later recompute, not a failed recompute.
     if let Err(e) = session.finish(store).await {
         tracing::warn!(error = %e, "cleaning up after the recompute");
     }
-    outcome
+    outcome.map(|(report, _)| (report, None))
 }
 
-/// Computes and writes the derived tables in `session`, and the live state when asked.
+/// Computes and writes the derived tables in `session`; when the session is to be `kept`,
+/// returns the rows of `stats_hourly` instead of writing them, and keeps every view.
 async fn write_tables(
     store: &Store,
     range: DateRange,
     progress: &mut (dyn FnMut(Progress) + Send),
-    live: Option<Option<NaiveDate>>,
+    keep: bool,
     skip_stats: bool,
     session: &JobSession,
-) -> Result<(Report, Option<(LiveStats, ParquetClicks)>)> {
+) -> Result<(Report, Vec<RecordBatch>)> {
     let ctx = &session.ctx;
     let mut report = Report::default();
     let mut stats = Vec::new();
@@ -239,9 +277,9 @@ async fn write_tables(
         .filter(|d| !(skip_stats && d.name == "stats_hourly"))
         .collect();
     // What each table's query reads, to let go of the views (and the rows held in memory for
-    // them) once no table left needs them. The live state, built last, reads them all.
+    // them) once no table left needs them. A kept session keeps them all.
     let mut reads = Vec::new();
-    if live.is_none() {
+    if !keep {
         for d in &tables {
             reads.push(tables_read(ctx, d.name).await?);
         }
@@ -279,7 +317,7 @@ async fn write_tables(
             }
         };
         let computed = started.elapsed().as_secs_f64();
-        if d.name == "stats_hourly" && live.is_some() {
+        if d.name == "stats_hourly" && keep {
             stats = batches.clone();
         }
         if let Some(w) = writing.take() {
@@ -303,22 +341,7 @@ async fn write_tables(
     if let Some(w) = writing.take() {
         report.tables.push(w.finish(progress).await?);
     }
-    let live = match live {
-        Some(horizon) => {
-            progress(Progress::Computing {
-                table: "live state",
-            });
-            let state = LiveStats::from_session(ctx, &stats, horizon).await?;
-            let remote = store.local_root().is_none().then(|| store.object_store());
-            let files = session
-                .files
-                .clone()
-                .expect("the local engine keeps a snapshot");
-            Some((state, ParquetClicks::new(&files, remote)))
-        }
-        None => None,
-    };
-    Ok((report, live))
+    Ok((report, stats))
 }
 
 /// The tables a query of `name` reads, its views inlined.
@@ -369,25 +392,22 @@ impl Writing {
     }
 }
 
-/// Replaces one `stats_hourly` partition with `rows` (all of that day's rows, as the live
-/// state holds them), or removes it when there are none.
+/// Replaces one `stats_hourly` partition with `batch` (all of that day's rows, as the live
+/// state holds them), or removes it when there is none.
 pub async fn write_stats_partition(
     store: &Store,
     date: NaiveDate,
-    rows: &[(WindowKey, Measures)],
+    batch: Option<RecordBatch>,
 ) -> Result<()> {
     let d = DERIVED
         .iter()
         .find(|d| d.name == "stats_hourly")
         .expect("stats_hourly is derived");
     let path = file_path(d, Some(date));
-    if rows.is_empty() {
-        return Ok(store.delete(&path).await?);
+    match batch {
+        None => Ok(store.delete(&path).await?),
+        Some(batch) => Ok(store.write_parquet(&path, &[batch]).await?),
     }
-    store
-        .write_parquet(&path, &[crate::live::stats_batch(rows)?])
-        .await?;
-    Ok(())
 }
 
 /// Takes the data root's recompute lock (`tables/.recompute.lock`), waiting for a running

@@ -30,7 +30,7 @@ use netrev_pipeline::analysts::Analysts;
 use netrev_pipeline::query::{self, Limits};
 use netrev_storage::Store;
 
-use crate::live::Live;
+use netrev_live::Live;
 
 /// The OpenAPI description, embedded.
 pub const OPENAPI: &str = include_str!("../openapi.json");

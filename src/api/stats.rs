@@ -16,11 +16,11 @@ use chrono_tz::Tz;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Map, Value, json};
 
-use netrev_pipeline::live::{Measures, WindowKey};
+use netrev_live::state::{Measures, WindowKey};
 use netrev_storage::csv::neutralise_csv_formula;
 
 use crate::api::{ApiError, date_param};
-use crate::live::Live;
+use netrev_live::Live;
 
 /// Dimensions `group_by` accepts, in output order.
 const GROUPS: &[&str] = &[

@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use netrev_pipeline::click_lookup::ParquetClicks;
-use netrev_pipeline::live::{ClickLookup, ClickRow};
+use netrev_live::click_lookup::ParquetClicks;
+use netrev_live::state::{ClickLookup, ClickRow};
 use netrev_storage::model::{self, Table};
 use netrev_storage::store::layout;
 use netrev_storage::{Click, Event, Store, clickid};

@@ -10,7 +10,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Decimal128Type, Int64Type, TimestampMicrosecondType};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
-use netrev_pipeline::live::{ClickLookup, ClickRow, LiveStats, Measures, NoLookup, WindowKey};
+use netrev_live::state::{ClickLookup, ClickRow, LiveStats, Measures, NoLookup, WindowKey};
 use netrev_storage::model::{self, Table};
 use netrev_storage::{Click, Conversion, Event, Refund, RefundType};
 use proptest::prelude::*;
@@ -294,7 +294,7 @@ proptest! {
         let mut replayed = HashMap::new();
         for e in &events {
             let changes = live.apply(e, &mut NoLookup).unwrap();
-            netrev_pipeline::live::apply_changes(&mut replayed, &changes);
+            netrev_live::state::apply_changes(&mut replayed, &changes);
         }
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let batch = rt.block_on(sql_stats(&events));
@@ -342,7 +342,7 @@ impl ClickLookup for SnapshotClicks {
         &mut self,
         cid: &str,
         day: chrono::NaiveDate,
-    ) -> netrev_pipeline::Result<Option<ClickRow>> {
+    ) -> netrev_live::Result<Option<ClickRow>> {
         Ok(self
             .0
             .iter()

@@ -64,7 +64,7 @@ use std::sync::{Arc, RwLock};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
-use netrev_pipeline::live::Attributed;
+use netrev_live::Attributed;
 use netrev_storage::Event;
 use sha2::Sha256;
 
@@ -480,7 +480,7 @@ pub struct Hooks {
 }
 
 /// The webhooks receive every attribution of the live state.
-impl netrev_pipeline::live::AttributionSink for Hooks {
+impl netrev_live::AttributionSink for Hooks {
     fn attributed(
         &self,
         events: &[Attributed],

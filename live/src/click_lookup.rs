@@ -31,7 +31,7 @@ use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::reader::{ChunkReader, Length};
 use parquet::file::statistics::Statistics;
 
-use crate::live::{ClickColumns, ClickLookup, ClickRow};
+use crate::state::{ClickColumns, ClickLookup, ClickRow};
 use crate::{Error, Result};
 use netrev_storage::model::Table;
 use netrev_storage::store::layout;

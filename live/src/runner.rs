@@ -28,8 +28,10 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 
 use netrev_ingest::{DurableSink, Held, Ingestor};
-use netrev_pipeline::click_lookup::ParquetClicks;
-use netrev_pipeline::live::{Attributed, AttributionSink, ClickLookup, LiveStats, NoLookup};
+use netrev_pipeline::recompute::{self, Progress, Report};
+
+use crate::click_lookup::ParquetClicks;
+use crate::state::{Attributed, AttributionSink, ClickLookup, LiveStats, NoLookup, stats_batch};
 use netrev_storage::{Event, Store};
 
 #[derive(Debug, Clone)]
@@ -108,7 +110,7 @@ pub fn start(
     store: Store,
     config: LiveConfig,
     hooks: Arc<dyn AttributionSink>,
-) -> anyhow::Result<Arc<Live>> {
+) -> crate::Result<Arc<Live>> {
     // Events durable before now are replayed into files and the first snapshot, not fed.
     let durable = ingestor.durable_seq();
     let live = Arc::new(Live {
@@ -200,9 +202,10 @@ fn rebase_loop(
             let horizon = today - chrono::Days::new(u64::from(config.days.max(1) - 1));
             let store = store.clone();
             // A pass runs as a task of its own: a panic in it is a failed pass.
-            let pass = tokio::spawn(async move {
-                netrev_pipeline::recompute::recompute_live(&store, Some(horizon), &mut |_| {}).await
-            });
+            let pass =
+                tokio::spawn(
+                    async move { recompute_live(&store, Some(horizon), &mut |_| {}).await },
+                );
             match pass.await {
                 Ok(Ok((report, state, lookup))) => Ok((report, state, lookup, flushed)),
                 Ok(Err(e)) => Err(e.to_string()),
@@ -409,6 +412,26 @@ fn apply(
     }
 }
 
+/// A full recompute, and the live state of its snapshot with a lookup over the snapshot's
+/// click files. Clicks before `horizon` are left to the lookup.
+pub async fn recompute_live(
+    store: &Store,
+    horizon: Option<NaiveDate>,
+    progress: &mut (dyn FnMut(Progress) + Send),
+) -> crate::Result<(Report, LiveStats, ParquetClicks)> {
+    let (report, kept) = recompute::recompute_kept(store, progress).await?;
+    progress(Progress::Computing {
+        table: "live state",
+    });
+    let built = LiveStats::from_session(kept.ctx(), &kept.stats, horizon).await;
+    let remote = store.local_root().is_none().then(|| store.object_store());
+    let lookup = ParquetClicks::new(&kept.files, remote);
+    if let Err(e) = kept.finish(store).await {
+        tracing::warn!(error = %e, "cleaning up after the recompute");
+    }
+    Ok((report, built?, lookup))
+}
+
 /// Rewrites every changed `stats_hourly` partition from the live rows; returns the days
 /// written.
 fn persist(
@@ -423,9 +446,15 @@ fn persist(
             Some(state) => state.rows_of_date(date),
             None => break,
         };
-        match rt.block_on(netrev_pipeline::recompute::write_stats_partition(
-            store, date, &rows,
-        )) {
+        let written_day = async {
+            let batch = match rows.is_empty() {
+                true => None,
+                false => Some(stats_batch(&rows)?),
+            };
+            recompute::write_stats_partition(store, date, batch).await?;
+            Ok::<_, crate::Error>(())
+        };
+        match rt.block_on(written_day) {
             Ok(()) => written.push(date),
             Err(e) => {
                 tracing::error!(error = %e, %date, "writing a stats_hourly partition failed; will retry");
