@@ -33,7 +33,7 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{DataType, FieldRef, Int64Type, IntervalMonthDayNanoType, TimeUnit};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, ExprSchema, Result as DfResult, ScalarValue};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::logical_expr::expr::ScalarFunction;
@@ -44,8 +44,8 @@ use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
 use datafusion::logical_expr::{
     BinaryExpr, ColumnarValue, Documentation, Expr, ExpressionPlacement, LogicalPlan, Operator,
-    ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, StructFieldMapping,
-    Volatility,
+    Projection, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    StructFieldMapping, Volatility, WindowFunctionDefinition,
 };
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{DataFrame, SessionContext};
@@ -293,12 +293,151 @@ pub fn bound_plan(plan: LogicalPlan, pool: &Arc<dyn MemoryPool>) -> DfResult<Log
     };
     plan.transform_up_with_subqueries(|node| {
         let names = NamePreserver::new(&node);
-        node.map_expressions(|e| {
+        let node = node.map_expressions(|e| {
+            refuse_growing_windows(&e)?;
             let saved = names.save(&e);
             Ok(e.transform_up(rewrite)?.update_data(|e| saved.restore(e)))
-        })
+        })?;
+        // The columns of a projection are held together for each batch it makes.
+        match node.data {
+            LogicalPlan::Projection(p) => {
+                let held = Arc::new(Held::new(pool));
+                let mut first = true;
+                let expr = p
+                    .expr
+                    .into_iter()
+                    .map(|e| {
+                        // A column passes its input's arrays on: nothing new to hold.
+                        if matches!(e.clone().unalias(), Expr::Column(_)) {
+                            return e;
+                        }
+                        let saved = names.save(&e);
+                        let hold = Arc::new(ScalarUDF::new_from_impl(Hold {
+                            signature: Signature::any(1, Volatility::Volatile),
+                            first: std::mem::take(&mut first),
+                            held: held.clone(),
+                        }));
+                        saved.restore(hold.call(vec![e]))
+                    })
+                    .collect();
+                let projection = Projection::try_new_with_schema(expr, p.input, p.schema)?;
+                Ok(Transformed::yes(LogicalPlan::Projection(projection)))
+            }
+            other => Ok(Transformed::new(other, node.transformed, node.tnr)),
+        }
     })
     .data()
+}
+
+/// Aggregates whose result grows with the rows they aggregate: over a frame that grows with
+/// each row (`array_agg(x) OVER (ORDER BY t)`, or over a whole partition) the window's output
+/// grows with the square of the rows, made inside the window operator before anything can
+/// reserve it (an analyst's query over 4,000 clicks aborted the process).
+const GROWING_AGGREGATES: &[&str] = &["array_agg", "string_agg"];
+
+/// Refuses, in `e`, an aggregate of [`GROWING_AGGREGATES`] used as a window function over a
+/// frame without a first row (`UNBOUNDED PRECEDING`, the default with `ORDER BY`).
+fn refuse_growing_windows(e: &Expr) -> DfResult<()> {
+    e.apply(|e| {
+        if let Expr::WindowFunction(w) = e
+            && let WindowFunctionDefinition::AggregateUDF(f) = &w.fun
+            && GROWING_AGGREGATES.contains(&f.name())
+            && (w.params.window_frame.start_bound.is_unbounded()
+                || w.params.window_frame.end_bound.is_unbounded())
+        {
+            return Err(DataFusionError::Plan(format!(
+                "{}() as a window function needs a frame bounded at both ends (such as ROWS \
+                 BETWEEN 100 PRECEDING AND CURRENT ROW): over a growing frame its output \
+                 grows with the square of the rows",
+                f.name()
+            )));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(())
+}
+
+/// The outputs of one projection's columns for the batch each thread is making (see
+/// [`Hold`]), until that thread starts its next batch; dropped with the plan.
+#[derive(Debug)]
+struct Held {
+    pool: Arc<dyn MemoryPool>,
+    by_thread:
+        std::sync::Mutex<std::collections::HashMap<std::thread::ThreadId, MemoryReservation>>,
+}
+
+impl Held {
+    fn new(pool: &Arc<dyn MemoryPool>) -> Held {
+        Held {
+            pool: pool.clone(),
+            by_thread: Default::default(),
+        }
+    }
+}
+
+/// Wraps each column of a projection: reserves its output, held with the other columns' until
+/// the projection starts its next batch (on this thread; a batch is made in one call), so
+/// columns that each fit but not together are refused before the next one is made. The
+/// first column lets go of the previous batch's.
+#[derive(Debug)]
+pub struct Hold {
+    signature: Signature,
+    first: bool,
+    held: Arc<Held>,
+}
+
+impl PartialEq for Hold {
+    fn eq(&self, other: &Self) -> bool {
+        self.first == other.first && Arc::ptr_eq(&self.held, &other.held)
+    }
+}
+
+impl Eq for Hold {}
+
+impl std::hash::Hash for Hold {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.first.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for Hold {
+    fn name(&self) -> &str {
+        "netrev_hold"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
+        Ok(arg_types[0].clone())
+    }
+    /// The argument's type and nullability.
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DfResult<FieldRef> {
+        let arg = &args.arg_fields[0];
+        Ok(Arc::new(arrow::datatypes::Field::new(
+            self.name(),
+            arg.data_type().clone(),
+            arg.is_nullable(),
+        )))
+    }
+    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let value = args.args.swap_remove(0);
+        let bytes = usize::try_from(value_size(&value, args.number_rows)).unwrap_or(usize::MAX);
+        let mut by_thread = self
+            .held
+            .by_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let reservation = by_thread
+            .entry(std::thread::current().id())
+            .or_insert_with(|| {
+                MemoryConsumer::new("a projection's columns").register(&self.held.pool)
+            });
+        if self.first {
+            reservation.free();
+        }
+        reservation.try_grow(bytes)?;
+        Ok(value)
+    }
 }
 
 /// Whether `f` is already a [`Bounded`] wrapper.
@@ -419,7 +558,17 @@ pub fn output_bound(
 /// unpacked (its widest value on every row).
 fn value_size(value: &ColumnarValue, rows: usize) -> u128 {
     match value {
-        ColumnarValue::Scalar(s) => s.size() as u128 * rows.max(1) as u128,
+        ColumnarValue::Scalar(s) => {
+            let rows = rows.max(1) as u128;
+            match s.data_type() {
+                DataType::Null => 0,
+                DataType::Boolean => rows / 8 + 1,
+                t => t
+                    .primitive_width()
+                    .map_or(s.size() as u128, |w| w as u128)
+                    .saturating_mul(rows),
+            }
+        }
         ColumnarValue::Array(a) => match a.as_any_dictionary_opt() {
             Some(d) => {
                 let values = d.values();

@@ -334,6 +334,24 @@ async fn a_query_cannot_grow_the_process_past_the_memory_limit() {
             "{query}: {body}"
         );
     }
+    // Columns that each fit but not together: 55 of 210 MB aborted the process.
+    let columns = (0..20)
+        .map(|i| format!("repeat('c{i:02}', n) AS c{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let wide = format!("SELECT {columns} FROM (VALUES (30000000)) AS v(n)");
+    let (status, body) = sql(&server, &http, &wide).await;
+    assert_eq!(status, 422, "{body}");
+    // array_agg over a frame that grows with each row makes output with the square of the
+    // rows inside the window operator: it aborted the process over 4,000 clicks.
+    let growing = "SELECT max(cardinality(a)) AS n FROM (SELECT array_agg(v) OVER (ORDER BY v{}) \
+                   AS a FROM (SELECT unnest(range(0, 4000)) AS v) t) u";
+    let (status, body) = sql(&server, &http, &growing.replace("{}", "")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("frame"), "{body}");
+    let bounded = growing.replace("{}", " ROWS BETWEEN 10 PRECEDING AND CURRENT ROW");
+    let (status, body) = sql(&server, &http, &bounded).await;
+    assert_eq!((status, &body["rows"][0]["n"]), (200, &json!(11)));
     // What stays within the limits still runs: a million rows from a constant list.
     let (status, body) = sql(
         &server,

@@ -338,11 +338,7 @@ fn with_native_ids(events: Vec<Event>) -> Vec<Event> {
 struct SnapshotClicks(Vec<Click>);
 
 impl ClickLookup for SnapshotClicks {
-    fn find(
-        &mut self,
-        cid: &str,
-        day: chrono::NaiveDate,
-    ) -> netrev_live::Result<Option<ClickRow>> {
+    fn find(&mut self, cid: &str, day: chrono::NaiveDate) -> netrev_live::Result<Option<ClickRow>> {
         Ok(self
             .0
             .iter()
