@@ -1,10 +1,9 @@
-//! `netrev serve`: opens the data root, recovers the ingest buffer and serves HTTP until
+//! The service's wiring (`netrev serve`): opens the data root, recovers the ingest buffer and serves HTTP until
 //! SIGINT/SIGTERM, then flushes everything acknowledged before exiting.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
@@ -12,6 +11,8 @@ use axum::routing::get;
 use netrev_ingest::Ingestor;
 use netrev_ingest::http::PostbackConfig;
 use netrev_storage::Store;
+
+use crate::{Error, Result, starting};
 
 #[derive(Debug)]
 pub struct ServeConfig {
@@ -51,65 +52,78 @@ pub struct SqlConfig {
     pub threads: usize,
 }
 
-pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+/// Runs the service with `config` until SIGINT or SIGTERM.
+pub async fn startup(config: ServeConfig) -> Result<()> {
     if config.api_key.is_none() && !config.listen.ip().is_loopback() {
-        anyhow::bail!(
+        return Err(Error::Config(format!(
             "refusing to listen on {} without an API key: the query routes would be open to the \
              network; set --api-key (NETREV_API_KEY) or listen on 127.0.0.1",
             config.listen
-        );
+        )));
     }
-    anyhow::ensure!(
-        !config.ingest.wal_dir.as_os_str().is_empty(),
-        "the data root {} is not a local directory: give the write-ahead log a local one with \
-         --wal-dir (NETREV_WAL_DIR), one per node",
-        config.data
-    );
-    let store =
-        Store::open(&config.data).with_context(|| format!("opening data root {}", config.data))?;
+    if config.ingest.wal_dir.as_os_str().is_empty() {
+        return Err(Error::Config(format!(
+            "the data root {} is not a local directory: give the write-ahead log a local one \
+             with --wal-dir (NETREV_WAL_DIR), one per node",
+            config.data
+        )));
+    }
+    let store = starting(
+        Store::open(&config.data),
+        format!("opening data root {}", config.data),
+    )?;
     if config.ingest_only {
         return run_ingest_only(config, store).await;
     }
     // Held while we run: one server per data root, and stats_hourly is kept by our live stats
     // (`netrev recompute` leaves it alone meanwhile).
-    let _live_lock = netrev_pipeline::recompute::take_live_lock(&store)?;
+    let _live_lock = starting(
+        netrev_pipeline::recompute::take_live_lock(&store),
+        "taking the live lock",
+    )?;
     // The webhook outbox is node-local durable state, like the write-ahead log beside it.
     let outbox_path = config.ingest.wal_dir.join("webhooks.outbox");
     // The live thread is fed every durable event, and hands conversions and refunds to the
     // webhooks: it holds the log.
     let (feed, feed_rx) = netrev_live::feed();
-    let (ingestor, held) = Ingestor::open_held(store.clone(), config.ingest, feed)
-        .await
-        .context("starting ingest")?;
-    let webhooks = Arc::new(
-        netrev_webhooks::Webhooks::open(store.clone(), config.webhooks.allow_private)
-            .await
-            .context("loading the webhook settings")?,
-    );
-    let outbox = Arc::new(
-        netrev_webhooks::outbox::Outbox::open(&outbox_path, config.webhooks.schedule[0])
-            .with_context(|| format!("opening the webhook outbox {}", outbox_path.display()))?,
-    );
+    let (ingestor, held) = starting(
+        Ingestor::open_held(store.clone(), config.ingest, feed).await,
+        "starting ingest",
+    )?;
+    let webhooks = Arc::new(starting(
+        netrev_webhooks::Webhooks::open(store.clone(), config.webhooks.allow_private).await,
+        "loading the webhook settings",
+    )?);
+    let outbox = Arc::new(starting(
+        netrev_webhooks::outbox::Outbox::open(&outbox_path, config.webhooks.schedule[0]),
+        format!("opening the webhook outbox {}", outbox_path.display()),
+    )?);
     let hooks = Arc::new(netrev_webhooks::Hooks {
         webhooks: webhooks.clone(),
         outbox: outbox.clone(),
     });
-    netrev_webhooks::deliver::start(outbox, webhooks, config.webhooks)?;
-    let analysts = Arc::new(
+    starting(
+        netrev_webhooks::deliver::start(outbox, webhooks, config.webhooks),
+        "starting webhook deliveries",
+    )?;
+    let analysts = Arc::new(starting(
         netrev_pipeline::analysts::Analysts::start(
             config.sql.threads,
             config.sql.max_memory,
             config.sql.limits,
-        )
-        .context("starting the threads of analysts' queries")?,
-    );
-    let live = netrev_live::start(
-        ingestor.clone(),
-        held,
-        feed_rx,
-        store.clone(),
-        config.live,
-        hooks.clone(),
+        ),
+        "starting the threads of analysts' queries",
+    )?);
+    let live = starting(
+        netrev_live::start(
+            ingestor.clone(),
+            held,
+            feed_rx,
+            store.clone(),
+            config.live,
+            hooks.clone(),
+        ),
+        "starting the live state",
     )?;
     let api_key = config.api_key.as_deref().map(netrev_ingest::Secret::new);
     let guard = Arc::new(crate::guard::Guard {
@@ -146,27 +160,32 @@ async fn listen_and_serve(
     app: Router,
     ingestor: &Ingestor,
     what: &str,
-) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
-    let addr = listener.local_addr()?;
+) -> Result<()> {
+    let listener = starting(
+        tokio::net::TcpListener::bind(listen).await,
+        format!("binding {listen}"),
+    )?;
+    let addr = starting(listener.local_addr(), "reading the bound address")?;
     let shutdown = shutdown_signal();
     tracing::info!(%addr, %data, node = ingestor.node(), "{what}");
     // Tests and scripts read the bound port (e.g. with --listen 127.0.0.1:0) from this line.
     println!("netrev listening on http://{addr}");
-    crate::http_server::serve(listener, app, http, shutdown).await?;
+    starting(
+        crate::http_server::serve(listener, app, http, shutdown).await,
+        "serving HTTP",
+    )?;
     tracing::info!("shutting down: flushing the ingest buffer");
-    ingestor.shutdown().await.context("final flush")?;
+    starting(ingestor.shutdown().await, "final flush")?;
     Ok(())
 }
 
 /// An extra ingest node: postbacks into its own write-ahead log and raw files named after its
 /// node ID; everything computed from them is left to the full node's scheduled recompute.
-async fn run_ingest_only(config: ServeConfig, store: Store) -> anyhow::Result<()> {
-    let ingestor = Ingestor::open(store, config.ingest)
-        .await
-        .context("starting ingest")?;
+async fn run_ingest_only(config: ServeConfig, store: Store) -> Result<()> {
+    let ingestor = starting(
+        Ingestor::open(store, config.ingest).await,
+        "starting ingest",
+    )?;
     let (rate, burst, trusted) = config.rate_limit;
     let app = netrev_ingest::http::router(ingestor.clone(), &config.postbacks)
         .layer(axum::middleware::from_fn_with_state(
@@ -235,7 +254,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 /// The benchmark baseline: the same routes answering `{"ok":true}` without parsing, logging
 /// or storing anything, so the ingest benchmark can report durable throughput as a ratio.
-pub async fn run_bare(listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn run_bare(listen: SocketAddr) -> Result<()> {
     async fn ok() -> impl axum::response::IntoResponse {
         (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -246,13 +265,14 @@ pub async fn run_bare(listen: SocketAddr) -> anyhow::Result<()> {
         .route("/api/click", get(ok).post(ok))
         .route("/api/conversion", get(ok).post(ok))
         .route("/api/conversion/refund", get(ok).post(ok));
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    println!(
-        "netrev bare handler listening on http://{}",
-        listener.local_addr()?
-    );
-    axum::serve(listener, app)
+    let listener = starting(
+        tokio::net::TcpListener::bind(listen).await,
+        format!("binding {listen}"),
+    )?;
+    let addr = starting(listener.local_addr(), "reading the bound address")?;
+    println!("netrev bare handler listening on http://{addr}");
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    Ok(())
+        .await;
+    starting(served, "serving HTTP")
 }
