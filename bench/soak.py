@@ -164,7 +164,7 @@ def worker(server, ledger, rate, stop, seed):
         elif kind < 0.95:
             ref, (cid, amount) = rnd.choice(convs)
             with ledger.lock:
-                # One refund per sale: an over-refund is counted differently (DESIGN.md).
+                # One refund per sale: an over-refund is counted differently (docs/design.md §4).
                 if ref in ledger.refunded:
                     continue
                 ledger.refunded.add(ref)

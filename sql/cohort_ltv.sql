@@ -1,4 +1,4 @@
--- cohort_ltv: net lifetime value per visitor by cohort and age (DESIGN.md 5 and 7), from
+-- cohort_ltv: net lifetime value per visitor by cohort and age (docs/design.md §5 and §7), from
 -- cohort_sources (the same per traffic source, summed here over sources).
 -- A visitor's cohort is the UTC day of their first click; an event's age is the whole days
 -- elapsed between that first click and the event (a conversion or refund belongs to the

@@ -1,4 +1,4 @@
--- cohort_sources: cohort LTV by traffic source (DESIGN.md 5, /api/cohorts?source=), from
+-- cohort_sources: cohort LTV by traffic source (docs/design.md §5, /api/cohorts?source=), from
 -- visitor_clicks, conversions_dedup, refunds_dedup and converting_clicks.
 -- A visitor belongs to the cohort of their first click's day and to that click's source (the
 -- smallest source name when two clicks share the first time). Per cohort, source and age

@@ -1,4 +1,4 @@
--- conversions_dedup: the raw `conversions` table without retried postbacks (DESIGN.md 4).
+-- conversions_dedup: the raw `conversions` table without retried postbacks (docs/design.md §4).
 -- Key: (cid, txid); conversions without a txid count once per cid (NULLs partition together).
 -- The earliest copy wins (ties broken by amount, then type, so the choice is deterministic).
 -- Only the keys that occur more than once are ranked; the rest pass through. A window over

@@ -1,4 +1,4 @@
--- refund_links: every deduplicated refund with the conversion it refunds (DESIGN.md 4),
+-- refund_links: every deduplicated refund with the conversion it refunds (docs/design.md §4),
 -- from refunds_dedup, conversions_dedup and converting_clicks (a refund's click, when known,
 -- is among them).
 -- A refund links to the conversion of the same click whose txid equals its `ref`; otherwise

@@ -1,4 +1,4 @@
--- refunds_dedup: the raw `refunds` table without retried postbacks (DESIGN.md 4).
+-- refunds_dedup: the raw `refunds` table without retried postbacks (docs/design.md §4).
 -- Key: (cid, txid); refunds without a txid are keyed by (cid, type, ref, amount).
 -- The earliest copy wins (ties broken by amount, type and ref, so the choice is deterministic).
 CREATE OR REPLACE VIEW refunds_dedup AS

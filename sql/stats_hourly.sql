@@ -1,5 +1,5 @@
 -- stats_hourly: the additive measures of the stats table per click hour and dimensions
--- (DESIGN.md 5 and 7), from clicks_dedup, conversions_dedup and refund_links.
+-- (docs/design.md §5 and §7), from clicks_dedup, conversions_dedup and refund_links.
 -- Conversions and refunds count in the hour of their click, however late they arrive.
 -- Refunds of unknown clicks (unmatched) have no hour and stay out; refunds of a click without
 -- conversion count as refunds but refund no conversion. Every other stats column derives:

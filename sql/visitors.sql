@@ -1,4 +1,4 @@
--- visitors: one profile row per visitor ID (DESIGN.md 5 and 7), from visitor_clicks,
+-- visitors: one profile row per visitor ID (docs/design.md §5 and §7), from visitor_clicks,
 -- converting_clicks, conversions_dedup and refunds_dedup. A conversion or refund belongs to
 -- the visitor of its click; refunds of unknown clicks belong to no visitor. first_seen and
 -- last_seen are the visitor's first and last click.

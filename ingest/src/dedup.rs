@@ -1,4 +1,4 @@
-//! Deduplication keys (DESIGN.md section 4).
+//! Deduplication keys (docs/design.md §4).
 //!
 //! - conversion: `(cid, txid)`; without `txid`, one txid-less conversion per `cid`;
 //! - refund: `(cid, txid)`; without `txid`, `(cid, type, ref, amount)`;

@@ -1,7 +1,7 @@
 //! # netrev-ingest: postbacks in, durable deduplicated events out
 //!
 //! **In:** HTTP postbacks on `/api/click`, `/api/conversion` and `/api/conversion/refund`
-//! (GET query strings, POST forms or JSON; DESIGN.md section 3), and networks' own
+//! (GET query strings, POST forms or JSON; docs/design.md §3), and networks' own
 //! notifications on `/api/ipn/{network}` ([`ipn`]).
 //!
 //! **Out:** rows in the raw Parquet tables `events/{clicks,conversions,refunds}/date=…/` of a

@@ -1,6 +1,6 @@
 //! Raw postback parameters: query string, form body or JSON body, merged into one map.
 //!
-//! Rules (DESIGN.md section 3): a parameter given twice with different values is an error,
+//! Rules (docs/design.md §3): a parameter given twice with different values is an error,
 //! given twice with the same value is fine; unknown parameters are kept here and ignored by the
 //! validation; an empty value counts as absent. Text must be valid UTF-8 after
 //! percent-decoding; nothing is decoded lossily.

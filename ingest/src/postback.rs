@@ -1,4 +1,4 @@
-//! Validation of postbacks into events (DESIGN.md section 3).
+//! Validation of postbacks into events (docs/design.md §3).
 //!
 //! Every function here is pure: parameters in, an event or an [`Invalid`] naming the offending
 //! field out. Nothing is recorded for an invalid postback.

@@ -216,7 +216,7 @@ struct Entry {
     vid: Arc<str>,
 }
 
-/// A refund's deduplication key (DESIGN.md 4): its txid, or without one (type, ref, amount).
+/// A refund's deduplication key (docs/design.md §4): its txid, or without one (type, ref, amount).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum RefundKey {
     Txid(String),

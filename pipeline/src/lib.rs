@@ -207,7 +207,7 @@ pub fn local_files() -> Arc<dyn object_store::ObjectStore> {
 }
 
 /// A session for analysts: raw tables and the derived tables as last recomputed, under their
-/// public names (DESIGN.md section 8).
+/// public names (docs/design.md §8).
 pub async fn query_session(store: &Store) -> Result<SessionContext> {
     query_session_with(store, session(store).await?).await
 }

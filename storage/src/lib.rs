@@ -3,7 +3,7 @@
 //! **In:** validated events ([`Click`], [`Conversion`], [`Refund`]) and Arrow record batches of
 //! them; a data root (a local directory, later an S3-compatible URL).
 //!
-//! **Out:** Parquet files in the Hive layout of the product contract (DESIGN.md section 7):
+//! **Out:** Parquet files in the Hive layout of the product contract (docs/design.md §7):
 //!
 //! ```text
 //! events/clicks/date=YYYY-MM-DD/*.parquet      (also conversions, refunds)

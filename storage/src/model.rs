@@ -1,6 +1,6 @@
 //! The three event kinds, their public Arrow schemas and their conversion to record batches.
 //!
-//! Column names and types are public interface (DESIGN.md section 2): analysts' queries depend
+//! Column names and types are public interface (docs/design.md §2): analysts' queries depend
 //! on them, so they are defined once here and nowhere else.
 
 use std::sync::{Arc, LazyLock};

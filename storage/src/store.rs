@@ -468,7 +468,7 @@ pub fn sync_dir(dir: &FsPath) -> Result<()> {
     d.sync_all().map_err(|e| Error::io("fsync", dir, e))
 }
 
-/// Paths of the Hive layout (DESIGN.md section 7).
+/// Paths of the Hive layout (docs/design.md §7).
 pub mod layout {
     use super::*;
 

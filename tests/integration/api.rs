@@ -1,4 +1,4 @@
-//! The query API through the real server, on a small hand-computed history (DESIGN.md 5 and
+//! The query API through the real server, on a small hand-computed history (docs/design.md §5 and
 //! 8): `/api/stats` in every grouping, with filters, totals, CSV, a daylight-saving day in
 //! America/New_York and empty ranges; read-only SQL and its refusals, agreeing with DuckDB;
 //! the API key; cohorts, visitors, the refund log; and the OpenAPI description.

@@ -1,5 +1,5 @@
 //! Property tests: for random event histories, `stats_hourly` computed by the SQL jobs equals a
-//! plain Rust model of DESIGN.md sections 4 and 5, to the cent; and the streaming aggregate
+//! plain Rust model of docs/design.md §4 and §5, to the cent; and the streaming aggregate
 //! (`netrev_pipeline::live`), fed the same events in any order, equals the SQL batch result,
 //! both as its own rows and as the rows rebuilt from its changelog.
 
@@ -94,7 +94,7 @@ type RefundKey<'a> = (
     Option<(RefundType, Option<&'a str>, Decimal)>,
 );
 
-/// DESIGN.md 4 and 5, written as plainly as possible.
+/// docs/design.md §4 and §5, written as plainly as possible.
 fn model(events: &[Event]) -> BTreeMap<Key, Measures> {
     // Earliest copy of each click ID, conversion and refund (ties broken as in the SQL).
     let mut clicks: HashMap<&str, &Click> = HashMap::new();
@@ -180,7 +180,7 @@ async fn session_of(events: &[Event]) -> SessionContext {
     ctx
 }
 
-/// The deduplication identity of a conversion or refund (DESIGN.md 4).
+/// The deduplication identity of a conversion or refund (docs/design.md §4).
 fn identity(e: &Event) -> Option<String> {
     match e {
         Event::Click(_) => None,

@@ -397,7 +397,7 @@ fn kind(event: &Event) -> Option<(&'static str, &'static str)> {
 }
 
 /// The message ID of an event: the same for every copy and retry of the event (its
-/// deduplication key, DESIGN.md 4, hashed), so announcing it again is recognised.
+/// deduplication key, docs/design.md §4, hashed), so announcing it again is recognised.
 pub fn message_id(event: &Event) -> String {
     let key = match event {
         Event::Conversion(c) => format!("conversion\0{}\0{:?}", c.cid, c.txid),

@@ -13,7 +13,7 @@
 //! | `connection_test`, test mode (`api_mode` not `live`, or absent), anything else | acknowledged, ignored |
 //!
 //! A refund's `ref` is `parent_transaction_id` when given; otherwise it links to the click's
-//! earliest sale (DESIGN.md section 4). The amount is `amount`; the click ID comes from
+//! earliest sale (docs/design.md §4). The amount is `amount`; the click ID comes from
 //! `click_id` (the promo link's `cid`), `custom`, `cid`, `trackingkey` or `campaignkey`.
 //! Digistore24 wants the answer `OK`.
 

@@ -3,7 +3,7 @@
 //!
 //! Each network's module checks a notification the way the network documents it and says
 //! what it means ([`Notice`]); [`to_event`] turns that into the conversion or refund a postback
-//! would make, so the same write-ahead log, deduplication keys (DESIGN.md section 4) and
+//! would make, so the same write-ahead log, deduplication keys (docs/design.md §4) and
 //! bad-input rules apply.
 //!
 //! | network | checked by | click ID from | sale ID (`txid`, refunds' `ref`) |

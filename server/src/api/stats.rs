@@ -1,4 +1,4 @@
-//! `GET /api/stats`: the stats table (DESIGN.md sections 5 and 8), answered from the live rows
+//! `GET /api/stats`: the stats table (docs/design.md §5 and §8), answered from the live rows
 //! of `stats_hourly`, so an acknowledged refund shows at the next read.
 //!
 //! Days follow `tz` (default UTC). The windows are UTC hours, so a local day is exact in any
@@ -27,7 +27,7 @@ const GROUPS: &[&str] = &[
     "date", "hour", "source", "campaign", "link", "country", "device",
 ];
 
-/// Every metric of DESIGN.md section 5, in output order.
+/// Every metric of docs/design.md §5, in output order.
 pub const METRICS: &[&str] = &[
     "clicks",
     "conversions",
