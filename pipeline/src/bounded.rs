@@ -22,7 +22,7 @@
 //! per element), the width of the type for functions returning numbers, dates or times, and
 //! four times the arguments (plus a little per row) for the rest, which at most re-encode,
 //! case-map or join their arguments. Large constants and the sides of `||` reserve before they
-//! are used ([`Reserve`]).
+//! are used, and the computed columns of a projection are held together ([`PassThrough`]).
 //!
 //! What this does not bound: the outputs of several expressions of one operator held together
 //! for one batch (each is checked alone), and operators' own working memory, which DataFusion
@@ -256,12 +256,11 @@ pub fn bound_plan(plan: LogicalPlan, pool: &Arc<dyn MemoryPool>) -> DfResult<Log
     let constants =
         Arc::new(MemoryConsumer::new("constants computed while the query runs").register(pool));
     let reserve = |factor: usize, what: &'static str| {
-        Arc::new(ScalarUDF::new_from_impl(Reserve {
-            signature: Signature::any(1, Volatility::Volatile),
+        PassThrough::udf(Check::Reserve {
             factor,
             what,
             pool: pool.clone(),
-        }))
+        })
     };
     let literal = reserve(1, "a constant repeated on every row");
     let operand = reserve(4, "a side of ||");
@@ -312,11 +311,10 @@ pub fn bound_plan(plan: LogicalPlan, pool: &Arc<dyn MemoryPool>) -> DfResult<Log
                             return e;
                         }
                         let saved = names.save(&e);
-                        let hold = Arc::new(ScalarUDF::new_from_impl(Hold {
-                            signature: Signature::any(1, Volatility::Volatile),
+                        let hold = PassThrough::udf(Check::Hold {
                             first: std::mem::take(&mut first),
                             held: held.clone(),
-                        }));
+                        });
                         saved.restore(hold.call(vec![e]))
                     })
                     .collect();
@@ -358,7 +356,7 @@ fn refuse_growing_windows(e: &Expr) -> DfResult<()> {
 }
 
 /// The outputs of one projection's columns for the batch each thread is making (see
-/// [`Hold`]), until that thread starts its next batch; dropped with the plan.
+/// [`Check::Hold`]), until that thread starts its next batch; dropped with the plan.
 #[derive(Debug)]
 struct Held {
     pool: Arc<dyn MemoryPool>,
@@ -375,105 +373,79 @@ impl Held {
     }
 }
 
-/// Wraps each column of a projection: reserves its output, held with the other columns' until
-/// the projection starts its next batch (on this thread; a batch is made in one call), so
-/// columns that each fit but not together are refused before the next one is made. The
-/// first column lets go of the previous batch's.
-#[derive(Debug)]
-pub struct Hold {
-    signature: Signature,
-    first: bool,
-    held: Arc<Held>,
-}
-
-impl PartialEq for Hold {
-    fn eq(&self, other: &Self) -> bool {
-        self.first == other.first && Arc::ptr_eq(&self.held, &other.held)
-    }
-}
-
-impl Eq for Hold {}
-
-impl std::hash::Hash for Hold {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.first.hash(state);
-    }
-}
-
-impl ScalarUDFImpl for Hold {
-    fn name(&self) -> &str {
-        "netrev_hold"
-    }
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-    fn return_type(&self, arg_types: &[DataType]) -> DfResult<DataType> {
-        Ok(arg_types[0].clone())
-    }
-    /// The argument's type and nullability.
-    fn return_field_from_args(&self, args: ReturnFieldArgs) -> DfResult<FieldRef> {
-        let arg = &args.arg_fields[0];
-        Ok(Arc::new(arrow::datatypes::Field::new(
-            self.name(),
-            arg.data_type().clone(),
-            arg.is_nullable(),
-        )))
-    }
-    fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let value = args.args.swap_remove(0);
-        let bytes = usize::try_from(value_size(&value, args.number_rows)).unwrap_or(usize::MAX);
-        let mut by_thread = self
-            .held
-            .by_thread
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let reservation = by_thread
-            .entry(std::thread::current().id())
-            .or_insert_with(|| {
-                MemoryConsumer::new("a projection's columns").register(&self.held.pool)
-            });
-        if self.first {
-            reservation.free();
-        }
-        reservation.try_grow(bytes)?;
-        Ok(value)
-    }
-}
-
 /// Whether `f` is already a [`Bounded`] wrapper.
 fn is_bounded(f: &ScalarUDF) -> bool {
     let inner: &dyn std::any::Any = f.inner().as_ref();
     inner.is::<Bounded>()
 }
 
-/// Passes its argument through after reserving, for a moment, `factor` times its size over
-/// the batch's rows: refused when that does not fit, before the caller makes something that
-/// large from it.
+/// A function that passes its argument through once the memory it stands for is reserved:
+/// refused when that does not fit, before anything that large is made from it.
 #[derive(Debug)]
-pub struct Reserve {
+pub struct PassThrough {
     signature: Signature,
-    factor: usize,
-    what: &'static str,
-    pool: Arc<dyn MemoryPool>,
+    check: Check,
 }
 
-impl PartialEq for Reserve {
+/// What a [`PassThrough`] reserves.
+#[derive(Debug)]
+enum Check {
+    /// For a moment, `factor` times the argument's size over the batch's rows (a constant
+    /// about to be repeated on them, a side of `||`).
+    Reserve {
+        factor: usize,
+        what: &'static str,
+        pool: Arc<dyn MemoryPool>,
+    },
+    /// A projection's column: its output, held with the other columns' until the projection
+    /// starts its next batch on this thread (a batch is made in one call), so columns that
+    /// each fit but not together are refused before the next one is made. The `first` column
+    /// lets go of the previous batch's.
+    Hold { first: bool, held: Arc<Held> },
+}
+
+impl PassThrough {
+    fn udf(check: Check) -> Arc<ScalarUDF> {
+        Arc::new(ScalarUDF::new_from_impl(PassThrough {
+            signature: Signature::any(1, Volatility::Volatile),
+            check,
+        }))
+    }
+}
+
+impl PartialEq for PassThrough {
     fn eq(&self, other: &Self) -> bool {
-        self.factor == other.factor && Arc::ptr_eq(&self.pool, &other.pool)
+        match (&self.check, &other.check) {
+            (
+                Check::Reserve {
+                    factor: a, pool: p, ..
+                },
+                Check::Reserve {
+                    factor: b, pool: q, ..
+                },
+            ) => a == b && Arc::ptr_eq(p, q),
+            (Check::Hold { first: a, held: h }, Check::Hold { first: b, held: k }) => {
+                a == b && Arc::ptr_eq(h, k)
+            }
+            _ => false,
+        }
     }
 }
 
-impl Eq for Reserve {}
+impl Eq for PassThrough {}
 
-impl std::hash::Hash for Reserve {
+impl std::hash::Hash for PassThrough {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.factor.hash(state);
+        self.name().hash(state);
     }
 }
 
-impl ScalarUDFImpl for Reserve {
+impl ScalarUDFImpl for PassThrough {
     fn name(&self) -> &str {
-        "netrev_reserve"
+        match self.check {
+            Check::Reserve { .. } => "netrev_reserve",
+            Check::Hold { .. } => "netrev_hold",
+        }
     }
     fn signature(&self) -> &Signature {
         &self.signature
@@ -492,12 +464,30 @@ impl ScalarUDFImpl for Reserve {
     }
     fn invoke_with_args(&self, mut args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let value = args.args.swap_remove(0);
-        let bytes = value_size(&value, args.number_rows);
-        let bytes =
-            usize::try_from(bytes.saturating_mul(self.factor as u128)).unwrap_or(usize::MAX);
-        MemoryConsumer::new(self.what)
-            .register(&self.pool)
-            .try_grow(bytes)?;
+        let size = value_size(&value, args.number_rows);
+        let bytes = |factor: usize| {
+            usize::try_from(size.saturating_mul(factor as u128)).unwrap_or(usize::MAX)
+        };
+        match &self.check {
+            Check::Reserve { factor, what, pool } => {
+                MemoryConsumer::new(*what)
+                    .register(pool)
+                    .try_grow(bytes(*factor))?;
+            }
+            Check::Hold { first, held } => {
+                let mut by_thread = held.by_thread.lock().unwrap_or_else(|e| e.into_inner());
+                let reservation =
+                    by_thread
+                        .entry(std::thread::current().id())
+                        .or_insert_with(|| {
+                            MemoryConsumer::new("a projection's columns").register(&held.pool)
+                        });
+                if *first {
+                    reservation.free();
+                }
+                reservation.try_grow(bytes(1))?;
+            }
+        }
         Ok(value)
     }
 }

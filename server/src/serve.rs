@@ -130,12 +130,7 @@ pub async fn startup(config: ServeConfig) -> Result<()> {
         check_host: api_key.is_none(),
         allowed_hosts: config.allowed_hosts.clone(),
     });
-    let (rate, burst, trusted) = config.rate_limit;
-    let app = netrev_ingest::http::router(ingestor.clone(), &config.postbacks)
-        .layer(axum::middleware::from_fn_with_state(
-            crate::rate_limit::RateLimit::new(rate, burst, trusted),
-            crate::rate_limit::limit,
-        ))
+    let app = postback_routes(&ingestor, &config.postbacks, config.rate_limit)
         .merge(
             Router::new()
                 .route("/api/health", get(health))
@@ -179,6 +174,20 @@ async fn listen_and_serve(
     Ok(())
 }
 
+/// The postback and IPN routes behind the per-client rate limit.
+fn postback_routes(
+    ingestor: &Arc<Ingestor>,
+    postbacks: &PostbackConfig,
+    (rate, burst, trusted): (f64, f64, Vec<std::net::IpAddr>),
+) -> Router {
+    netrev_ingest::http::router(ingestor.clone(), postbacks).layer(
+        axum::middleware::from_fn_with_state(
+            crate::rate_limit::RateLimit::new(rate, burst, trusted),
+            crate::rate_limit::limit,
+        ),
+    )
+}
+
 /// An extra ingest node: postbacks into its own write-ahead log and raw files named after its
 /// node ID; everything computed from them is left to the full node's scheduled recompute.
 async fn run_ingest_only(config: ServeConfig, store: Store) -> Result<()> {
@@ -186,17 +195,11 @@ async fn run_ingest_only(config: ServeConfig, store: Store) -> Result<()> {
         Ingestor::open(store, config.ingest).await,
         "starting ingest",
     )?;
-    let (rate, burst, trusted) = config.rate_limit;
-    let app = netrev_ingest::http::router(ingestor.clone(), &config.postbacks)
-        .layer(axum::middleware::from_fn_with_state(
-            crate::rate_limit::RateLimit::new(rate, burst, trusted),
-            crate::rate_limit::limit,
-        ))
-        .merge(
-            Router::new()
-                .route("/api/health", get(ingest_health))
-                .with_state(ingestor.clone()),
-        );
+    let app = postback_routes(&ingestor, &config.postbacks, config.rate_limit).merge(
+        Router::new()
+            .route("/api/health", get(ingest_health))
+            .with_state(ingestor.clone()),
+    );
     let at = (config.listen, config.data.as_str(), config.http);
     listen_and_serve(at, app, &ingestor, "netrev ingest-only node serving").await
 }
