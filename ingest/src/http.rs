@@ -11,7 +11,6 @@
 //! `IntoResponse`.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
@@ -160,13 +159,6 @@ pub fn router(ingestor: Arc<Ingestor>, config: &PostbackConfig) -> Router {
         .with_state(state)
 }
 
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or_default()
-}
-
 /// Reads and checks the parameters of a postback: method, size limit, token, parsing.
 async fn read_params(state: &AppState, req: Request) -> Result<Params, PostbackError> {
     let (parts, body) = req.into_parts();
@@ -235,7 +227,7 @@ async fn submit(state: &AppState, event: Event) -> Result<Outcome, PostbackError
 async fn click(State(state): State<AppState>, req: Request) -> Result<Response, PostbackError> {
     let params = read_params(&state, req).await?;
     let fields = postback::click(&params)?;
-    let now = now_micros();
+    let now = state.ingestor.clock().now_micros();
     let (cid, millis) = state.ingestor.issue_click_id((now / 1000) as u64);
     // The ID's millisecond is the click time; keep the microseconds when they agree.
     let ts = if (now / 1000) as u64 == millis {
@@ -256,7 +248,7 @@ async fn conversion(
     let params = read_params(&state, req).await?;
     let ctx = Context {
         key: state.ingestor.click_id_key(),
-        now_micros: now_micros(),
+        now_micros: state.ingestor.clock().now_micros(),
     };
     let event = postback::conversion(&params, &ctx)?;
     submit(&state, Event::Conversion(event)).await?;
@@ -267,7 +259,7 @@ async fn refund(State(state): State<AppState>, req: Request) -> Result<Response,
     let params = read_params(&state, req).await?;
     let ctx = Context {
         key: state.ingestor.click_id_key(),
-        now_micros: now_micros(),
+        now_micros: state.ingestor.clock().now_micros(),
     };
     let event = postback::refund(&params, &ctx)?;
     submit(&state, Event::Refund(event)).await?;
@@ -327,7 +319,7 @@ async fn ipn_notification(
     })?;
     let ctx = Context {
         key: state.ingestor.click_id_key(),
-        now_micros: now_micros(),
+        now_micros: state.ingestor.clock().now_micros(),
     };
     match ipn::to_event(notice, &ctx)? {
         Ok(event) => {

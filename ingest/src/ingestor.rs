@@ -372,6 +372,11 @@ impl Ingestor {
         &self.shared.node
     }
 
+    /// The data root's clock: the time of an event received now.
+    pub fn clock(&self) -> &netrev_storage::Clock {
+        self.shared.store.clock()
+    }
+
     /// Issues a click ID for a click at `now_ms`; see [`clickid::Generator::issue`].
     pub fn issue_click_id(&self, now_ms: u64) -> (String, u64) {
         self.clicks.issue(now_ms)

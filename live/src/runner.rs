@@ -61,6 +61,11 @@ pub struct Live {
 const READ_YOUR_WRITES: Duration = Duration::from_secs(1);
 
 impl Live {
+    /// The data root's clock (the "today" of a stats request without `to`).
+    pub fn clock(&self) -> &netrev_storage::Clock {
+        self.ingestor.clock()
+    }
+
     /// Waits (at most a second) until every event acknowledged before this call is applied,
     /// so a read that follows an acknowledgement sees it. Returns whether it got there.
     pub async fn catch_up(&self) -> bool {
@@ -198,7 +203,7 @@ fn rebase_loop(
                 *floor = Some(f);
                 f
             };
-            let today = chrono::Utc::now().date_naive();
+            let today = store.clock().now().date_naive();
             let horizon = today - chrono::Days::new(u64::from(config.days.max(1) - 1));
             let store = store.clone();
             // A pass runs as a task of its own: a panic in it is a failed pass.

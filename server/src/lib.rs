@@ -20,7 +20,7 @@ pub mod http_server;
 mod rate_limit;
 pub mod serve;
 
-pub use serve::{ServeConfig, SqlConfig, run_bare, startup};
+pub use serve::{InProcess, ServeConfig, SqlConfig, run_bare, spawn, startup};
 
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
+use tokio::net::TcpListener;
 
 use netrev_ingest::Ingestor;
 use netrev_ingest::http::PostbackConfig;
@@ -54,6 +55,56 @@ pub struct SqlConfig {
 
 /// Runs the service with `config` until SIGINT or SIGTERM.
 pub async fn startup(config: ServeConfig) -> Result<()> {
+    check(&config)?;
+    let store = starting(
+        Store::open(&config.data),
+        format!("opening data root {}", config.data),
+    )?;
+    let listener = bind(config.listen).await?;
+    let addr = starting(listener.local_addr(), "reading the bound address")?;
+    // Tests and scripts read the bound port (e.g. with --listen 127.0.0.1:0) from this line.
+    println!("netrev listening on http://{addr}");
+    serve(config, store, listener, Box::pin(shutdown_signal())).await
+}
+
+/// The whole service running inside this process ([`spawn`]), until [`InProcess::stop`].
+pub struct InProcess {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl InProcess {
+    /// Stops serving and flushes everything acknowledged, as SIGTERM does to `netrev serve`.
+    pub async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_else(|join| {
+            Err(Error::Start {
+                what: "the service's task".into(),
+                source: join.to_string().into(),
+            })
+        })
+    }
+}
+
+/// Starts the service of `config` in this process on `store` (e.g. an in-memory object store
+/// with a manual clock, [`Store::with_clock`]); `config.data` only names it. The write-ahead
+/// log and the webhook outbox still live in `config.ingest.wal_dir`. Returns once it listens.
+pub async fn spawn(config: ServeConfig, store: Store) -> Result<InProcess> {
+    check(&config)?;
+    let listener = bind(config.listen).await?;
+    let addr = starting(listener.local_addr(), "reading the bound address")?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = Box::pin(async move {
+        let _ = stopped.await;
+    });
+    let task = tokio::spawn(serve(config, store, listener, shutdown));
+    Ok(InProcess { addr, stop, task })
+}
+
+/// Refuses settings the service cannot run with.
+fn check(config: &ServeConfig) -> Result<()> {
     if config.api_key.is_none() && !config.listen.ip().is_loopback() {
         return Err(Error::Config(format!(
             "refusing to listen on {} without an API key: the query routes would be open to the \
@@ -68,12 +119,25 @@ pub async fn startup(config: ServeConfig) -> Result<()> {
             config.data
         )));
     }
-    let store = starting(
-        Store::open(&config.data),
-        format!("opening data root {}", config.data),
-    )?;
+    Ok(())
+}
+
+async fn bind(listen: SocketAddr) -> Result<TcpListener> {
+    starting(TcpListener::bind(listen).await, format!("binding {listen}"))
+}
+
+/// What ends serving: a signal, or [`InProcess::stop`].
+type Shutdown = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Serves `config` on `store` and `listener` until `shutdown`, then flushes.
+async fn serve(
+    config: ServeConfig,
+    store: Store,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<()> {
     if config.ingest_only {
-        return run_ingest_only(config, store).await;
+        return run_ingest_only(config, store, listener, shutdown).await;
     }
     // Held while we run: one server per data root, and stats_hourly is kept by our live stats
     // (`netrev recompute` leaves it alone meanwhile).
@@ -144,27 +208,19 @@ pub async fn startup(config: ServeConfig) -> Result<()> {
                     crate::guard::check,
                 )),
         );
-    let at = (config.listen, config.data.as_str(), config.http);
-    listen_and_serve(at, app, &ingestor, "netrev serving").await
+    let at = (listener, config.data.as_str(), config.http, shutdown);
+    serve_until(at, app, &ingestor, "netrev serving").await
 }
 
-/// Binds, announces the address, serves `app` until SIGTERM or Ctrl-C, then flushes the
-/// ingest buffer.
-async fn listen_and_serve(
-    (listen, data, http): (SocketAddr, &str, crate::http_server::Limits),
+/// Serves `app` until `shutdown`, then flushes the ingest buffer.
+async fn serve_until(
+    (listener, data, http, shutdown): (TcpListener, &str, crate::http_server::Limits, Shutdown),
     app: Router,
     ingestor: &Ingestor,
     what: &str,
 ) -> Result<()> {
-    let listener = starting(
-        tokio::net::TcpListener::bind(listen).await,
-        format!("binding {listen}"),
-    )?;
     let addr = starting(listener.local_addr(), "reading the bound address")?;
-    let shutdown = shutdown_signal();
     tracing::info!(%addr, %data, node = ingestor.node(), "{what}");
-    // Tests and scripts read the bound port (e.g. with --listen 127.0.0.1:0) from this line.
-    println!("netrev listening on http://{addr}");
     starting(
         crate::http_server::serve(listener, app, http, shutdown).await,
         "serving HTTP",
@@ -190,7 +246,12 @@ fn postback_routes(
 
 /// An extra ingest node: postbacks into its own write-ahead log and raw files named after its
 /// node ID; everything computed from them is left to the full node's scheduled recompute.
-async fn run_ingest_only(config: ServeConfig, store: Store) -> Result<()> {
+async fn run_ingest_only(
+    config: ServeConfig,
+    store: Store,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> Result<()> {
     let ingestor = starting(
         Ingestor::open(store, config.ingest).await,
         "starting ingest",
@@ -200,8 +261,8 @@ async fn run_ingest_only(config: ServeConfig, store: Store) -> Result<()> {
             .route("/api/health", get(ingest_health))
             .with_state(ingestor.clone()),
     );
-    let at = (config.listen, config.data.as_str(), config.http);
-    listen_and_serve(at, app, &ingestor, "netrev ingest-only node serving").await
+    let at = (listener, config.data.as_str(), config.http, shutdown);
+    serve_until(at, app, &ingestor, "netrev ingest-only node serving").await
 }
 
 async fn ingest_health(State(ingestor): State<Arc<Ingestor>>) -> axum::Json<serde_json::Value> {

@@ -4,8 +4,9 @@
 
 mod serve;
 
+use crate::commands;
 use crate::devtools::{bench_live, generate};
-use crate::{commands, keep_freed_memory, no_huge_pages};
+use crate::process::{keep_freed_memory, no_huge_pages};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -178,6 +179,18 @@ impl Cli {
     pub fn is_local_recompute(&self) -> bool {
         matches!(&self.command, Command::Recompute(a)
             if a.engine == netrev_pipeline::engine::Engine::Local)
+    }
+}
+
+/// The configuration `netrev serve ARGS…` runs with: the same flags, environment variables and
+/// defaults, for tests that run the service in their own process ([`netrev_server::spawn`]).
+pub fn serve_config<S: AsRef<str>>(args: &[S]) -> anyhow::Result<netrev_server::ServeConfig> {
+    let words = ["netrev", "serve"]
+        .into_iter()
+        .chain(args.iter().map(AsRef::as_ref));
+    match Cli::try_parse_from(words)?.command {
+        Command::Serve(args) => args.into_config(),
+        _ => unreachable!("parsed as `serve`"),
     }
 }
 

@@ -24,6 +24,7 @@
 //! This crate knows nothing of HTTP, write-ahead logs or SQL jobs.
 
 pub mod clickid;
+pub mod clock;
 pub mod csv;
 mod error;
 pub mod failpoint;
@@ -31,6 +32,7 @@ pub mod model;
 pub mod money;
 pub mod store;
 
+pub use clock::Clock;
 pub use error::{Error, Result};
 pub use model::{Click, Conversion, Event, Refund, RefundType, Table};
 pub use store::Store;

@@ -39,6 +39,8 @@ pub struct Store {
     local_root: Option<PathBuf>,
     /// The data root as the operator wrote it, for messages.
     location: String,
+    /// The time events are received at ([`Store::clock`]).
+    clock: crate::Clock,
 }
 
 impl Store {
@@ -66,6 +68,7 @@ impl Store {
             inner: Arc::new(inner),
             local_root: Some(dir),
             location: location.into(),
+            clock: crate::Clock::default(),
         })
     }
 
@@ -91,6 +94,7 @@ impl Store {
             inner,
             local_root: None,
             location: location.into(),
+            clock: crate::Clock::default(),
         })
     }
 
@@ -100,7 +104,20 @@ impl Store {
             inner,
             local_root: None,
             location: location.into(),
+            clock: crate::Clock::default(),
         }
+    }
+
+    /// This store, read and written by a service whose clock is `clock` (tests set one).
+    pub fn with_clock(mut self, clock: crate::Clock) -> Store {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock of the service using this store: the system clock unless a test set one
+    /// ([`Store::with_clock`]).
+    pub fn clock(&self) -> &crate::Clock {
+        &self.clock
     }
 
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, client};
+use crate::harness::{Endpoint, Server, Service, client};
 
 /// `POST /api/sql` with `sql`: status and JSON body.
-async fn sql(server: &Server, http: &reqwest::Client, sql: &str) -> (u16, Value) {
+async fn sql(server: &Endpoint, http: &reqwest::Client, sql: &str) -> (u16, Value) {
     let r = http
         .post(server.url("/api/sql"))
         .json(&json!({ "sql": sql }))
@@ -40,8 +40,7 @@ fn peak_rss(pid: u32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deep_and_long_sql_is_refused_before_planning_and_the_server_lives() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Service::start(&[]).await;
     let http = client();
     for (query, why) in [
         // 40 KB: overflowed a worker's stack and aborted the process.

@@ -9,10 +9,19 @@ use netrev_storage::Event;
 use netrev_storage::model::{self, Table};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-/// A running `netrev serve`, killed (SIGKILL) when dropped.
+/// A running `netrev serve`, killed (SIGKILL) when dropped. Its HTTP helpers are those of
+/// [`Endpoint`].
 pub struct Server {
     child: Child,
-    pub base: String,
+    endpoint: Endpoint,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
 }
 
 impl Server {
@@ -49,16 +58,15 @@ impl Server {
             .strip_prefix("netrev listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_string();
-        Server { child, base }
+        Server {
+            child,
+            endpoint: Endpoint { base },
+        }
     }
 
     /// The server's process ID.
     pub fn pid(&self) -> u32 {
         self.child.id()
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
     }
 
     /// SIGKILL: no flush, no cleanup, like a crash.
@@ -73,6 +81,17 @@ impl Server {
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let status = self.child.wait().unwrap();
         assert!(status.success(), "netrev exited with {status}");
+    }
+}
+
+/// Where a service answers HTTP, and the requests every test makes of it.
+pub struct Endpoint {
+    pub base: String,
+}
+
+impl Endpoint {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
     }
 
     pub async fn health(&self, client: &reqwest::Client) -> serde_json::Value {
@@ -138,6 +157,87 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The whole service running inside the test's process ([`netrev_server::spawn`]) on an
+/// in-memory data root with a manual clock: for tests that need no real disk and no kill -9.
+/// Its flags and defaults are those of `netrev serve` ([`netrev::cli::serve_config`]); the
+/// write-ahead log is in a temporary directory. Its HTTP helpers are those of [`Endpoint`].
+pub struct Service {
+    endpoint: Endpoint,
+    /// The data root, to read what the service stored.
+    pub store: netrev_storage::Store,
+    /// The service's clock: the time events are received at; moved by the test only.
+    pub clock: netrev_storage::Clock,
+    running: netrev_server::InProcess,
+    _wal: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Service {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+/// Where a [`Service`]'s clock starts: 2026-03-10 12:00:00 UTC.
+pub fn service_epoch() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(1_773_144_000, 0).unwrap()
+}
+
+impl Service {
+    /// Starts the service with `netrev serve`'s flags `extra`, the clock at
+    /// [`service_epoch`]; flushes every 200 ms unless `extra` sets `--flush-interval-ms`.
+    pub async fn start(extra: &[&str]) -> Service {
+        let wal = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "--data",
+            "memory://tests",
+            "--listen",
+            "127.0.0.1:0",
+            "--wal-dir",
+            wal.path().to_str().unwrap(),
+        ];
+        if !extra.contains(&"--flush-interval-ms") {
+            args.extend(["--flush-interval-ms", "200"]);
+        }
+        args.extend(extra);
+        let config = netrev::cli::serve_config(&args).expect("netrev serve's flags");
+        let clock = netrev_storage::Clock::manual(service_epoch());
+        let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let store = netrev_storage::Store::from_object_store(memory, "memory://tests")
+            .with_clock(clock.clone());
+        let running = netrev_server::spawn(config, store.clone())
+            .await
+            .expect("start the service in process");
+        Service {
+            endpoint: Endpoint {
+                base: format!("http://{}", running.addr),
+            },
+            store,
+            clock,
+            running,
+            _wal: wal,
+        }
+    }
+
+    /// Stops it as SIGTERM would: everything acknowledged is flushed first.
+    pub async fn stop(self) {
+        self.running
+            .stop()
+            .await
+            .expect("the service stopped cleanly");
+    }
+
+    /// Every event the service stored in a raw table.
+    pub async fn read_table(&self, table: Table) -> Vec<Event> {
+        let mut out = Vec::new();
+        for file in self.store.raw_files(table).await.unwrap() {
+            out.extend(self.store.read_events(table, &file.location).await.unwrap());
+        }
+        out
     }
 }
 

@@ -17,7 +17,7 @@ use serde_json::json;
 use sha1::Sha1;
 use sha2::{Digest, Sha512};
 
-use crate::harness::{Server, client, read_table};
+use crate::harness::{Endpoint, Server, Service, client, read_table};
 
 const CLICKBANK: &str = "MYSECRETKEY";
 const JVZOO: &str = "SECRETKEY123";
@@ -156,7 +156,7 @@ fn ds24_refund(
     )
 }
 
-async fn post(s: &Server, c: &reqwest::Client, network: &str, body: Vec<u8>) -> (u16, String) {
+async fn post(s: &Endpoint, c: &reqwest::Client, network: &str, body: Vec<u8>) -> (u16, String) {
     let ct = if network == "clickbank" {
         "application/json"
     } else {
@@ -452,9 +452,7 @@ async fn each_network_records_sales_refunds_and_chargebacks_once_and_nothing_els
 /// (`txid` `receipt-RFND`) counted a second time; it must be refused instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickbank_refund_replayed_with_a_flipped_iv_is_refused_and_counted_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let s = Server::start(&data, &["--ipn-clickbank-secret", CLICKBANK]);
+    let s = Service::start(&["--ipn-clickbank-secret", CLICKBANK]).await;
     let c = client();
     let (cb, _) = s.click(&c, "source=clickbank").await;
     let sale = clickbank_text(
@@ -503,7 +501,9 @@ async fn clickbank_refund_replayed_with_a_flipped_iv_is_refused_and_counted_once
     );
 
     s.wait_flushed(&c).await;
-    let refunds: Vec<String> = read_table(&data, Table::Refunds)
+    let refunds: Vec<String> = s
+        .read_table(Table::Refunds)
+        .await
         .into_iter()
         .map(|e| {
             let Event::Refund(r) = e else { unreachable!() };
@@ -522,6 +522,6 @@ async fn clickbank_refund_replayed_with_a_flipped_iv_is_refused_and_counted_once
             "{cb} 48.5 CBR00010-RFND-2026-11-20T10:00:00-08:00 CBR00010"
         )]
     );
-    assert_eq!(read_table(&data, Table::Conversions).len(), 1);
-    s.stop();
+    assert_eq!(s.read_table(Table::Conversions).await.len(), 1);
+    s.stop().await;
 }

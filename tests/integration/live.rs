@@ -15,11 +15,11 @@ use netrev_storage::{Click, Event, Store, clickid};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::harness::{Server, client};
+use crate::harness::{Endpoint, Server, Service, client};
 use crate::jobs::{netrev, ok, sql, write};
 
 /// `/api/stats` once the live state is built (it answers 503 while it is being built).
-async fn stats(server: &Server, http: &reqwest::Client, query: &str) -> Value {
+async fn stats(server: &Endpoint, http: &reqwest::Client, query: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let r = http
@@ -128,6 +128,93 @@ async fn an_acknowledged_refund_is_in_the_next_read_and_survives_kill9() {
     assert_eq!(fb(&last)["refund_rate"], 100.0);
     assert_eq!(fb(&last)["net_revenue"], "29.99");
     files_equal_batch(&data, server).await;
+}
+
+/// The days of clicks, and the default range of `/api/stats`, are those of the service's
+/// clock: a click at 23:59:59.5 UTC and one a second later fall on two UTC days, on one day in
+/// New York, and a conversion or refund counts on its click's day however late it comes.
+/// The whole service runs in this process on an in-memory data root, its clock moved by hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn days_and_the_default_range_follow_the_service_clock() {
+    let service = Service::start(&[]).await;
+    let http = client();
+    let at = |text: &str| chrono::DateTime::parse_from_rfc3339(text).unwrap().to_utc();
+    service.clock.set(at("2026-03-10T23:59:59.500Z"));
+    let (late, _) = service.click(&http, "source=fb&cost=1").await;
+    service.clock.advance(chrono::TimeDelta::seconds(1));
+    service.click(&http, "source=fb&cost=2").await;
+    get_ok(
+        &http,
+        service.url(&format!("/api/conversion?cid={late}&amount=10&txid=T1")),
+    )
+    .await;
+    let rows = |answer: &Value| -> Vec<(String, i64, String, String)> {
+        answer["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["date"].as_str().unwrap().to_string(),
+                    r["clicks"].as_i64().unwrap(),
+                    r["cost"].as_str().unwrap().to_string(),
+                    r["net_revenue"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let day = |d: &str, clicks, cost: &str, net: &str| (d.into(), clicks, cost.into(), net.into());
+    // Today is 2026-03-11 in UTC: the default range (the 30 days up to today) holds both.
+    let utc = stats(&service, &http, "group_by=date").await;
+    assert_eq!(
+        rows(&utc),
+        [
+            day("2026-03-10", 1, "1.00", "10.00"),
+            day("2026-03-11", 1, "2.00", "0.00"),
+        ],
+        "{utc}"
+    );
+    // In New York (UTC-4 since 8 March) both are on the 10th, still "today" there.
+    let ny = stats(&service, &http, "group_by=date&tz=America/New_York").await;
+    assert_eq!(rows(&ny), [day("2026-03-10", 2, "3.00", "10.00")], "{ny}");
+
+    // Forty days on, a refund still counts on its click's day, which has left the default
+    // range.
+    service.clock.advance(chrono::TimeDelta::days(40));
+    get_ok(
+        &http,
+        service.url(&format!(
+            "/api/conversion/refund?cid={late}&amount=4&ref=T1&txid=R1"
+        )),
+    )
+    .await;
+    let now = stats(&service, &http, "group_by=date").await;
+    assert!(rows(&now).is_empty(), "{now}");
+    let march = stats(
+        &service,
+        &http,
+        "group_by=date&from=2026-03-01&to=2026-03-31",
+    )
+    .await;
+    assert_eq!(
+        rows(&march),
+        [
+            day("2026-03-10", 1, "1.00", "6.00"),
+            day("2026-03-11", 1, "2.00", "0.00"),
+        ],
+        "{march}"
+    );
+    service.wait_flushed(&http).await;
+    let refunds = service.read_table(Table::Refunds).await;
+    let [Event::Refund(refund)] = refunds.as_slice() else {
+        panic!("{refunds:?}")
+    };
+    assert_eq!(
+        chrono::DateTime::from_timestamp_micros(refund.ts).unwrap(),
+        at("2026-04-20T00:00:00.500Z"),
+        "received at the service's time"
+    );
+    service.stop().await;
 }
 
 /// Waits for the live state's writes, stops the server, and compares `stats_hourly` as

@@ -8,7 +8,7 @@ use netrev_storage::{Event, RefundType};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::harness::{Server, client, read_table};
+use crate::harness::{Endpoint, Server, Service, client, read_table};
 
 fn dec(s: &str) -> Decimal {
     Decimal::from_str(s).unwrap()
@@ -24,7 +24,7 @@ enum Via {
 
 async fn send(
     c: &reqwest::Client,
-    s: &Server,
+    s: &Endpoint,
     path: &str,
     via: Via,
     params: &[(&str, &str)],
@@ -48,8 +48,7 @@ async fn send(
 
 #[tokio::test]
 async fn every_route_method_and_alias_is_recorded_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &[]);
+    let s = Service::start(&[]).await;
     let c = client();
 
     // Clicks: GET, form and JSON; vid kept or generated; cost default 0.
@@ -139,7 +138,7 @@ async fn every_route_method_and_alias_is_recorded_exactly() {
     }
     s.wait_flushed(&c).await;
 
-    let clicks = read_table(dir.path(), Table::Clicks);
+    let clicks = s.read_table(Table::Clicks).await;
     assert_eq!(clicks.len(), 3);
     let Some(Event::Click(first)) = clicks
         .iter()
@@ -164,14 +163,15 @@ async fn every_route_method_and_alias_is_recorded_exactly() {
     };
     assert_eq!(third.cost, dec("1.25"));
 
-    let mut convs: Vec<(String, Decimal, Option<String>)> =
-        read_table(dir.path(), Table::Conversions)
-            .into_iter()
-            .map(|e| match e {
-                Event::Conversion(c) => (c.cid, c.amount, c.txid),
-                _ => unreachable!(),
-            })
-            .collect();
+    let mut convs: Vec<(String, Decimal, Option<String>)> = s
+        .read_table(Table::Conversions)
+        .await
+        .into_iter()
+        .map(|e| match e {
+            Event::Conversion(c) => (c.cid, c.amount, c.txid),
+            _ => unreachable!(),
+        })
+        .collect();
     convs.sort();
     let mut want = vec![
         (cid1.clone(), dec("49.99"), Some("g1".to_string())),
@@ -183,14 +183,15 @@ async fn every_route_method_and_alias_is_recorded_exactly() {
     want.sort();
     assert_eq!(convs, want);
 
-    let mut refs: Vec<(String, Decimal, RefundType, Option<String>)> =
-        read_table(dir.path(), Table::Refunds)
-            .into_iter()
-            .map(|e| match e {
-                Event::Refund(r) => (r.txid.unwrap(), r.amount, r.kind, r.reference),
-                _ => unreachable!(),
-            })
-            .collect();
+    let mut refs: Vec<(String, Decimal, RefundType, Option<String>)> = s
+        .read_table(Table::Refunds)
+        .await
+        .into_iter()
+        .map(|e| match e {
+            Event::Refund(r) => (r.txid.unwrap(), r.amount, r.kind, r.reference),
+            _ => unreachable!(),
+        })
+        .collect();
     refs.sort_by(|a, b| a.0.cmp(&b.0));
     let g1 = Some("g1".to_string());
     assert_eq!(
@@ -254,8 +255,7 @@ fn post(path: &'static str, ct: &'static str, body: &[u8], field: &'static str) 
 
 #[tokio::test]
 async fn bad_input_is_refused_with_its_field_and_records_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &[]);
+    let s = Service::start(&[]).await;
     let c = client();
     let (cid, _) = s.click(&c, "source=x").await;
     // A valid-looking netrev ID with a wrong MAC: flip the last character.
@@ -395,15 +395,14 @@ async fn bad_input_is_refused_with_its_field_and_records_nothing() {
     let h = s.health(&c).await;
     assert_eq!(h["ingest"]["recorded"], 1, "{h}");
     s.wait_flushed(&c).await;
-    assert!(read_table(dir.path(), Table::Conversions).is_empty());
-    assert!(read_table(dir.path(), Table::Refunds).is_empty());
-    assert_eq!(read_table(dir.path(), Table::Clicks).len(), 1);
+    assert!(s.read_table(Table::Conversions).await.is_empty());
+    assert!(s.read_table(Table::Refunds).await.is_empty());
+    assert_eq!(s.read_table(Table::Clicks).await.len(), 1);
 }
 
 #[tokio::test]
 async fn postback_token_is_required_when_configured() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path(), &["--postback-token", "s3cret"]);
+    let s = Service::start(&["--postback-token", "s3cret"]).await;
     let c = client();
     let r = c.get(s.url("/api/click?source=x")).send().await.unwrap();
     assert_eq!(r.status(), 401);

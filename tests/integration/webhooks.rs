@@ -14,7 +14,7 @@ use base64::Engine as _;
 use hmac::Mac as _;
 use serde_json::{Value, json};
 
-use crate::harness::{Server, client};
+use crate::harness::{Endpoint, Server, Service, client};
 
 /// What the receiver got, and the statuses it answers next (200 when none are left).
 #[derive(Default)]
@@ -60,7 +60,7 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-async fn create(server: &Server, http: &reqwest::Client, url: &str, events: &[&str]) -> Value {
+async fn create(server: &Endpoint, http: &reqwest::Client, url: &str, events: &[&str]) -> Value {
     let r = http
         .post(server.url("/api/webhooks"))
         .json(&json!({"url": url, "events": events}))
@@ -71,13 +71,13 @@ async fn create(server: &Server, http: &reqwest::Client, url: &str, events: &[&s
     r.json().await.unwrap()
 }
 
-async fn get_json(server: &Server, http: &reqwest::Client, path: &str) -> Value {
+async fn get_json(server: &Endpoint, http: &reqwest::Client, path: &str) -> Value {
     let r = http.get(server.url(path)).send().await.unwrap();
     assert_eq!(r.status(), 200, "{path}");
     r.json().await.unwrap()
 }
 
-async fn postback(server: &Server, http: &reqwest::Client, path: &str) {
+async fn postback(server: &Endpoint, http: &reqwest::Client, path: &str) {
     let r = http.get(server.url(path)).send().await.unwrap();
     assert_eq!(r.status(), 200, "{path}: {}", r.text().await.unwrap());
 }
@@ -112,17 +112,14 @@ fn ids(inbox: &Shared) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refunds_are_signed_retried_and_410_disables() {
-    let dir = tempfile::tempdir().unwrap();
     let (listener, port) = free_listener();
     let inbox = receiver(listener, &[500, 503]);
-    let server = Server::start(
-        dir.path(),
-        &[
-            "--webhooks-allow-private",
-            "--webhooks-retry-schedule",
-            "0,0.2,0.2,0.2",
-        ],
-    );
+    let server = Service::start(&[
+        "--webhooks-allow-private",
+        "--webhooks-retry-schedule",
+        "0,0.2,0.2,0.2",
+    ])
+    .await;
     let http = client();
     let url = format!("http://127.0.0.1:{port}/hook");
     let endpoint = create(&server, &http, &url, &["refund"]).await;
@@ -299,8 +296,7 @@ async fn a_message_accepted_before_kill_9_is_delivered_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_targets_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--webhooks-retry-schedule", "0"]);
+    let server = Service::start(&["--webhooks-retry-schedule", "0"]).await;
     let http = client();
     for target in [
         "http://127.0.0.1/hook",
@@ -347,8 +343,7 @@ async fn internal_targets_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overlong_description_is_refused_and_nothing_is_added() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Service::start(&[]).await;
     let http = client();
     let r = http
         .post(server.url("/api/webhooks"))
@@ -369,8 +364,7 @@ async fn an_overlong_description_is_refused_and_nothing_is_added() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_may_not_be_framed_and_runs_only_its_own_code() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let server = Service::start(&[]).await;
     let http = client();
     for path in ["/", "/assets/app.js"] {
         let r = http.get(server.url(path)).send().await.unwrap();
@@ -401,8 +395,7 @@ async fn the_dashboard_may_not_be_framed_and_runs_only_its_own_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_name_records_no_address() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--webhooks-retry-schedule", "0"]);
+    let server = Service::start(&["--webhooks-retry-schedule", "0"]).await;
     let http = client();
     // A literal internal address is refused on creation; a name that resolves to one is
     // accepted and refused where the connection would be made.
@@ -436,7 +429,7 @@ async fn a_refused_name_records_no_address() {
 }
 
 /// The error of the first attempt of endpoint `id`'s first message, once that has failed.
-async fn first_failed_attempt(server: &Server, http: &reqwest::Client, id: &str) -> String {
+async fn first_failed_attempt(server: &Endpoint, http: &reqwest::Client, id: &str) -> String {
     let path = format!("/api/webhooks/{id}/deliveries");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -327,7 +327,11 @@ impl Webhooks {
             events,
             description,
             secret: new_secret(),
-            created: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            created: self
+                .store
+                .clock()
+                .now()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             disabled: false,
         };
         let added = endpoint.clone();
@@ -497,7 +501,7 @@ impl Hooks {
         if endpoints.iter().all(|e| e.disabled) {
             return Ok(());
         }
-        let now = chrono::Utc::now();
+        let now = self.webhooks.store.clock().now();
         let mut messages = Vec::new();
         for a in events {
             let Some((event, message_type)) = kind(&a.event) else {

@@ -89,7 +89,7 @@ fn list(
 }
 
 impl Request {
-    fn parse(params: &HashMap<String, String>) -> Result<Request, ApiError> {
+    fn parse(params: &HashMap<String, String>, now: DateTime<Utc>) -> Result<Request, ApiError> {
         let tz: Tz = match params.get("tz") {
             None => Tz::UTC,
             Some(name) => name.parse().map_err(|_| {
@@ -99,8 +99,7 @@ impl Request {
                 )
             })?,
         };
-        let to =
-            date_param(params, "to")?.unwrap_or_else(|| Utc::now().with_timezone(&tz).date_naive());
+        let to = date_param(params, "to")?.unwrap_or_else(|| now.with_timezone(&tz).date_naive());
         let from =
             date_param(params, "from")?.unwrap_or_else(|| to - chrono::Days::new(DEFAULT_DAYS - 1));
         if from > to {
@@ -358,7 +357,7 @@ pub async fn stats(
     State(live): State<Arc<Live>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let req = match Request::parse(&params) {
+    let req = match Request::parse(&params, live.clock().now()) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
