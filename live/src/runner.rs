@@ -22,7 +22,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
@@ -55,12 +55,37 @@ pub struct Live {
     ingestor: Arc<Ingestor>,
     /// Sequence floor of a running rebase: events above it must be kept for the new state.
     floor: Mutex<Option<u64>>,
+    /// Set by [`Live::stop`]; the live and recompute threads end when they see it.
+    stopped: (Mutex<bool>, Condvar),
 }
 
 /// How long a read waits for events acknowledged before it to be applied.
 const READ_YOUR_WRITES: Duration = Duration::from_secs(1);
 
 impl Live {
+    /// Ends the live thread and the recompute thread (a recompute under way first finishes):
+    /// for a service stopped inside a process that goes on ([`start`]'s threads would
+    /// otherwise stay).
+    pub fn stop(&self) {
+        *self.stopped.0.lock().expect("stop lock") = true;
+        self.stopped.1.notify_all();
+    }
+
+    fn is_stopped(&self) -> bool {
+        *self.stopped.0.lock().expect("stop lock")
+    }
+
+    /// Waits `time`, or less if stopped meanwhile; returns whether it is stopped.
+    fn sleep_unless_stopped(&self, time: Duration) -> bool {
+        let stopped = self.stopped.0.lock().expect("stop lock");
+        let (stopped, _) = self
+            .stopped
+            .1
+            .wait_timeout_while(stopped, time, |s| !*s)
+            .expect("stop lock");
+        *stopped
+    }
+
     /// The data root's clock (the "today" of a stats request without `to`).
     pub fn clock(&self) -> &netrev_storage::Clock {
         self.ingestor.clock()
@@ -124,6 +149,7 @@ pub fn start(
         applied: tokio::sync::watch::Sender::new(durable),
         ingestor: ingestor.clone(),
         floor: Mutex::new(None),
+        stopped: (Mutex::new(false), Condvar::new()),
     });
     let feed_rx = feed.0;
     // The webhooks must see every acknowledged conversion and refund, even one acknowledged
@@ -238,14 +264,16 @@ fn rebase_loop(
                 retry = RECOMPUTE_RETRY;
                 first = false;
                 match config.rebase_every {
-                    Some(every) => std::thread::sleep(every),
-                    None => return,
+                    Some(every) if !live.sleep_unless_stopped(every) => {}
+                    _ => return,
                 }
             }
             Err(e) => {
                 *live.floor.lock().expect("floor lock") = None;
                 tracing::error!(error = %e, retry_in = ?retry, "recompute failed");
-                std::thread::sleep(retry);
+                if live.sleep_unless_stopped(retry) {
+                    return;
+                }
                 retry = (retry * 2).min(config.rebase_every.unwrap_or(retry * 2));
             }
         }
@@ -289,7 +317,7 @@ fn apply_loop(
     // snapshot in between, so the new state writes them again.
     let mut written_during_rebase: BTreeSet<NaiveDate> = BTreeSet::new();
     let mut last_persist = Instant::now();
-    loop {
+    while !live.is_stopped() {
         match feed.recv_timeout(Duration::from_millis(100)) {
             Ok((first, events)) => {
                 let mut batch = vec![(first, events)];

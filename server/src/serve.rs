@@ -166,7 +166,7 @@ async fn serve(
         webhooks: webhooks.clone(),
         outbox: outbox.clone(),
     });
-    starting(
+    let delivering = starting(
         netrev_webhooks::deliver::start(outbox, webhooks, config.webhooks),
         "starting webhook deliveries",
     )?;
@@ -202,14 +202,25 @@ async fn serve(
         )
         .merge(
             crate::dashboard::router()
-                .merge(crate::api::router(store, live, hooks, api_key, analysts))
+                .merge(crate::api::router(
+                    store,
+                    live.clone(),
+                    hooks,
+                    api_key,
+                    analysts,
+                ))
                 .layer(axum::middleware::from_fn_with_state(
                     guard,
                     crate::guard::check,
                 )),
         );
     let at = (listener, config.data.as_str(), config.http, shutdown);
-    serve_until(at, app, &ingestor, "netrev serving").await
+    let served = serve_until(at, app, &ingestor, "netrev serving").await;
+    // Nothing is left for them once the last events are flushed (`netrev serve` exits next;
+    // a service stopped inside a program that goes on must not leave them running).
+    live.stop();
+    delivering.stop();
+    served
 }
 
 /// Serves `app` until `shutdown`, then flushes the ingest buffer.

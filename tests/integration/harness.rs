@@ -171,7 +171,9 @@ pub struct Service {
     /// The service's clock: the time events are received at; moved by the test only.
     pub clock: netrev_storage::Clock,
     running: netrev_server::InProcess,
-    _wal: tempfile::TempDir,
+    wal: tempfile::TempDir,
+    /// The flags it was started with.
+    extra: Vec<String>,
 }
 
 impl std::ops::Deref for Service {
@@ -191,24 +193,34 @@ impl Service {
     /// Starts the service with `netrev serve`'s flags `extra`, the clock at
     /// [`service_epoch`]; flushes every 200 ms unless `extra` sets `--flush-interval-ms`.
     pub async fn start(extra: &[&str]) -> Service {
-        let wal = tempfile::tempdir().unwrap();
-        let mut args = vec![
+        let clock = netrev_storage::Clock::manual(service_epoch());
+        let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let store = netrev_storage::Store::from_object_store(memory, "memory://tests")
+            .with_clock(clock.clone());
+        let args: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        Service::spawn(store, tempfile::tempdir().unwrap(), args).await
+    }
+
+    async fn spawn(
+        store: netrev_storage::Store,
+        wal: tempfile::TempDir,
+        extra: Vec<String>,
+    ) -> Service {
+        let mut args: Vec<String> = [
             "--data",
             "memory://tests",
             "--listen",
             "127.0.0.1:0",
             "--wal-dir",
             wal.path().to_str().unwrap(),
-        ];
-        if !extra.contains(&"--flush-interval-ms") {
-            args.extend(["--flush-interval-ms", "200"]);
+        ]
+        .map(String::from)
+        .into();
+        if !extra.iter().any(|a| a == "--flush-interval-ms") {
+            args.extend(["--flush-interval-ms".into(), "200".into()]);
         }
-        args.extend(extra);
+        args.extend(extra.iter().cloned());
         let config = netrev::cli::serve_config(&args).expect("netrev serve's flags");
-        let clock = netrev_storage::Clock::manual(service_epoch());
-        let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
-        let store = netrev_storage::Store::from_object_store(memory, "memory://tests")
-            .with_clock(clock.clone());
         let running = netrev_server::spawn(config, store.clone())
             .await
             .expect("start the service in process");
@@ -216,11 +228,23 @@ impl Service {
             endpoint: Endpoint {
                 base: format!("http://{}", running.addr),
             },
+            clock: store.clock().clone(),
             store,
-            clock,
             running,
-            _wal: wal,
+            wal,
+            extra,
         }
+    }
+
+    /// Stops it and starts it again on the same data root, log and flags, as a clean restart
+    /// of `netrev serve` would.
+    pub async fn restart(self) -> Service {
+        let (store, wal, extra) = (self.store.clone(), self.wal, self.extra);
+        self.running
+            .stop()
+            .await
+            .expect("the service stopped cleanly");
+        Service::spawn(store, wal, extra).await
     }
 
     /// Stops it as SIGTERM would: everything acknowledged is flushed first.

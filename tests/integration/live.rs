@@ -214,6 +214,16 @@ async fn days_and_the_default_range_follow_the_service_clock() {
         at("2026-04-20T00:00:00.500Z"),
         "received at the service's time"
     );
+    // A clean stop leaves everything flushed: the service started again on the same data
+    // root answers the same.
+    let service = service.restart().await;
+    let again = stats(
+        &service,
+        &http,
+        "group_by=date&from=2026-03-01&to=2026-03-31",
+    )
+    .await;
+    assert_eq!(again, march);
     service.stop().await;
 }
 

@@ -16,6 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::outbox::{Attempt, Delivery, Outbox, Status, now_ms};
@@ -159,21 +160,42 @@ fn client(config: &DeliveryConfig) -> crate::Result<reqwest::Client> {
 }
 
 /// Starts the delivery loop on a thread and runtime of its own: its attempts, and the outbox
-/// writes (fsync) that record them, never take a thread that serves postbacks.
+/// writes (fsync) that record them, never take a thread that serves postbacks. It runs until
+/// the process ends or [`Delivering::stop`].
 pub fn start(
     outbox: Arc<Outbox>,
     webhooks: Arc<Webhooks>,
     config: DeliveryConfig,
-) -> crate::Result<()> {
+) -> crate::Result<Delivering> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     // Built here (requests run on the runtime they are made on, the new thread's).
     let client = client(&config)?;
+    let delivering = Delivering {
+        stopped: Arc::new(AtomicBool::new(false)),
+        outbox: outbox.clone(),
+    };
+    let stopped = delivering.stopped.clone();
     std::thread::Builder::new()
         .name("netrev-webhooks".into())
-        .spawn(move || rt.block_on(run(outbox, webhooks, config, client)))?;
-    Ok(())
+        .spawn(move || rt.block_on(run(outbox, webhooks, config, client, &stopped)))?;
+    Ok(delivering)
+}
+
+/// The running delivery loop ([`start`]).
+pub struct Delivering {
+    stopped: Arc<AtomicBool>,
+    outbox: Arc<Outbox>,
+}
+
+impl Delivering {
+    /// Ends the loop; attempts under way are dropped, as a crash would drop them (the outbox
+    /// tries them again when it is next opened).
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.outbox.wake.notify_one();
+    }
 }
 
 async fn run(
@@ -181,10 +203,11 @@ async fn run(
     webhooks: Arc<Webhooks>,
     config: DeliveryConfig,
     client: reqwest::Client,
+    stopped: &AtomicBool,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(config.concurrency.max(1)));
     let config = Arc::new(config);
-    loop {
+    while !stopped.load(Ordering::SeqCst) {
         let free = slots.available_permits();
         for delivery in outbox.take_due(now_ms(), free) {
             let permit = slots.clone().acquire_owned().await.expect("never closed");
