@@ -116,12 +116,15 @@ impl IntoResponse for PostbackError {
                     Rejected::Busy => "1",
                     Rejected::Unavailable(_) | Rejected::ShuttingDown => "5",
                 };
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    r.to_string(),
-                    None,
-                    Some(secs),
-                )
+                // The log's own error names files of the server: logged, not sent.
+                let error = match r {
+                    Rejected::Unavailable(why) => {
+                        tracing::warn!(reason = %why, "postback refused: write-ahead log unavailable");
+                        "write-ahead log unavailable; retry later".to_string()
+                    }
+                    r => r.to_string(),
+                };
+                (StatusCode::SERVICE_UNAVAILABLE, error, None, Some(secs))
             }
         };
         let mut body = json!({"ok": false, "error": error});

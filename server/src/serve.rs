@@ -61,10 +61,34 @@ pub async fn startup(config: ServeConfig) -> Result<()> {
         format!("opening data root {}", config.data),
     )?;
     let listener = bind(config.listen).await?;
-    let addr = starting(listener.local_addr(), "reading the bound address")?;
-    // Tests and scripts read the bound port (e.g. with --listen 127.0.0.1:0) from this line.
-    println!("netrev listening on http://{addr}");
-    serve(config, store, listener, Box::pin(shutdown_signal())).await
+    serve(
+        config,
+        store,
+        listener,
+        Box::pin(shutdown_signal()),
+        Ready::Print,
+    )
+    .await
+}
+
+/// How a service says it is wired and serving.
+enum Ready {
+    /// The "netrev listening on" line on stdout: tests and scripts read the bound port (e.g.
+    /// with --listen 127.0.0.1:0) from it.
+    Print,
+    /// [`spawn`] waits for this.
+    Signal(tokio::sync::oneshot::Sender<()>),
+}
+
+impl Ready {
+    fn announce(self, addr: SocketAddr) {
+        match self {
+            Ready::Print => println!("netrev listening on http://{addr}"),
+            Ready::Signal(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
 }
 
 /// The whole service running inside this process ([`spawn`]), until [`InProcess::stop`].
@@ -99,8 +123,21 @@ pub async fn spawn(config: ServeConfig, store: Store) -> Result<InProcess> {
     let shutdown = Box::pin(async move {
         let _ = stopped.await;
     });
-    let task = tokio::spawn(serve(config, store, listener, shutdown));
-    Ok(InProcess { addr, stop, task })
+    let (ready, wired) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(serve(
+        config,
+        store,
+        listener,
+        shutdown,
+        Ready::Signal(ready),
+    ));
+    let running = InProcess { addr, stop, task };
+    if wired.await.is_err() {
+        // It ended before serving: its error says why.
+        running.stop().await?;
+        return Err(Error::Config("the service ended before it served".into()));
+    }
+    Ok(running)
 }
 
 /// Refuses settings the service cannot run with.
@@ -135,9 +172,10 @@ async fn serve(
     store: Store,
     listener: TcpListener,
     shutdown: Shutdown,
+    ready: Ready,
 ) -> Result<()> {
     if config.ingest_only {
-        return run_ingest_only(config, store, listener, shutdown).await;
+        return run_ingest_only(config, store, listener, shutdown, ready).await;
     }
     // Held while we run: one server per data root, and stats_hourly is kept by our live stats
     // (`netrev recompute` leaves it alone meanwhile).
@@ -215,7 +253,7 @@ async fn serve(
                 )),
         );
     let at = (listener, config.data.as_str(), config.http, shutdown);
-    let served = serve_until(at, app, &ingestor, "netrev serving").await;
+    let served = serve_until(at, app, &ingestor, ready, "netrev serving").await;
     // Nothing is left for them once the last events are flushed (`netrev serve` exits next;
     // a service stopped inside a program that goes on must not leave them running).
     live.stop();
@@ -228,10 +266,12 @@ async fn serve_until(
     (listener, data, http, shutdown): (TcpListener, &str, crate::http_server::Limits, Shutdown),
     app: Router,
     ingestor: &Ingestor,
+    ready: Ready,
     what: &str,
 ) -> Result<()> {
     let addr = starting(listener.local_addr(), "reading the bound address")?;
     tracing::info!(%addr, %data, node = ingestor.node(), "{what}");
+    ready.announce(addr);
     starting(
         crate::http_server::serve(listener, app, http, shutdown).await,
         "serving HTTP",
@@ -262,6 +302,7 @@ async fn run_ingest_only(
     store: Store,
     listener: TcpListener,
     shutdown: Shutdown,
+    ready: Ready,
 ) -> Result<()> {
     let ingestor = starting(
         Ingestor::open(store, config.ingest).await,
@@ -273,7 +314,7 @@ async fn run_ingest_only(
             .with_state(ingestor.clone()),
     );
     let at = (listener, config.data.as_str(), config.http, shutdown);
-    serve_until(at, app, &ingestor, "netrev ingest-only node serving").await
+    serve_until(at, app, &ingestor, ready, "netrev ingest-only node serving").await
 }
 
 async fn ingest_health(State(ingestor): State<Arc<Ingestor>>) -> axum::Json<serde_json::Value> {

@@ -54,6 +54,12 @@ async fn a_failing_log_refuses_with_503_keeps_nothing_unsynced_and_recovers() {
             }
             503 => {
                 assert!(r.headers().contains_key("retry-after"));
+                // The log's error (which names the server's files) is logged, not sent.
+                let body = r.text().await.unwrap();
+                assert!(
+                    !body.contains(".wal") && !body.contains("injected"),
+                    "{body}"
+                );
                 refused.push(source);
                 if refused.len() == 3 {
                     // Broken by the first failed fsync: the health route says why.
