@@ -39,7 +39,11 @@ pub enum QueryError {
     /// It failed to plan or while running, by its own fault (a bad cast, a missing column).
     #[error(transparent)]
     Failed(DataFusionError),
-    /// The server failed to answer it: the store could not be read, a task panicked. Not the
+    /// The data store could not be read (object store or disk I/O): not the query's fault,
+    /// and the same query may well succeed in a moment.
+    #[error("{0}")]
+    StoreUnavailable(String),
+    /// The server failed to answer it: a file could not be decoded, a task panicked. Not the
     /// query's fault.
     #[error("{0}")]
     Server(String),
@@ -51,10 +55,12 @@ impl From<DataFusionError> for QueryError {
             DataFusionError::ResourcesExhausted(m) => {
                 QueryError::OutOfMemory(format!("the query needs more memory than it may use: {m}"))
             }
-            DataFusionError::ObjectStore(_)
-            | DataFusionError::IoError(_)
-            | DataFusionError::ParquetError(_)
-            | DataFusionError::Internal(_) => QueryError::Server(e.to_string()),
+            DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => {
+                QueryError::StoreUnavailable(e.to_string())
+            }
+            DataFusionError::ParquetError(_) | DataFusionError::Internal(_) => {
+                QueryError::Server(e.to_string())
+            }
             _ => QueryError::Failed(e),
         }
     }
@@ -70,6 +76,7 @@ impl From<crate::Error> for QueryError {
     fn from(e: crate::Error) -> Self {
         match e {
             crate::Error::DataFusion(e) => e.into(),
+            crate::Error::Storage(e) => QueryError::StoreUnavailable(e.to_string()),
             other => QueryError::Server(other.to_string()),
         }
     }

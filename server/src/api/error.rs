@@ -89,7 +89,7 @@ impl ApiError {
     /// Refused SQL is the sender's (400); SQL that fails to plan or run is the sender's on
     /// `/api/sql` (400) and the server's elsewhere (500); a query past its memory is 422; past
     /// its time, 422 when the sender wrote it, 503 when the server did (it was busy); a store
-    /// that cannot be read or a panic is always the server's.
+    /// that cannot be read is 503 (try again), a file that cannot be decoded or a panic 500.
     pub fn from_query(e: QueryError, field: Option<&'static str>) -> ApiError {
         match e {
             QueryError::Refused(message) => ApiError::Invalid { field, message },
@@ -106,6 +106,11 @@ impl ApiError {
                 message: e.to_string(),
             },
             QueryError::Failed(e) => ApiError::internal(e),
+            QueryError::StoreUnavailable(m) => {
+                // The store's error names paths and addresses: logged, not sent.
+                tracing::warn!(error = %m, "a query could not read the data store");
+                ApiError::Unavailable("the data store could not be read; retry shortly".into())
+            }
             QueryError::Server(m) => ApiError::Internal(m),
         }
     }
@@ -229,8 +234,16 @@ mod tests {
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
             (
-                ApiError::from_query(QueryError::Server("store".into()), Some("sql")),
+                ApiError::from_query(QueryError::Server("panic".into()), Some("sql")),
                 StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            // The store is down: not the query's fault, and worth trying again.
+            (
+                ApiError::from_query(
+                    QueryError::StoreUnavailable("GET s3://bucket/x: timed out".into()),
+                    Some("sql"),
+                ),
+                StatusCode::SERVICE_UNAVAILABLE,
             ),
         ] {
             let resp = e.into_response();
