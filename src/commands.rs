@@ -1,4 +1,4 @@
-//! The one-shot subcommands: `recompute` and `sql`.
+//! The one-shot subcommands: `recompute`, `sql` and `import`.
 
 use std::time::Instant;
 

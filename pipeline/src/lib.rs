@@ -4,8 +4,8 @@
 //! `events/conversions`, `events/refunds`, Hive-partitioned by `date=`).
 //!
 //! **Out:** the derived tables under `tables/` (`stats_hourly` partitioned by click date,
-//! `cohort_ltv`, `visitors`, `refund_links`), computed by the SQL jobs of `sql/` ([`jobs`],
-//! run by [`recompute`]); and DataFusion sessions in which raw and derived tables are
+//! `cohort_ltv`, `cohort_sources`, `visitors`, `refund_links`), computed by the SQL jobs of
+//! `sql/` ([`jobs`], run by [`recompute`]); and DataFusion sessions in which raw and derived tables are
 //! registered under their public names for analysts' queries ([`query_session`], [`output`]).
 //!
 //! **Guarantees:** the `.sql` files are the only statement of the computations (embedded here,

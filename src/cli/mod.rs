@@ -25,8 +25,8 @@ pub struct Cli {
 enum Command {
     /// Run the postback service.
     Serve(Box<serve::ServeArgs>),
-    /// Rebuild the derived tables (stats_hourly, cohort_ltv, visitors, refund_links) from the
-    /// raw events by running the SQL jobs of sql/.
+    /// Rebuild the derived tables (stats_hourly, cohort_ltv, cohort_sources, visitors,
+    /// refund_links) from the raw events by running the SQL jobs of sql/.
     Recompute(RecomputeArgs),
     /// Run a read-only SQL query over the raw and derived tables and print the result.
     Sql(SqlArgs),
