@@ -233,11 +233,11 @@ async fn serve(
         allowed_hosts: config.allowed_hosts.clone(),
     });
     let app = postback_routes(&ingestor, &config.postbacks, config.rate_limit)
-        .merge(
-            Router::new()
-                .route("/api/health", get(health))
-                .with_state((ingestor.clone(), live.clone())),
-        )
+        .merge(Router::new().route("/api/health", get(health)).with_state((
+            ingestor.clone(),
+            live.clone(),
+            Arc::new(api_key.clone()),
+        )))
         .merge(
             crate::dashboard::router()
                 .merge(crate::api::router(
@@ -308,28 +308,60 @@ async fn run_ingest_only(
         Ingestor::open(store, config.ingest).await,
         "starting ingest",
     )?;
+    let api_key = Arc::new(config.api_key.as_deref().map(netrev_ingest::Secret::new));
     let app = postback_routes(&ingestor, &config.postbacks, config.rate_limit).merge(
         Router::new()
             .route("/api/health", get(ingest_health))
-            .with_state(ingestor.clone()),
+            .with_state((ingestor.clone(), api_key)),
     );
     let at = (listener, config.data.as_str(), config.http, shutdown);
     serve_until(at, app, &ingestor, ready, "netrev ingest-only node serving").await
 }
 
-async fn ingest_health(State(ingestor): State<Arc<Ingestor>>) -> axum::Json<serde_json::Value> {
+/// The API key, when one is set (`/api/health` is open to all: the key only decides how much it
+/// says).
+type Key = Arc<Option<netrev_ingest::Secret>>;
+
+/// The ingest counters of `/api/health`. A failure's text names the server's files, so with an
+/// API key set it is given only to a caller that sends the key; others learn that something
+/// fails and where to look.
+fn ingest_stats(
+    ingestor: &Ingestor,
+    key: &Key,
+    headers: &axum::http::HeaderMap,
+) -> serde_json::Value {
+    let mut stats = ingestor.stats();
+    if let Some(key) = key.as_ref() {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !key.matches(given) {
+            let hidden = || "failing: the server's log says why (or send the API key)".to_string();
+            stats.wal_error = stats.wal_error.map(|_| hidden());
+            stats.flush_error = stats.flush_error.map(|_| hidden());
+        }
+    }
+    serde_json::to_value(stats).expect("counters serialize")
+}
+
+async fn ingest_health(
+    State((ingestor, key)): State<(Arc<Ingestor>, Key)>,
+    headers: axum::http::HeaderMap,
+) -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({
         "ok": true,
         "node": ingestor.node(),
         "ingest_only": true,
-        "ingest": ingestor.stats(),
+        "ingest": ingest_stats(&ingestor, &key, &headers),
     }))
 }
 
 async fn health(
-    State((ingestor, live)): State<(Arc<Ingestor>, Arc<netrev_live::Live>)>,
+    State((ingestor, live, key)): State<(Arc<Ingestor>, Arc<netrev_live::Live>, Key)>,
+    headers: axum::http::HeaderMap,
 ) -> axum::Json<serde_json::Value> {
-    let stats = ingestor.stats();
+    let stats = ingest_stats(&ingestor, &key, &headers);
     let sizes = live
         .state
         .read()
