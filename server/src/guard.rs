@@ -2,9 +2,12 @@
 //!
 //! - **Cross-site requests.** A page on any site can make the browser send a "simple" request
 //!   (a form or `fetch` with `text/plain`, no preflight) to `http://127.0.0.1:8080`. Every
-//!   `POST`, `PUT` and `PATCH` of the guarded routes must therefore carry
-//!   `Content-Type: application/json`, which a browser sends cross-site only after a CORS
-//!   preflight that netrev never grants. Otherwise: 415, and nothing is done.
+//!   `POST` of the guarded routes must therefore carry `Content-Type: application/json`, which
+//!   a browser sends cross-site only after a CORS preflight that netrev never grants.
+//!   Otherwise: 415, and nothing is done ([`require_json`], on each `POST` route, so that a
+//!   method a route does not serve stays 405). Other methods that change things (`PUT`,
+//!   `PATCH`, `DELETE`) are never simple requests: a browser always asks a preflight for them,
+//!   whatever their content type, so they need no such rule.
 //! - **DNS rebinding.** A page whose own host name is made to resolve to 127.0.0.1 reads the
 //!   answers as same-origin. Without an API key, the guarded routes therefore answer only
 //!   requests whose `Host` is a loopback name (`localhost`, `*.localhost`, `127.x.x.x`,
@@ -17,7 +20,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{Method, header};
+use axum::http::header;
 
 use crate::api::ApiError;
 use axum::middleware::Next;
@@ -32,7 +35,8 @@ pub struct Guard {
     pub allowed_hosts: Vec<String>,
 }
 
-/// The middleware: refuses cross-site and foreign-`Host` requests, passes the others on.
+/// The middleware of every guarded route: refuses foreign-`Host` requests, passes the others
+/// on.
 pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
     if guard.check_host {
         let host = request
@@ -45,11 +49,14 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
             return ApiError::ForeignHost.into_response();
         }
     }
-    let changes = matches!(
-        *request.method(),
-        Method::POST | Method::PUT | Method::PATCH
-    );
-    if changes && !is_json(&request) {
+    next.run(request).await
+}
+
+/// The middleware of every guarded `POST` route (`crate::api::json_post`): refuses a request
+/// that is not `application/json` with 415 before its handler runs. `POST` is the only method
+/// that changes things a page can send without a preflight.
+pub async fn require_json(request: Request, next: Next) -> Response {
+    if !is_json(&request) {
         return ApiError::NotJson.into_response();
     }
     next.run(request).await

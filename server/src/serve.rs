@@ -331,16 +331,12 @@ fn ingest_stats(
     headers: &axum::http::HeaderMap,
 ) -> serde_json::Value {
     let mut stats = ingestor.stats();
-    if let Some(key) = key.as_ref() {
-        let given = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !key.matches(given) {
-            let hidden = || "failing: the server's log says why (or send the API key)".to_string();
-            stats.wal_error = stats.wal_error.map(|_| hidden());
-            stats.flush_error = stats.flush_error.map(|_| hidden());
-        }
+    if let Some(key) = key.as_ref()
+        && !key.matches(crate::api::bearer(headers))
+    {
+        let hidden = || "failing: the server's log says why (or send the API key)".to_string();
+        stats.wal_error = stats.wal_error.map(|_| hidden());
+        stats.flush_error = stats.flush_error.map(|_| hidden());
     }
     serde_json::to_value(stats).expect("counters serialize")
 }

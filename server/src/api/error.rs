@@ -36,6 +36,8 @@ pub enum ApiError {
     },
     /// 408, connection closed: the request's body did not arrive within the body timeout.
     BodyTooSlow { limit_secs: f64 },
+    /// 413: the request's body is larger than the limit of the route.
+    TooLarge { limit_bytes: usize },
     /// 409: the request conflicts with the state of what it names (a disabled endpoint, a
     /// delivery under way).
     Conflict {
@@ -138,6 +140,11 @@ impl IntoResponse for ApiError {
                 format!(
                     "the request body did not arrive within {limit_secs} s (--body-timeout-secs)"
                 ),
+                None,
+            ),
+            ApiError::TooLarge { limit_bytes } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than {limit_bytes} bytes"),
                 None,
             ),
             ApiError::Conflict { field, message } => (StatusCode::CONFLICT, message, Some(field)),

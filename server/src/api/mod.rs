@@ -16,11 +16,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Request, State};
+use axum::handler::Handler;
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use chrono::NaiveDate;
 use datafusion::prelude::{DataFrame, SessionContext};
 use serde_json::Value;
@@ -60,12 +63,15 @@ pub fn router(
     };
     let protected = Router::new()
         .route("/api/stats", get(stats::stats).with_state(live))
-        .route("/api/sql", post(sql::sql))
+        .route("/api/sql", json_post(sql::sql))
         .route("/api/cohorts", get(cohorts::cohorts))
         .route("/api/visitors/{vid}", get(tables::visitor))
         .route("/api/refunds", get(tables::refunds))
         .route("/api/refunds/unmatched", get(tables::unmatched))
-        .route("/api/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/api/webhooks",
+            get(webhooks::list).merge(json_post(webhooks::create)),
+        )
         .route(
             "/api/webhooks/{id}",
             axum::routing::delete(webhooks::delete),
@@ -73,9 +79,10 @@ pub fn router(
         .route("/api/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route(
             "/api/webhooks/{id}/deliveries/{message}/retry",
-            post(webhooks::retry_delivery),
+            json_post(webhooks::retry_delivery),
         )
         .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::new(api_key),
             require_key,
@@ -86,6 +93,34 @@ pub fn router(
     )
 }
 
+/// Largest request body of the query routes (`POST /api/sql` is further bounded by
+/// `--sql-max-bytes`).
+const BODY_LIMIT: usize = 2 << 20;
+
+/// A request's body, or why it has none: 413 past [`BODY_LIMIT`], 400 when it could not be
+/// read (a body that arrived too slowly is answered 408 by the HTTP server).
+fn body(read: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    read.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge {
+                limit_bytes: BODY_LIMIT,
+            }
+        } else {
+            ApiError::invalid("body", rejection.body_text())
+        }
+    })
+}
+
+/// A `POST` route that takes only `Content-Type: application/json` (415 otherwise, before
+/// the handler: [`crate::guard::require_json`]). Every `POST` of the query routes is one.
+fn json_post<H, T>(handler: H) -> MethodRouter<ApiState>
+where
+    H: Handler<T, ApiState>,
+    T: 'static,
+{
+    post(handler).route_layer(axum::middleware::from_fn(crate::guard::require_json))
+}
+
 /// `Authorization: Bearer <key>` on every query route when a key is configured: 401
 /// otherwise, with nothing about the key in the answer or the logs.
 async fn require_key(
@@ -93,17 +128,20 @@ async fn require_key(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(key) = key.as_ref() {
-        let given = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !key.matches(given) {
-            return ApiError::Unauthorized.into_response();
-        }
+    if let Some(key) = key.as_ref()
+        && !key.matches(bearer(request.headers()))
+    {
+        return ApiError::Unauthorized.into_response();
     }
     next.run(request).await
+}
+
+/// The key of an `Authorization: Bearer <key>` header, if the request has one.
+pub(crate) fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// A route's answer: its response, or why there is none.
@@ -235,9 +273,18 @@ mod tests {
             })
             .collect();
         described.sort();
+        // `/api/ipn/{network}` is described network by network, since each network's body
+        // has a format of its own.
+        let networks = netrev_ingest::ipn::Network::ALL.map(|n| n.name());
         let mut served: Vec<(String, String)> = ROUTES
             .iter()
-            .map(|(m, p)| ((*m).to_string(), (*p).to_string()))
+            .flat_map(|(m, p)| match p.strip_suffix("{network}") {
+                Some(prefix) => networks
+                    .iter()
+                    .map(|n| ((*m).to_string(), format!("{prefix}{n}")))
+                    .collect(),
+                None => vec![((*m).to_string(), (*p).to_string())],
+            })
             .collect();
         served.sort();
         assert_eq!(described, served);

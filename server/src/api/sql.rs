@@ -17,25 +17,36 @@ use super::{Answer, ApiError, ApiState, on_analysts};
 pub(super) async fn sql(
     State(state): State<ApiState>,
     Query(params): Query<HashMap<String, String>>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Answer {
+    let body = super::body(body)?;
     let request = serde_json::from_slice::<Value>(&body).ok();
     let text = request
         .as_ref()
         .and_then(|r| r.get("sql"))
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::invalid("sql", r#"the body must be JSON: {"sql": "SELECT …"}"#))?;
+    // Either place may say it (the query string wins); a wrong one is refused wherever it is.
+    let in_body = match request.as_ref().and_then(|r| r.get("format")) {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_str().unwrap_or("")),
+    };
+    for given in [params.get("format").map(String::as_str), in_body]
+        .into_iter()
+        .flatten()
+    {
+        if !["json", "csv", "arrow"].contains(&given) {
+            return Err(ApiError::invalid(
+                "format",
+                format!("unknown format {given:?}; json, csv or arrow"),
+            ));
+        }
+    }
     let format = params
         .get("format")
         .map(String::as_str)
-        .or_else(|| request.as_ref()?.get("format")?.as_str())
+        .or(in_body)
         .unwrap_or("json");
-    if !["json", "csv", "arrow"].contains(&format) {
-        return Err(ApiError::invalid(
-            "format",
-            format!("unknown format {format:?}; json, csv or arrow"),
-        ));
-    }
     let limits = state.analysts.limits;
     let (text, format) = (text.to_string(), format.to_string());
     on_analysts(&state, Some("sql"), move |ctx| async move {

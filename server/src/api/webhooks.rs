@@ -12,7 +12,11 @@ use super::{Answer, ApiError, ApiState};
 
 /// `POST /api/webhooks` with `{"url", "events": ["refund", "conversion"], "description"}`:
 /// 201 with the endpoint and its secret (shown only here).
-pub(super) async fn create(State(state): State<ApiState>, body: axum::body::Bytes) -> Answer {
+pub(super) async fn create(
+    State(state): State<ApiState>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Answer {
+    let body = super::body(body)?;
     #[derive(serde::Deserialize)]
     struct New {
         url: String,
