@@ -49,7 +49,38 @@ pub async fn check(State(guard): State<Arc<Guard>>, request: Request, next: Next
             return ApiError::ForeignHost.into_response();
         }
     }
+    // Path parameters are text: one that decodes to no UTF-8 gets the JSON 400 of every
+    // other bad parameter, not the router's plain-text one.
+    if percent_decoded(request.uri().path()).is_err() {
+        return ApiError::invalid("path", "the path is not UTF-8 once percent-decoded")
+            .into_response();
+    }
     next.run(request).await
+}
+
+/// `path` with its `%XX` escapes decoded, as text.
+fn percent_decoded(path: &str) -> Result<String, std::string::FromUtf8Error> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out)
 }
 
 /// The middleware of every guarded `POST` route (`crate::api::json_post`): refuses a request
@@ -102,6 +133,17 @@ impl Guard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_decode_to_text_or_are_refused() {
+        assert_eq!(
+            percent_decoded("/api/visitors/v%2D1").unwrap(),
+            "/api/visitors/v-1"
+        );
+        assert_eq!(percent_decoded("/a/%C3%A9%").unwrap(), "/a/é%");
+        assert_eq!(percent_decoded("/a/%zz").unwrap(), "/a/%zz");
+        assert!(percent_decoded("/api/visitors/%FF").is_err());
+    }
 
     #[test]
     fn loopback_names_and_allowed_ones_are_served() {

@@ -103,7 +103,7 @@ async fn refund_log(
         }
     };
     let limit = match params.get("limit").map(|s| s.parse::<usize>()) {
-        None => 1000,
+        None => state.analysts.limits.max_rows.min(1000),
         Some(Ok(n)) if (1..=state.analysts.limits.max_rows).contains(&n) => n,
         Some(_) => {
             return Err(ApiError::invalid(
