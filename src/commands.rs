@@ -1,5 +1,7 @@
-//! The one-shot subcommands: `recompute`, `sql` and `import`.
+//! The one-shot subcommands: `recompute`, `sql`, `import` and `compact`.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -9,14 +11,17 @@ use netrev_pipeline::engine::Engine;
 use netrev_pipeline::output::{self, Format};
 use netrev_pipeline::recompute::{self, DateRange, Progress};
 use netrev_storage::Store;
+use netrev_storage::buffer::Buffer;
 
 pub async fn recompute(
     data: &str,
+    log: Option<PathBuf>,
     range: DateRange,
     engine: &Engine,
     timeout_secs: u64,
 ) -> anyhow::Result<()> {
     let store = Store::open(data).with_context(|| format!("opening data root {data}"))?;
+    let _log = read_log(&store, log.as_deref())?;
     let started = Instant::now();
     let bar = ProgressBar::new(0);
     bar.set_style(
@@ -52,8 +57,14 @@ pub async fn recompute(
     Ok(())
 }
 
-pub async fn sql(data: &str, query: &str, format: Format) -> anyhow::Result<()> {
+pub async fn sql(
+    data: &str,
+    log: Option<PathBuf>,
+    query: &str,
+    format: Format,
+) -> anyhow::Result<()> {
     let store = Store::open(data).with_context(|| format!("opening data root {data}"))?;
+    let _log = read_log(&store, log.as_deref())?;
     let ctx = netrev_pipeline::query_session(&store).await?;
     // The same read-only rules as POST /api/sql; on the command line nothing is cut and any
     // length is taken. The depth limit stays: deeper expressions overflow the planner's stack.
@@ -103,4 +114,50 @@ pub async fn import(
         report.files
     );
     Ok(())
+}
+
+pub async fn compact(
+    data: &str,
+    config: &netrev_pipeline::compact::CompactConfig,
+) -> anyhow::Result<()> {
+    let store = Store::open(data).with_context(|| format!("opening data root {data}"))?;
+    let started = Instant::now();
+    let (mut before, mut after) = (0, 0);
+    let done = netrev_pipeline::compact::compact(&store, config, &mut |c| {
+        before += c.files_before;
+        after += c.files_after;
+        eprintln!(
+            "{} {}: {} files -> {} ({} rows)",
+            c.table.name(),
+            c.date,
+            c.files_before,
+            c.files_after,
+            c.rows
+        );
+    })
+    .await
+    .context("compacting the raw tables")?;
+    eprintln!(
+        "compacted {} partitions: {before} files -> {after}, {:.1}s",
+        done.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Adds the events of the write-ahead log in `dir` that are not in Parquet yet to what
+/// `store`'s readers see; the store holds them as long as the returned value lives. Nothing
+/// when there is no log there.
+fn read_log(store: &Store, dir: Option<&Path>) -> anyhow::Result<Option<Arc<dyn Buffer>>> {
+    let Some(dir) = dir else {
+        return Ok(None);
+    };
+    let Some(rows) = netrev_ingest::ingestor::read_unpersisted(dir)
+        .with_context(|| format!("reading the write-ahead log in {}", dir.display()))?
+    else {
+        return Ok(None);
+    };
+    let rows: Arc<dyn Buffer> = Arc::new(rows);
+    store.attach_buffer(Arc::downgrade(&rows));
+    Ok(Some(rows))
 }

@@ -25,13 +25,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
 use chrono::NaiveDate;
 use tokio::sync::{Notify, oneshot, watch};
 
+use netrev_storage::buffer::{Buffer, Frozen, Unpersisted};
 use netrev_storage::clickid;
 use netrev_storage::model::{self, Table};
 use netrev_storage::store::layout;
@@ -48,10 +49,13 @@ pub struct IngestConfig {
     pub wal_dir: PathBuf,
     /// This node's ID (letters, digits, `_`); `None` reads or creates `<wal_dir>/node_id`.
     pub node_id: Option<String>,
-    /// How often buffered events are flushed to Parquet: the freshness of the raw tables.
+    /// How often buffered events are flushed to Parquet, at multiples of it since the Unix
+    /// epoch (so with 30 minutes a raw table gets at most 48 files a day from each node). The
+    /// raw files' freshness for outside readers; the buffer itself is read by netrev's own
+    /// queries ([`netrev_storage::buffer`]).
     pub flush_interval: Duration,
-    /// Buffered events that trigger a flush before the interval ends, so files stay a
-    /// reasonable size under heavy load.
+    /// Buffered events that trigger a flush before the interval ends, so memory stays bounded
+    /// and files a sensible size under heavy load.
     pub flush_rows: usize,
     /// Events accepted but not yet in Parquet beyond which postbacks get 503: bounds memory
     /// when the object store is slow or down.
@@ -65,7 +69,7 @@ impl Default for IngestConfig {
         IngestConfig {
             wal_dir: PathBuf::from("data/wal"),
             node_id: None,
-            flush_interval: Duration::from_secs(1),
+            flush_interval: Duration::from_secs(30 * 60),
             flush_rows: 100_000,
             // About 1 KiB each in memory: ~1 GiB at the limit.
             max_buffered: 1_000_000,
@@ -125,7 +129,8 @@ struct Chunk {
     first_seq: u64,
     last_seq: u64,
     rows: usize,
-    batches: Vec<(Table, NaiveDate, RecordBatch)>,
+    /// One per partition, with the sequence of each row: what queries read meanwhile.
+    parts: Vec<Unpersisted>,
 }
 
 /// An event encoded and sequenced, waiting for the log writer.
@@ -187,7 +192,7 @@ struct Shared {
     recorded: AtomicU64,
     files_written: AtomicU64,
     config: IngestConfig,
-    node: String,
+    node: Arc<str>,
     store: Store,
     /// Where durable events go next (the live stats), in sequence order, when one holds the
     /// log.
@@ -257,7 +262,7 @@ impl Ingestor {
     ) -> Result<(Arc<Ingestor>, Option<Held>)> {
         let dir = config.wal_dir.clone();
         netrev_storage::store::create_dir_durable(&dir)?;
-        let node = node_id(&dir, config.node_id.as_deref())?;
+        let node: Arc<str> = node_id(&dir, config.node_id.as_deref())?.into();
         let key = store.click_id_key().await?;
 
         let checkpoint = wal::read_checkpoint(&dir)?;
@@ -316,7 +321,7 @@ impl Ingestor {
             let last = todo[todo.len() - 1].seq;
             let events: Vec<Event> = todo.into_iter().map(|r| r.event).collect();
             state.unflushed = events.len();
-            state.buffer.push(build_chunk(first, last, &events)?);
+            state.buffer.push(build_chunk(&node, first, last, &events)?);
         }
 
         let writer_log = wal::Writer::create(&dir, next_seq, config.segment_bytes)?;
@@ -342,10 +347,13 @@ impl Ingestor {
             files_written: AtomicU64::new(0),
             config,
             node,
-            store,
+            store: store.clone(),
             sink,
             hold,
         });
+        // Readers of the raw tables through this store (or a clone) see the buffer too.
+        let buffer: Weak<dyn Buffer> = Arc::downgrade(&shared) as Weak<Shared>;
+        store.attach_buffer(buffer);
         let writer = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -626,21 +634,158 @@ async fn split_covered(
     Ok((covered, todo))
 }
 
-fn build_chunk(first_seq: u64, last_seq: u64, events: &[Event]) -> Result<Chunk> {
-    let mut groups: BTreeMap<(Table, NaiveDate), Vec<&Event>> = BTreeMap::new();
-    for e in events {
-        groups.entry((e.table(), e.date())).or_default().push(e);
-    }
-    let mut batches = Vec::with_capacity(groups.len());
-    for ((table, date), list) in groups {
-        batches.push((table, date, model::to_batch(table, list)?));
-    }
+/// The chunk of `events`, numbered consecutively from `first_seq` to `last_seq`.
+fn build_chunk(node: &Arc<str>, first_seq: u64, last_seq: u64, events: &[Event]) -> Result<Chunk> {
     Ok(Chunk {
         first_seq,
         last_seq,
         rows: events.len(),
-        batches,
+        parts: partitions(node, (first_seq..).zip(events))?,
     })
+}
+
+/// Events with their sequence numbers as a batch per partition.
+fn partitions<'a>(
+    node: &Arc<str>,
+    events: impl IntoIterator<Item = (u64, &'a Event)>,
+) -> Result<Vec<Unpersisted>> {
+    /// A partition's events and their sequences.
+    type Rows<'a> = (Vec<&'a Event>, Vec<u64>);
+    let mut groups: BTreeMap<(Table, NaiveDate), Rows<'a>> = BTreeMap::new();
+    for (seq, e) in events {
+        let (list, seqs) = groups.entry((e.table(), e.date())).or_default();
+        list.push(e);
+        seqs.push(seq);
+    }
+    let mut parts = Vec::with_capacity(groups.len());
+    for ((table, date), (list, seqs)) in groups {
+        parts.push(Unpersisted {
+            node: node.clone(),
+            table,
+            date,
+            seqs: seqs.into(),
+            batch: model::to_batch(table, list)?,
+        });
+    }
+    Ok(parts)
+}
+
+/// The events a node's write-ahead log holds after its checkpoint, read without changing the
+/// log (its writer may be running): for a reader beside `serve` (`netrev sql`), which adds
+/// them to the raw tables ([`netrev_storage::Store::attach_buffer`]); some may be in raw
+/// files already, which the reader tells by their sequence numbers. `None` when `wal_dir`
+/// holds no log.
+pub fn read_unpersisted(wal_dir: &std::path::Path) -> Result<Option<Frozen>> {
+    let node = match std::fs::read_to_string(wal_dir.join("node_id")) {
+        Ok(node) => Arc::<str>::from(node.trim()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("read", wal_dir.join("node_id"), e)),
+    };
+    let checkpoint = wal::read_checkpoint(wal_dir)?;
+    let records = wal::read(wal_dir)?;
+    let after = records.iter().filter(|r| r.seq > checkpoint);
+    let parts = partitions(&node, after.map(|r| (r.seq, &r.event)))?;
+    Ok(Some(Frozen(parts)))
+}
+
+/// Consecutive chunks as one, each partition's rows concatenated: the buffer keeps a few
+/// large batches rather than one per group commit, so a query reads them quickly.
+fn merge_chunks(chunks: &[Chunk]) -> Result<Chunk> {
+    let mut groups: BTreeMap<(Table, NaiveDate), Vec<&Unpersisted>> = BTreeMap::new();
+    for part in chunks.iter().flat_map(|c| &c.parts) {
+        groups
+            .entry((part.table, part.date))
+            .or_default()
+            .push(part);
+    }
+    let mut parts = Vec::with_capacity(groups.len());
+    for ((table, date), list) in groups {
+        let batches: Vec<&RecordBatch> = list.iter().map(|p| &p.batch).collect();
+        let batch = arrow::compute::concat_batches(&list[0].batch.schema(), batches)
+            .map_err(netrev_storage::Error::from)?;
+        let seqs: Vec<u64> = list.iter().flat_map(|p| p.seqs.iter().copied()).collect();
+        parts.push(Unpersisted {
+            node: list[0].node.clone(),
+            table,
+            date,
+            seqs: seqs.into(),
+            batch,
+        });
+    }
+    Ok(Chunk {
+        first_seq: chunks[0].first_seq,
+        last_seq: chunks[chunks.len() - 1].last_seq,
+        rows: chunks.iter().map(|c| c.rows).sum(),
+        parts,
+    })
+}
+
+/// Chunks of at least this many rows are left as they are by [`tidy_buffer`]; smaller ones
+/// are merged.
+const SEALED_ROWS: usize = 16_384;
+
+/// Merges the small chunks at the end of the buffer into one, so the buffer holds at most one
+/// chunk under [`SEALED_ROWS`] rows (plus the few taken in since). Each call re-merges at most
+/// that many rows. Runs under the flush lock, so no flush takes chunks meanwhile.
+async fn tidy_buffer(shared: &Shared) {
+    let (start, tail): (usize, Vec<Chunk>) = {
+        let st = shared.state.lock().expect("ingest lock");
+        let start = st
+            .buffer
+            .iter()
+            .rposition(|c| c.rows >= SEALED_ROWS)
+            .map_or(0, |i| i + 1);
+        if st.buffer.len() - start < 2 {
+            return;
+        }
+        // Batches are shared, so this copies only the chunks' bookkeeping.
+        let tail = st.buffer[start..]
+            .iter()
+            .map(|c| Chunk {
+                first_seq: c.first_seq,
+                last_seq: c.last_seq,
+                rows: c.rows,
+                parts: c.parts.clone(),
+            })
+            .collect();
+        (start, tail)
+    };
+    let merged = match tokio::task::spawn_blocking(move || merge_chunks(&tail)).await {
+        Ok(Ok(merged)) => merged,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "merging buffered batches failed; they stay as they are");
+            return;
+        }
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
+    let mut st = shared.state.lock().expect("ingest lock");
+    // The writer only appends meanwhile: the merged chunks are still at `start..`, followed by
+    // any taken in since.
+    let end = st
+        .buffer
+        .iter()
+        .position(|c| c.last_seq == merged.last_seq)
+        .expect("the merged chunks are still buffered")
+        + 1;
+    st.buffer.splice(start..end, [merged]);
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("node", &self.node).finish()
+    }
+}
+
+impl Buffer for Shared {
+    fn unpersisted(&self) -> Vec<Unpersisted> {
+        let st = self.state.lock().expect("ingest lock");
+        st.failed_flush
+            .iter()
+            .flatten()
+            .chain(&st.buffer)
+            .flat_map(|c| c.parts.iter().cloned())
+            .collect()
+    }
 }
 
 /// The log writer: takes everything pending, writes it with one fsync, acknowledges it all.
@@ -690,7 +835,7 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
                     batch.into_iter().map(|p| (p.event, p.done)).unzip();
                 // Buffer before acknowledging, so whatever was acknowledged is in the buffer
                 // (an explicit flush or the live state sees it).
-                let chunk = build_chunk(first, last, &events);
+                let chunk = build_chunk(&shared.node, first, last, &events);
                 let full = {
                     let mut st = shared.state.lock().expect("ingest lock");
                     match chunk {
@@ -811,25 +956,50 @@ impl Drop for WriterGuard<'_> {
 const FLUSH_RETRY_BASE: Duration = Duration::from_millis(200);
 const FLUSH_RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// How often the buffer's small batches are merged ([`tidy_buffer`]).
+const TIDY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long until the next multiple of `interval` since the Unix epoch, so flushes fall on
+/// the same times of every UTC day (with 30 minutes: :00 and :30) and a day gets at most
+/// `1 day / interval` of them.
+fn until_next_boundary(interval: Duration) -> Duration {
+    let interval_ns = interval.as_nanos().max(1);
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let left = interval_ns - now_ns % interval_ns;
+    Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX))
+}
+
 async fn flusher_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    use tokio::time::Instant;
+    let interval = shared.config.flush_interval;
     let mut delay = FLUSH_RETRY_BASE;
+    // The next boundary, or sooner: to retry a failed flush, or when the buffer is full.
+    let mut next_flush = Instant::now() + until_next_boundary(interval);
     loop {
+        let tidy = Instant::now() + TIDY_INTERVAL;
         tokio::select! {
-            _ = tokio::time::sleep(shared.config.flush_interval) => {}
-            _ = shared.flush_now.notified() => {}
+            _ = tokio::time::sleep_until(next_flush.min(tidy)) => {}
+            _ = shared.flush_now.notified() => next_flush = Instant::now(),
             _ = stop.changed() => return,
+        }
+        if Instant::now() < next_flush {
+            let _guard = shared.flush_lock.lock().await;
+            tidy_buffer(&shared).await;
+            continue;
         }
         let result = flush_once(&shared).await;
         shared.state.lock().expect("ingest lock").flush_error =
             result.as_ref().err().map(|e| e.to_string());
         match result {
-            Ok(()) => delay = FLUSH_RETRY_BASE,
+            Ok(()) => {
+                delay = FLUSH_RETRY_BASE;
+                next_flush = Instant::now() + until_next_boundary(interval);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "flush to Parquet failed; will retry");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.changed() => return,
-                }
+                next_flush = Instant::now() + delay;
                 delay = (delay * 2).min(FLUSH_RETRY_MAX);
             }
         }
@@ -877,8 +1047,11 @@ async fn write_unit(shared: &Shared, chunks: &[Chunk]) -> Result<usize> {
     let rows: usize = chunks.iter().map(|c| c.rows).sum();
     let mut parts: BTreeMap<(Table, NaiveDate), Vec<RecordBatch>> = BTreeMap::new();
     for c in chunks {
-        for (t, d, b) in &c.batches {
-            parts.entry((*t, *d)).or_default().push(b.clone());
+        for p in &c.parts {
+            parts
+                .entry((p.table, p.date))
+                .or_default()
+                .push(p.batch.clone());
         }
     }
     for ((table, date), batches) in &parts {
@@ -1206,6 +1379,80 @@ mod tests {
             .unwrap();
         ing.shutdown().await.unwrap();
         assert_eq!(stored(&store).await.len(), 1);
+    }
+
+    /// The (table, date, sequence) of every row a buffer holds, sorted.
+    fn rows_of(parts: &[Unpersisted]) -> Vec<(Table, NaiveDate, u64)> {
+        let mut rows: Vec<_> = parts
+            .iter()
+            .flat_map(|p| {
+                assert_eq!(p.seqs.len(), p.batch.num_rows());
+                assert_eq!(&*p.node, "n1");
+                p.seqs.iter().map(|&s| (p.table, p.date, s))
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// Until the flush, acknowledged events are read from the buffer (each row with its
+    /// sequence), whose group commits merge into one batch per partition, and from the log
+    /// by a reader beside the writer; after it, from the files only.
+    #[tokio::test]
+    async fn unflushed_events_are_read_from_the_buffer_and_from_the_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("data").to_str().unwrap()).unwrap();
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
+        for i in 0..50 {
+            ing.submit(conv(i, DAY1)).await.unwrap();
+        }
+        for i in 0..10 {
+            ing.submit(refund(i, DAY2)).await.unwrap();
+        }
+        let buffered = rows_of(&store.unpersisted());
+        assert_eq!(buffered.len(), 60);
+        assert_eq!(
+            buffered.iter().filter(|r| r.0 == Table::Refunds).count(),
+            10
+        );
+        assert!(stored(&store).await.is_empty());
+        let from_log = read_unpersisted(&tmp.path().join("wal")).unwrap().unwrap();
+        assert_eq!(rows_of(&from_log.0), buffered);
+
+        {
+            let _flushing = ing.shared.flush_lock.lock().await;
+            tidy_buffer(&ing.shared).await;
+        }
+        let parts = store.unpersisted();
+        assert_eq!(parts.len(), 2, "one batch per partition");
+        assert_eq!(rows_of(&parts), buffered);
+
+        ing.flush().await.unwrap();
+        assert!(store.unpersisted().is_empty());
+        assert_eq!(stored(&store).await.len(), 60);
+        let from_log = read_unpersisted(&tmp.path().join("wal")).unwrap().unwrap();
+        assert!(from_log.0.is_empty(), "the checkpoint passed them");
+        assert!(
+            read_unpersisted(&tmp.path().join("nothing"))
+                .unwrap()
+                .is_none()
+        );
+        ing.shutdown().await.unwrap();
+    }
+
+    #[test]
+    fn flushes_fall_on_multiples_of_the_interval() {
+        let interval = Duration::from_secs(30 * 60);
+        let left = until_next_boundary(interval);
+        assert!(left > Duration::ZERO && left <= interval);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let at = (now + left).as_secs_f64();
+        let off = at % interval.as_secs_f64();
+        assert!(off < 1.0 || interval.as_secs_f64() - off < 1.0, "{off}");
     }
 
     /// An in-memory object store whose puts under `events/refunds/` fail while `failures`

@@ -305,6 +305,24 @@ pub fn replay(dir: &Path) -> Result<Vec<Record>> {
     Ok(records)
 }
 
+/// Reads every record of `dir` and changes nothing: for a reader beside the running writer
+/// (`netrev sql`). A damaged end of the newest segment (an append under way, or a torn write
+/// that the writer's next start will cut) is left out; a segment removed meanwhile (trimmed,
+/// its records flushed first) is skipped.
+pub fn read(dir: &Path) -> Result<Vec<Record>> {
+    let segs = segments(dir)?;
+    let mut records = Vec::new();
+    for (i, (_, path)) in segs.iter().enumerate() {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io("read", path)(e)),
+        };
+        scan_segment(path, &bytes, i + 1 == segs.len(), &mut records)?;
+    }
+    Ok(records)
+}
+
 /// Deletes the segments all of whose records are at or below `flushed_seq`. The newest segment
 /// is never deleted: it is the one being written.
 pub fn remove_flushed(dir: &Path, flushed_seq: u64) -> Result<usize> {

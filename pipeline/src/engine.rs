@@ -277,13 +277,18 @@ async fn write_views(
             stand_ins.insert(rel.to_string());
         }
     }
-    crate::register_raw_tables_with(ctx, |rel| {
-        if stand_ins.contains(rel) {
-            url_of(&format!("{scratch}/{rel}"))
-        } else {
-            url_of(rel)
-        }
-    })
+    crate::register_raw_tables_with(
+        ctx,
+        |rel| {
+            if stand_ins.contains(rel) {
+                url_of(&format!("{scratch}/{rel}"))
+            } else {
+                url_of(rel)
+            }
+        },
+        // Ballista's executors read files only: rows not yet flushed wait for the next run.
+        Vec::new(),
+    )
     .await?;
     for job in crate::jobs::JOBS {
         ctx.sql(job.sql).await?.collect().await?;

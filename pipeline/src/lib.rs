@@ -17,6 +17,8 @@
 
 pub mod analysts;
 pub mod bounded;
+pub mod buffered;
+pub mod compact;
 pub mod engine;
 pub mod jobs;
 pub mod output;
@@ -28,10 +30,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Schema};
+use datafusion::catalog::TableProvider;
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::ListingOptions;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -130,9 +135,12 @@ pub(crate) fn set_join_limits(options: &mut ConfigOptions, bytes: usize, rows: u
 /// those of the store (`events/clicks/…`). A local root is read by its directory's path.
 const REMOTE_URL: &str = "netrev://root/";
 
+/// Registers a remote data root's store, its listings without the raw files an interrupted
+/// compaction left behind ([`compact::Unshadowed`]).
 fn register_remote(ctx: &SessionContext, store: Arc<dyn object_store::ObjectStore>) {
     let url = url::Url::parse(REMOTE_URL).expect("valid URL");
-    ctx.runtime_env().register_object_store(&url, store);
+    ctx.runtime_env()
+        .register_object_store(&url, Arc::new(compact::Unshadowed(store)));
 }
 
 /// The listing URL of the directory `rel` (`events/clicks`, `tables/visitors`) of `store`.
@@ -176,7 +184,7 @@ pub(crate) async fn snapshot_session(
     let Some(root) = store.local_root() else {
         // A remote root: the snapshot lists the store itself, under the URL its tables use.
         let frozen = snapshot::Snapshot::take(
-            store.object_store(),
+            Arc::new(compact::Unshadowed(store.object_store())),
             vec![object_store::path::Path::from("events")],
         )
         .await
@@ -269,24 +277,41 @@ async fn query_session_with(store: &Store, ctx: SessionContext) -> Result<Sessio
     Ok(ctx)
 }
 
-/// Registers `clicks`, `conversions` and `refunds` in `ctx`.
+/// Registers `clicks`, `conversions` and `refunds` in `ctx`: their files, and the rows
+/// acknowledged but not yet in files when the store has a buffer ([`Store::unpersisted`],
+/// taken now, before any listing).
 pub async fn register_raw_tables(ctx: &SessionContext, store: &Store) -> Result<()> {
-    register_raw_tables_with(ctx, |rel| table_url(store, rel)).await
+    let rows = store.unpersisted();
+    register_raw_tables_with(ctx, |rel| table_url(store, rel), rows).await
 }
 
 /// Registers the raw tables in `ctx`, each at the listing URL `url_of` gives its directory
-/// (`events/clicks`, …).
+/// (`events/clicks`, …), with the buffered `rows` of each ([`buffered::Buffered`]).
 pub(crate) async fn register_raw_tables_with(
     ctx: &SessionContext,
     url_of: impl Fn(&str) -> String,
+    rows: Vec<netrev_storage::buffer::Unpersisted>,
 ) -> Result<()> {
     for table in Table::ALL {
-        let url = url_of(&format!("events/{}", table.name()));
+        let url = ListingTableUrl::parse(url_of(&format!("events/{}", table.name())))?
+            .with_table_ref(table.name().into());
         let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
             .with_file_extension(".parquet")
             .with_table_partition_cols(vec![("date".to_string(), DataType::Date32)]);
-        ctx.register_listing_table(table.name(), url, options, Some(table.schema()), None)
-            .await?;
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(table.schema());
+        let files: Arc<dyn TableProvider> = Arc::new(
+            ListingTable::try_new(config)?
+                .with_cache(ctx.runtime_env().cache_manager.get_file_statistic_cache()),
+        );
+        let mine: Vec<_> = rows.iter().filter(|r| r.table == table).cloned().collect();
+        let provider = if mine.is_empty() {
+            files
+        } else {
+            Arc::new(buffered::Buffered::new(files, mine))
+        };
+        ctx.register_table(table.name(), provider)?;
     }
     Ok(())
 }

@@ -32,6 +32,9 @@ enum Command {
     Sql(SqlArgs),
     /// Load clicks, conversions or refunds with their own times from a CSV or Parquet file.
     Import(ImportArgs),
+    /// Rewrite the raw tables' many small files (a data root written by versions that flushed
+    /// every second) as few large ones, in place; `serve` must be stopped.
+    Compact(CompactArgs),
     /// Write a realistic synthetic history (clicks, conversions, refunds) into an empty data
     /// root's raw tables.
     Generate(GenerateArgs),
@@ -73,10 +76,30 @@ struct DataArgs {
     data: String,
 }
 
+/// The write-ahead log of a server on the same data root: the events it acknowledged and has
+/// not yet written to Parquet (up to one flush interval of them) are read from it too.
+#[derive(Debug, Args)]
+struct LogArgs {
+    /// The server's write-ahead-log directory (`serve --wal-dir`). Default: `<data>/wal` when
+    /// it exists; without a log only the raw Parquet files are read.
+    #[arg(long, env = "NETREV_WAL_DIR")]
+    wal_dir: Option<PathBuf>,
+}
+
+impl LogArgs {
+    fn dir(&self, data: &str) -> Option<PathBuf> {
+        self.wal_dir
+            .clone()
+            .or_else(|| (!data.contains("://")).then(|| PathBuf::from(data).join("wal")))
+    }
+}
+
 #[derive(Debug, Args)]
 struct RecomputeArgs {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    log: LogArgs,
     /// First click day of stats_hourly to rebuild (YYYY-MM-DD); default: the first.
     #[arg(long, value_parser = parse_date)]
     from: Option<chrono::NaiveDate>,
@@ -98,11 +121,22 @@ struct RecomputeArgs {
 struct SqlArgs {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    log: LogArgs,
     /// The query, e.g. "select source, sum(clicks) from stats_hourly group by source".
     query: String,
     /// Output: table, csv or json.
     #[arg(long, default_value = "table")]
     format: netrev_pipeline::output::Format,
+}
+
+#[derive(Debug, Args)]
+struct CompactArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Rows per file written.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    rows_per_file: u64,
 }
 
 #[derive(Debug, Args)]
@@ -204,10 +238,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 from: args.from,
                 to: args.to,
             };
-            commands::recompute(&args.data.data, range, &args.engine, args.timeout_secs).await
+            let log = args.log.dir(&args.data.data);
+            commands::recompute(&args.data.data, log, range, &args.engine, args.timeout_secs).await
         }
-        Command::Sql(args) => commands::sql(&args.data.data, &args.query, args.format).await,
+        Command::Sql(args) => {
+            let log = args.log.dir(&args.data.data);
+            commands::sql(&args.data.data, log, &args.query, args.format).await
+        }
         Command::Import(args) => commands::import(&args.data.data, args.table, &args.file).await,
+        Command::Compact(args) => {
+            let config = netrev_pipeline::compact::CompactConfig {
+                rows_per_file: usize::try_from(args.rows_per_file).unwrap_or(usize::MAX),
+            };
+            commands::compact(&args.data.data, &config).await
+        }
         Command::Generate(args) if args.replay.is_some() => {
             let url = args.replay.as_deref().expect("checked");
             let r = generate::replay(

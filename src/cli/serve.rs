@@ -58,8 +58,11 @@ struct IngestArgs {
     /// This node's ID in raw file names. Default: generated once and kept in the WAL directory.
     #[arg(long, env = "NETREV_NODE_ID")]
     node_id: Option<String>,
-    /// Milliseconds between flushes of the ingest buffer to Parquet.
-    #[arg(long, env = "NETREV_FLUSH_INTERVAL_MS", default_value_t = 1000)]
+    /// Milliseconds between flushes of the ingest buffer to Parquet files, at multiples of it
+    /// since midnight UTC: 30 minutes gives a raw table at most 48 files a day. Queries of
+    /// netrev (`/api/sql`, `netrev sql`, the recompute) read the buffer as well; outside
+    /// readers of the Parquet files see an event once it is flushed.
+    #[arg(long, env = "NETREV_FLUSH_INTERVAL_MS", default_value_t = 1_800_000)]
     flush_interval_ms: u64,
     /// Buffered events that trigger an early flush.
     #[arg(long, env = "NETREV_FLUSH_ROWS", default_value_t = 100_000)]

@@ -12,7 +12,11 @@
 //! Points: `wal-write` (a write to the write-ahead log fails as on a full disk), `wal-fsync`
 //! (its fsync fails), `raw-put` (writing a raw Parquet file to the object store fails),
 //! `durable-before-rename` (a file replaced whole, such as a derived-table partition, is
-//! written and fsynced under its temporary name and not yet renamed into place).
+//! written and fsynced under its temporary name and not yet renamed into place),
+//! `compact-before-swap` / `compact-after-swap` (`netrev compact` on a local root has
+//! assembled a partition's new files / has swapped them in and not yet removed the old ones),
+//! `compact-before-delete` (on an object store: has put the new files, not yet deleted the
+//! old ones).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;

@@ -23,6 +23,7 @@
 //!
 //! This crate knows nothing of HTTP, write-ahead logs or SQL jobs.
 
+pub mod buffer;
 pub mod clickid;
 pub mod clock;
 pub mod csv;

@@ -6,7 +6,7 @@
 //! fsync of its directory, because a rename alone does not make the new file's contents durable.
 
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use arrow::array::RecordBatch;
 use arrow::compute::concat_batches;
@@ -24,6 +24,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use crate::buffer::{Buffer, Unpersisted};
 use crate::clickid;
 use crate::model::{self, Event, Table};
 use crate::{Error, Result};
@@ -41,6 +42,9 @@ pub struct Store {
     location: String,
     /// The time events are received at ([`Store::clock`]).
     clock: crate::Clock,
+    /// The acknowledged rows not yet in raw files, shared by every clone of this store
+    /// ([`Store::attach_buffer`]).
+    buffer: Arc<std::sync::Mutex<Option<Weak<dyn Buffer>>>>,
 }
 
 impl Store {
@@ -69,6 +73,7 @@ impl Store {
             local_root: Some(dir),
             location: location.into(),
             clock: crate::Clock::default(),
+            buffer: Arc::default(),
         })
     }
 
@@ -95,6 +100,7 @@ impl Store {
             local_root: None,
             location: location.into(),
             clock: crate::Clock::default(),
+            buffer: Arc::default(),
         })
     }
 
@@ -105,6 +111,7 @@ impl Store {
             local_root: None,
             location: location.into(),
             clock: crate::Clock::default(),
+            buffer: Arc::default(),
         }
     }
 
@@ -118,6 +125,25 @@ impl Store {
     /// ([`Store::with_clock`]).
     pub fn clock(&self) -> &crate::Clock {
         &self.clock
+    }
+
+    /// Makes the rows of `buffer` part of the raw tables for every reader of this store and of
+    /// its clones (`serve`'s ingest buffer, or a write-ahead log read by `netrev sql`),
+    /// replacing any buffer attached before. The store holds it weakly: it is gone with its
+    /// owner.
+    pub fn attach_buffer(&self, buffer: Weak<dyn Buffer>) {
+        *self.buffer.lock().expect("buffer lock") = Some(buffer);
+    }
+
+    /// The rows acknowledged and not yet in raw files, from the attached buffer (none without
+    /// one). Take them *before* listing the files they are to be added to
+    /// ([`crate::buffer`]).
+    pub fn unpersisted(&self) -> Vec<Unpersisted> {
+        let buffer = self.buffer.lock().expect("buffer lock").clone();
+        buffer
+            .and_then(|b| b.upgrade())
+            .map(|b| b.unpersisted())
+            .unwrap_or_default()
     }
 
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {

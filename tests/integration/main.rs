@@ -19,6 +19,7 @@ mod ipn;
 mod jobs;
 mod live;
 mod model;
+mod persist;
 mod postbacks;
 mod s3;
 mod storage;
