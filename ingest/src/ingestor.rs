@@ -123,8 +123,9 @@ pub struct IngestStats {
     pub flush_error: Option<String>,
 }
 
-/// Durable records not yet in Parquet, as Arrow batches per partition.
-#[derive(Debug)]
+/// Durable records not yet in Parquet, as Arrow batches per partition (cloned cheaply: the
+/// batches are shared).
+#[derive(Debug, Clone)]
 struct Chunk {
     first_seq: u64,
     last_seq: u64,
@@ -280,7 +281,7 @@ impl Ingestor {
         let replayed_count = unflushed.len();
         let replayed_events: Vec<(u64, Event)> =
             unflushed.iter().map(|r| (r.seq, r.event.clone())).collect();
-        let (covered, todo) = split_covered(&store, &node, unflushed).await?;
+        let (covered, todo, partial) = split_covered(&store, &node, unflushed).await?;
         // Everything before the first record still to flush is in Parquet (flush units are
         // written in sequence order); the checkpoint may lag behind it when the log was held.
         let flushed = todo
@@ -317,11 +318,21 @@ impl Ingestor {
             ..State::default()
         };
         if !todo.is_empty() {
-            let first = todo[0].seq;
-            let last = todo[todo.len() - 1].seq;
-            let events: Vec<Event> = todo.into_iter().map(|r| r.event).collect();
-            state.unflushed = events.len();
-            state.buffer.push(build_chunk(&node, first, last, &events)?);
+            state.unflushed = todo.len();
+            // The records of a flush unit a crash left half-written go out again alone, under
+            // that unit's own name (as a failed flush would), before anything newer: so every
+            // file keeps holding exactly the rows of its partition in its range, and no two
+            // files' ranges overlap.
+            let split = partial.map_or(0, |(_, last)| todo.partition_point(|r| r.seq <= last));
+            let (unit, rest) = todo.split_at(split);
+            if let (Some((first, last)), false) = (partial, unit.is_empty()) {
+                state.failed_flush = Some(vec![chunk_of(&node, first, last, unit)?]);
+            }
+            if let (Some(first), Some(last)) = (rest.first(), rest.last()) {
+                state
+                    .buffer
+                    .push(chunk_of(&node, first.seq, last.seq, rest)?);
+            }
         }
 
         let writer_log = wal::Writer::create(&dir, next_seq, config.segment_bytes)?;
@@ -365,6 +376,10 @@ impl Ingestor {
                 })
                 .map_err(|e| Error::io("spawn", "wal writer thread", e))?
         };
+        if shared.state.lock().expect("ingest lock").unflushed >= shared.config.flush_rows {
+            // Replayed enough to flush at once (the permit waits for the flusher).
+            shared.flush_now.notify_one();
+        }
         let flusher = tokio::spawn(flusher_loop(shared.clone(), stop_rx));
         let ingestor = Arc::new(Ingestor {
             shared,
@@ -599,12 +614,13 @@ async fn read_all(store: &Store, table: Table) -> Result<Vec<Event>> {
 }
 
 /// Splits replayed records into those some raw file of this node already covers (counted) and
-/// those still to flush.
+/// those still to flush; with the range of the flush unit a crash left half-written, if the
+/// first record to flush belongs to one (a file of that range holds other partitions' rows).
 async fn split_covered(
     store: &Store,
     node: &str,
     records: Vec<wal::Record>,
-) -> Result<(usize, Vec<wal::Record>)> {
+) -> Result<(usize, Vec<wal::Record>, Option<(u64, u64)>)> {
     let mut ranges: BTreeMap<(Table, NaiveDate), Vec<(u64, u64)>> = BTreeMap::new();
     for r in &records {
         ranges.entry((r.event.table(), r.event.date())).or_default();
@@ -631,7 +647,24 @@ async fn split_covered(
             todo.push(r);
         }
     }
-    Ok((covered, todo))
+    let partial = todo.first().and_then(|r| {
+        ranges
+            .values()
+            .flatten()
+            .copied()
+            .find(|&(a, b)| (a..=b).contains(&r.seq))
+    });
+    Ok((covered, todo, partial))
+}
+
+/// The chunk of replayed `records`, which hold sequences `first..=last` (with gaps).
+fn chunk_of(node: &Arc<str>, first: u64, last: u64, records: &[wal::Record]) -> Result<Chunk> {
+    Ok(Chunk {
+        first_seq: first,
+        last_seq: last,
+        rows: records.len(),
+        parts: partitions(node, records.iter().map(|r| (r.seq, &r.event)))?,
+    })
 }
 
 /// The chunk of `events`, numbered consecutively from `first_seq` to `last_seq`.
@@ -682,9 +715,8 @@ pub fn read_unpersisted(wal_dir: &std::path::Path) -> Result<Option<Frozen>> {
         Err(e) => return Err(Error::io("read", wal_dir.join("node_id"), e)),
     };
     let checkpoint = wal::read_checkpoint(wal_dir)?;
-    let records = wal::read(wal_dir)?;
-    let after = records.iter().filter(|r| r.seq > checkpoint);
-    let parts = partitions(&node, after.map(|r| (r.seq, &r.event)))?;
+    let records = wal::read(wal_dir, checkpoint)?;
+    let parts = partitions(&node, records.iter().map(|r| (r.seq, &r.event)))?;
     Ok(Some(Frozen(parts)))
 }
 
@@ -739,15 +771,7 @@ async fn tidy_buffer(shared: &Shared) {
             return;
         }
         // Batches are shared, so this copies only the chunks' bookkeeping.
-        let tail = st.buffer[start..]
-            .iter()
-            .map(|c| Chunk {
-                first_seq: c.first_seq,
-                last_seq: c.last_seq,
-                rows: c.rows,
-                parts: c.parts.clone(),
-            })
-            .collect();
+        let tail = st.buffer[start..].to_vec();
         (start, tail)
     };
     let merged = match tokio::task::spawn_blocking(move || merge_chunks(&tail)).await {
@@ -959,16 +983,15 @@ const FLUSH_RETRY_MAX: Duration = Duration::from_secs(30);
 /// How often the buffer's small batches are merged ([`tidy_buffer`]).
 const TIDY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long until the next multiple of `interval` since the Unix epoch, so flushes fall on
-/// the same times of every UTC day (with 30 minutes: :00 and :30) and a day gets at most
-/// `1 day / interval` of them.
-fn until_next_boundary(interval: Duration) -> Duration {
-    let interval_ns = interval.as_nanos().max(1);
-    let now_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let left = interval_ns - now_ns % interval_ns;
-    Duration::from_nanos(u64::try_from(left).unwrap_or(u64::MAX))
+/// How long (in real time) until `clock` reaches the next multiple of `interval` since the
+/// Unix epoch, so flushes fall on the same times of every UTC day (with 30 minutes: :00 and
+/// :30) and a day gets at most `1 day / interval` of them.
+fn until_next_boundary(clock: &netrev_storage::Clock, interval: Duration) -> Duration {
+    let interval_us = i64::try_from(interval.as_micros())
+        .unwrap_or(i64::MAX)
+        .max(1);
+    let left = interval_us - clock.timer_micros().rem_euclid(interval_us);
+    clock.real_wait(Duration::from_micros(left.unsigned_abs()))
 }
 
 async fn flusher_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -976,12 +999,16 @@ async fn flusher_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let interval = shared.config.flush_interval;
     let mut delay = FLUSH_RETRY_BASE;
     // The next boundary, or sooner: to retry a failed flush, or when the buffer is full.
-    let mut next_flush = Instant::now() + until_next_boundary(interval);
+    let mut next_flush = Instant::now() + until_next_boundary(shared.store.clock(), interval);
+    // Set after a failed flush: no flush before then, however full the buffer (backoff).
+    let mut retry_at: Option<Instant> = None;
     loop {
         let tidy = Instant::now() + TIDY_INTERVAL;
         tokio::select! {
             _ = tokio::time::sleep_until(next_flush.min(tidy)) => {}
-            _ = shared.flush_now.notified() => next_flush = Instant::now(),
+            _ = shared.flush_now.notified() => {
+                next_flush = retry_at.map_or(Instant::now(), |at| at.max(Instant::now()));
+            }
             _ = stop.changed() => return,
         }
         if Instant::now() < next_flush {
@@ -995,11 +1022,13 @@ async fn flusher_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         match result {
             Ok(()) => {
                 delay = FLUSH_RETRY_BASE;
-                next_flush = Instant::now() + until_next_boundary(interval);
+                retry_at = None;
+                next_flush = Instant::now() + until_next_boundary(shared.store.clock(), interval);
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "flush to Parquet failed; will retry");
                 next_flush = Instant::now() + delay;
+                retry_at = Some(next_flush);
                 delay = (delay * 2).min(FLUSH_RETRY_MAX);
             }
         }
@@ -1013,26 +1042,36 @@ async fn flusher_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
 async fn flush_once(shared: &Shared) -> Result<()> {
     let _guard = shared.flush_lock.lock().await;
     loop {
+        // The unit stays where queries find it ([`Buffer::unpersisted`]) until its files are
+        // written: a query meanwhile reads each row from the buffer or, once a file lists it,
+        // from the file. Under the flush lock only the writer changes the buffer, by appending.
         let (chunks, retrying) = {
-            let mut st = shared.state.lock().expect("ingest lock");
-            match st.failed_flush.take() {
-                Some(unit) => (unit, true),
-                None => (std::mem::take(&mut st.buffer), false),
+            let st = shared.state.lock().expect("ingest lock");
+            match &st.failed_flush {
+                Some(unit) => (unit.clone(), true),
+                None => (st.buffer.clone(), false),
             }
         };
         if chunks.is_empty() {
             return Ok(());
         }
-        match write_unit(shared, &chunks).await {
+        let result = write_unit(shared, &chunks).await;
+        let mut st = shared.state.lock().expect("ingest lock");
+        match result {
             Ok(rows) => {
-                let mut st = shared.state.lock().expect("ingest lock");
                 st.unflushed -= rows;
-                if !retrying {
+                if retrying {
+                    st.failed_flush = None;
+                } else {
+                    st.buffer.drain(..chunks.len());
                     return Ok(());
                 }
             }
             Err(e) => {
-                shared.state.lock().expect("ingest lock").failed_flush = Some(chunks);
+                if !retrying {
+                    let unit = st.buffer.drain(..chunks.len()).collect();
+                    st.failed_flush = Some(unit);
+                }
                 return Err(e);
             }
         }
@@ -1445,7 +1484,8 @@ mod tests {
     #[test]
     fn flushes_fall_on_multiples_of_the_interval() {
         let interval = Duration::from_secs(30 * 60);
-        let left = until_next_boundary(interval);
+        let system = netrev_storage::Clock::default();
+        let left = until_next_boundary(&system, interval);
         assert!(left > Duration::ZERO && left <= interval);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1453,6 +1493,16 @@ mod tests {
         let at = (now + left).as_secs_f64();
         let off = at % interval.as_secs_f64();
         assert!(off < 1.0 || interval.as_secs_f64() - off < 1.0, "{off}");
+        // A clock 1,440 times as fast: the next :00 or :30 of its time comes within 1.25 s.
+        let fast = netrev_storage::Clock::accelerated(1440);
+        let left = until_next_boundary(&fast, interval);
+        assert!(left <= Duration::from_millis(1250), "{left:?}");
+        let at = fast.now_micros() + i64::try_from(left.as_micros()).unwrap() * 1440;
+        let off = at.rem_euclid(1_800_000_000);
+        assert!(
+            !(2_000_000..1_798_000_000).contains(&off),
+            "{off} µs past a boundary"
+        );
     }
 
     /// An in-memory object store whose puts under `events/refunds/` fail while `failures`
@@ -1570,9 +1620,71 @@ mod tests {
         }
         assert!(ing.flush().await.is_err(), "the retry fails again");
         assert_eq!(ing.stats().buffered_events, 10);
+        // The failed unit and the newer events stay readable: once each, with files or not.
+        assert_eq!(rows_of(&store.unpersisted()).len(), 10);
         ing.flush().await.unwrap();
         assert_eq!(ing.stats().buffered_events, 0);
         assert_eq!(ing.stats().flushed_seq, 10);
+        want.sort_by_key(|e| (e.table(), e.ts()));
+        assert_eq!(stored(&store).await, want);
+        ing.shutdown().await.unwrap();
+    }
+
+    /// A crash after a flush wrote some partitions of its unit: the rest of that unit goes out
+    /// again under the unit's own name (so no file's range holds another's), the events after
+    /// it under theirs, each row readable meanwhile with its own sequence.
+    #[tokio::test]
+    async fn a_half_written_flush_is_finished_under_its_own_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let flaky = Arc::new(Flaky {
+            inner: object_store::memory::InMemory::new(),
+            failures: std::sync::atomic::AtomicUsize::new(1),
+        });
+        let store = Store::from_object_store(flaky.clone(), "memory://flaky");
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
+        let mut want = Vec::new();
+        for i in 0..3 {
+            for e in [conv(i, DAY1 + i), refund(i, DAY1 + i)] {
+                ing.submit(e.clone()).await.unwrap();
+                want.push(e);
+            }
+        }
+        assert!(
+            ing.flush().await.is_err(),
+            "conversions written, refunds not"
+        );
+        for i in 3..5 {
+            ing.submit(conv(i, DAY1 + i)).await.unwrap();
+            want.push(conv(i, DAY1 + i));
+        }
+        drop(ing); // a crash: the unit 1..=6 is half written, 7..=8 only in the log
+
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
+        // Refunds 2, 4, 6 and conversions 7, 8, numbered as they were.
+        let mut seqs: Vec<u64> = rows_of(&store.unpersisted()).iter().map(|r| r.2).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, [2, 4, 6, 7, 8]);
+        ing.flush().await.unwrap();
+        let mut names: Vec<String> = Vec::new();
+        for t in Table::ALL {
+            for m in store.raw_files(t).await.unwrap() {
+                names.push(format!("{}/{}", t.name(), m.location.filename().unwrap()));
+            }
+        }
+        names.sort();
+        let name = |t: &str, a: u64, b: u64| format!("{t}/n1-{a:020}-{b:020}.parquet");
+        assert_eq!(
+            names,
+            [
+                name("conversions", 1, 6),
+                name("conversions", 7, 8),
+                name("refunds", 1, 6)
+            ]
+        );
         want.sort_by_key(|e| (e.table(), e.ts()));
         assert_eq!(stored(&store).await, want);
         ing.shutdown().await.unwrap();

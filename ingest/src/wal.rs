@@ -305,14 +305,18 @@ pub fn replay(dir: &Path) -> Result<Vec<Record>> {
     Ok(records)
 }
 
-/// Reads every record of `dir` and changes nothing: for a reader beside the running writer
-/// (`netrev sql`). A damaged end of the newest segment (an append under way, or a torn write
-/// that the writer's next start will cut) is left out; a segment removed meanwhile (trimmed,
-/// its records flushed first) is skipped.
-pub fn read(dir: &Path) -> Result<Vec<Record>> {
+/// Reads the records of `dir` after sequence `after` and changes nothing: for a reader beside
+/// the running writer (`netrev sql`). Segments wholly at or below `after` are not read. A
+/// damaged end of the newest segment (an append under way, or a torn write that the writer's
+/// next start will cut) is left out; a segment removed meanwhile (trimmed, its records
+/// flushed first) is skipped.
+pub fn read(dir: &Path, after: u64) -> Result<Vec<Record>> {
     let segs = segments(dir)?;
     let mut records = Vec::new();
     for (i, (_, path)) in segs.iter().enumerate() {
+        if segs.get(i + 1).is_some_and(|(next, _)| *next <= after + 1) {
+            continue;
+        }
         let bytes = match std::fs::read(path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -320,6 +324,7 @@ pub fn read(dir: &Path) -> Result<Vec<Record>> {
         };
         scan_segment(path, &bytes, i + 1 == segs.len(), &mut records)?;
     }
+    records.retain(|r| r.seq > after);
     Ok(records)
 }
 

@@ -3,12 +3,13 @@
 //! A data root written by versions that flushed every second holds up to 86,400 files per
 //! table and day. Compaction rewrites, in each `events/<table>/date=D/` partition, the files
 //! of each ingest node as one file per `rows_per_file` rows, named
-//! `<node>-<first>-<last>.parquet` after the lowest and highest sequence of the files it
+//! `<node>-<first>-<last>.c.parquet` after the lowest and highest sequence of the files it
 //! replaces. That keeps the contract recovery relies on: a file of a partition holds every row
 //! of that partition its node numbered within its range (every flush unit in between wrote
 //! this partition whole, or had nothing for it). The one exception is a node's newest flush
 //! unit, which a crash may have left written in some partitions only: its files are never
-//! merged, so a range never spans records the node's log may still replay.
+//! merged, so a range never spans records the node's log may still replay. Files whose ranges
+//! overlap (which versions before this one could leave after a crash) are left alone.
 //!
 //! Rows are neither lost nor duplicated, for readers at any moment and across a crash at any
 //! step:
@@ -19,8 +20,8 @@
 //!   leaves at most a `.compact/` directory, whole old or whole new, which the next run
 //!   deletes.
 //! - **An object store (S3)** has no such step: the new files are put, then the old ones
-//!   deleted. netrev's own readers ignore a file whose node and range lie within another's of
-//!   the same partition ([`Unshadowed`]), so they see the rows once throughout and after a
+//!   deleted. netrev's own readers ignore a file whose node and range lie within a compacted
+//!   file's of the same partition ([`Unshadowed`]), so they see the rows once throughout and after a
 //!   crash; readers outside netrev may see both for the moment in between, so on S3 run it
 //!   while they are paused.
 //!
@@ -87,12 +88,19 @@ impl RawFile {
         self.meta.location.filename().unwrap_or_default()
     }
 
-    /// Whether `other` (of the same partition) holds every row this one does.
+    /// Whether `other` (of the same partition) holds every row this one does: it is a
+    /// compacted file whose range holds this one's.
     fn within(&self, other: &RawFile) -> bool {
-        self.node == other.node
+        layout::is_compacted(other.name())
+            && self.node == other.node
             && other.first <= self.first
             && self.last <= other.last
-            && (self.first, self.last) != (other.first, other.last)
+            && self.name() != other.name()
+    }
+
+    /// Whether the two files' ranges share a sequence.
+    fn overlaps(&self, other: &RawFile) -> bool {
+        self.first <= other.last && other.first <= self.last
     }
 }
 
@@ -198,8 +206,21 @@ fn plan(files: Vec<RawFile>, newest: &HashMap<String, (u64, u64)>) -> Plan {
         .into_values()
         .filter(|files| files.len() >= 2)
         .map(|mut files| {
-            files.sort_by_key(|f| f.first);
+            files.sort_by_key(|f| (f.first, f.last));
             files
+        })
+        .filter(|files: &Vec<RawFile>| {
+            // Overlapping ranges (left by versions that replayed a half-written flush under a
+            // wider name) hold different rows: merged, one range would claim the other's rows.
+            let overlapping = files.windows(2).any(|w| w[0].overlaps(&w[1]));
+            if overlapping {
+                tracing::warn!(
+                    node = %files[0].node,
+                    partition = %files[0].meta.location,
+                    "files with overlapping sequence ranges: left as they are"
+                );
+            }
+            !overlapping
         })
         .collect();
     Plan { merges, shadowed }
@@ -292,7 +313,7 @@ async fn merge(
         }
         let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
         let (first, last) = (files[0].first, files[files.len() - 1].last);
-        let path = layout::raw_file(table, date, &files[0].node, first, last);
+        let path = layout::compacted_file(table, date, &files[0].node, first, last);
         let bytes = tokio::task::spawn_blocking(move || store::encode_parquet(&batches))
             .await
             .expect("encoding task panicked")
@@ -418,15 +439,18 @@ async fn replace_remote(store: &Store, inputs: &[&RawFile], outputs: &[Output]) 
     Ok(())
 }
 
-/// Whether the raw file at `location` is shadowed by one of `others` (same directory): its
-/// node and sequence range lie within another file's.
-fn is_shadowed(location: &Path, others: &[(String, u64, u64)]) -> bool {
-    let Some((node, first, last)) = location.filename().and_then(layout::parse_raw_file) else {
+/// Whether the raw file at `location` is shadowed by one of the compacted files `compacted`
+/// (same directory, as (node, first, last, name)): its node and range lie within one's.
+fn is_shadowed(location: &Path, compacted: &[(String, u64, u64, String)]) -> bool {
+    let Some(name) = location.filename() else {
         return false;
     };
-    others
+    let Some((node, first, last)) = layout::parse_raw_file(name) else {
+        return false;
+    };
+    compacted
         .iter()
-        .any(|(n, f, l)| n == node && *f <= first && last <= *l && (*f, *l) != (first, last))
+        .any(|(n, f, l, c)| n == node && *f <= first && last <= *l && c != name)
 }
 
 /// Leaves out of listings every raw file whose rows another file of its partition holds (see
@@ -442,14 +466,20 @@ impl fmt::Display for Unshadowed {
 
 /// Drops the shadowed raw files of a listing.
 fn unshadow(metas: Vec<ObjectMeta>) -> Vec<ObjectMeta> {
-    let mut by_dir: HashMap<String, Vec<(String, u64, u64)>> = HashMap::new();
+    let mut by_dir: HashMap<String, Vec<(String, u64, u64, String)>> = HashMap::new();
     for m in &metas {
-        if let Some((node, first, last)) = m.location.filename().and_then(layout::parse_raw_file) {
-            let dir = parent(&m.location);
-            by_dir
-                .entry(dir)
-                .or_default()
-                .push((node.to_string(), first, last));
+        let Some(name) = m.location.filename() else {
+            continue;
+        };
+        if let (true, Some((node, first, last))) =
+            (layout::is_compacted(name), layout::parse_raw_file(name))
+        {
+            by_dir.entry(parent(&m.location)).or_default().push((
+                node.to_string(),
+                first,
+                last,
+                name.to_string(),
+            ));
         }
     }
     metas
@@ -649,17 +679,14 @@ mod tests {
         // Node a's conversions 1..=19 in files of 8 rows; its newest unit (20) alone; b's
         // 1..=2 in one and its newest unit (3) alone; the import untouched.
         let conversions = names(&store, Table::Conversions, DAY1);
+        let date = conversion("x", 0, DAY1).date();
         let name = |node: &str, f: u64, l: u64| {
-            layout::raw_file(
-                Table::Conversions,
-                conversion("x", 0, DAY1).date(),
-                node,
-                f,
-                l,
-            )
-            .filename()
-            .unwrap()
-            .to_string()
+            let path = if f == l {
+                layout::raw_file(Table::Conversions, date, node, f, l)
+            } else {
+                layout::compacted_file(Table::Conversions, date, node, f, l)
+            };
+            path.filename().unwrap().to_string()
         };
         let mut expected = vec![
             name("a", 1, 8),
@@ -757,7 +784,7 @@ mod tests {
                 .iter(),
         )
         .unwrap();
-        let merged = layout::raw_file(
+        let merged = layout::compacted_file(
             Table::Conversions,
             conversion("a", 0, DAY1).date(),
             "a",

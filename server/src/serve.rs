@@ -40,6 +40,9 @@ pub struct ServeConfig {
     /// Serve the postback routes only: no live stats, query routes, dashboard, webhooks or
     /// scheduled recompute (an extra ingest node beside a full one on a shared store).
     pub ingest_only: bool,
+    /// For benchmarks: the service's clock runs this many times as fast as real time (event
+    /// times, days, flush times); 1 in production.
+    pub clock_speed: u32,
 }
 
 /// Where analysts' queries run and what bounds them ([`netrev_pipeline::analysts`]).
@@ -60,6 +63,10 @@ pub async fn startup(config: ServeConfig) -> Result<()> {
         Store::open(&config.data),
         format!("opening data root {}", config.data),
     )?;
+    let store = match config.clock_speed {
+        0 | 1 => store,
+        speed => store.with_clock(netrev_storage::Clock::accelerated(speed)),
+    };
     let listener = bind(config.listen).await?;
     serve(
         config,

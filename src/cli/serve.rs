@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// live stats, query routes, dashboard, webhooks or scheduled recompute.
     #[arg(long, env = "NETREV_INGEST_ONLY")]
     ingest_only: bool,
+    /// Benchmarks only: run the service's clock this many times as fast as real time (event
+    /// times, days and flush times; 1440 makes a day a minute).
+    #[arg(long, hide = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    clock_speed: u32,
     #[command(flatten)]
     ingest: IngestArgs,
     #[command(flatten)]
@@ -246,6 +250,15 @@ struct WebhookArgs {
 
 impl ServeArgs {
     pub fn into_config(self) -> anyhow::Result<netrev_server::ServeConfig> {
+        if self.ingest.flush_rows >= self.ingest.max_buffered {
+            // A buffer that refuses postbacks before it asks for a flush would refuse them
+            // until the next flush time.
+            anyhow::bail!(
+                "--flush-rows ({}) must be below --max-buffered ({})",
+                self.ingest.flush_rows,
+                self.ingest.max_buffered
+            );
+        }
         let http = self.http;
         Ok(netrev_server::ServeConfig {
             ingest: self.ingest.into_config(&self.data.data),
@@ -268,6 +281,7 @@ impl ServeArgs {
                 .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
                 .collect(),
             ingest_only: self.ingest_only,
+            clock_speed: self.clock_speed,
         })
     }
 }

@@ -537,9 +537,30 @@ pub mod layout {
         raw_partition(table, date).join(format!("{node}-{first:020}-{last:020}.parquet"))
     }
 
-    /// The (node, first, last) of a raw file name written by [`raw_file`].
+    /// A raw file written by `netrev compact` from files of node `node` whose ranges lie in
+    /// `first..=last`: named like [`raw_file`] with `.c` before `.parquet`. It holds every row
+    /// of its partition that node numbered in its range, and so does each file it replaced: a
+    /// file within a compacted file's range is one an interrupted compaction left behind.
+    pub fn compacted_file(
+        table: Table,
+        date: NaiveDate,
+        node: &str,
+        first: u64,
+        last: u64,
+    ) -> Path {
+        raw_partition(table, date).join(format!("{node}-{first:020}-{last:020}.c.parquet"))
+    }
+
+    /// Whether a raw file's name is that of a [`compacted_file`].
+    pub fn is_compacted(name: &str) -> bool {
+        name.ends_with(".c.parquet")
+    }
+
+    /// The (node, first, last) of a raw file name written by [`raw_file`] or
+    /// [`compacted_file`].
     pub fn parse_raw_file(name: &str) -> Option<(&str, u64, u64)> {
         let stem = name.strip_suffix(".parquet")?;
+        let stem = stem.strip_suffix(".c").unwrap_or(stem);
         let mut parts = stem.rsplitn(3, '-');
         let last = parts.next()?.parse().ok()?;
         let first = parts.next()?.parse().ok()?;
@@ -583,6 +604,14 @@ mod tests {
         );
         assert_eq!(layout::partition_date(&p), Some(d));
         assert_eq!(layout::parse_raw_file("x.parquet"), None);
+        let c = layout::compacted_file(Table::Refunds, d, "node-a", 7, 1234);
+        assert!(c.as_ref().ends_with("-00000000000000001234.c.parquet"));
+        assert!(layout::is_compacted(c.filename().unwrap()));
+        assert!(!layout::is_compacted(p.filename().unwrap()));
+        assert_eq!(
+            layout::parse_raw_file(c.filename().unwrap()),
+            Some(("node-a", 7, 1234))
+        );
     }
 
     /// Two engines may cut the same rows into different batches; the file must not show it.
