@@ -130,6 +130,10 @@ struct Chunk {
     first_seq: u64,
     last_seq: u64,
     rows: usize,
+    /// When its events were received, by the data root's clock (microseconds since the
+    /// epoch; the latest, for merged chunks; `i64::MIN` for events replayed from the log): a
+    /// flush at a boundary leaves the chunks received after it for the next.
+    received: i64,
     /// One per partition, with the sequence of each row: what queries read meanwhile.
     parts: Vec<Unpersisted>,
 }
@@ -506,7 +510,7 @@ impl Ingestor {
 
     /// Flushes everything accepted so far to Parquet now (tests, shutdown).
     pub async fn flush(&self) -> Result<()> {
-        flush_once(&self.shared).await
+        flush_once(&self.shared, None).await
     }
 
     /// Stops accepting, writes what is pending, flushes the buffer and stops the background
@@ -528,7 +532,7 @@ impl Ingestor {
         if let Some(handle) = self.flusher.lock().await.take() {
             let _ = handle.await;
         }
-        flush_once(&self.shared).await
+        flush_once(&self.shared, None).await
     }
 }
 
@@ -663,16 +667,24 @@ fn chunk_of(node: &Arc<str>, first: u64, last: u64, records: &[wal::Record]) -> 
         first_seq: first,
         last_seq: last,
         rows: records.len(),
+        received: i64::MIN,
         parts: partitions(node, records.iter().map(|r| (r.seq, &r.event)))?,
     })
 }
 
 /// The chunk of `events`, numbered consecutively from `first_seq` to `last_seq`.
-fn build_chunk(node: &Arc<str>, first_seq: u64, last_seq: u64, events: &[Event]) -> Result<Chunk> {
+fn build_chunk(
+    node: &Arc<str>,
+    first_seq: u64,
+    last_seq: u64,
+    events: &[Event],
+    received: i64,
+) -> Result<Chunk> {
     Ok(Chunk {
         first_seq,
         last_seq,
         rows: events.len(),
+        received,
         parts: partitions(node, (first_seq..).zip(events))?,
     })
 }
@@ -748,6 +760,7 @@ fn merge_chunks(chunks: &[Chunk]) -> Result<Chunk> {
         first_seq: chunks[0].first_seq,
         last_seq: chunks[chunks.len() - 1].last_seq,
         rows: chunks.iter().map(|c| c.rows).sum(),
+        received: chunks.iter().map(|c| c.received).max().unwrap_or(i64::MIN),
         parts,
     })
 }
@@ -762,10 +775,13 @@ const SEALED_ROWS: usize = 16_384;
 async fn tidy_buffer(shared: &Shared) {
     let (start, tail): (usize, Vec<Chunk>) = {
         let st = shared.state.lock().expect("ingest lock");
+        // Never across a flush boundary: a boundary flush takes the chunks before it.
+        let interval = interval_micros(shared.config.flush_interval);
+        let last = st.buffer.last().map(|c| c.received.div_euclid(interval));
         let start = st
             .buffer
             .iter()
-            .rposition(|c| c.rows >= SEALED_ROWS)
+            .rposition(|c| c.rows >= SEALED_ROWS || Some(c.received.div_euclid(interval)) != last)
             .map_or(0, |i| i + 1);
         if st.buffer.len() - start < 2 {
             return;
@@ -859,7 +875,13 @@ fn writer_loop(shared: &Shared, mut log: wal::Writer) {
                     batch.into_iter().map(|p| (p.event, p.done)).unzip();
                 // Buffer before acknowledging, so whatever was acknowledged is in the buffer
                 // (an explicit flush or the live state sees it).
-                let chunk = build_chunk(&shared.node, first, last, &events);
+                let chunk = build_chunk(
+                    &shared.node,
+                    first,
+                    last,
+                    &events,
+                    shared.store.clock().timer_micros(),
+                );
                 let full = {
                     let mut st = shared.state.lock().expect("ingest lock");
                     match chunk {
@@ -987,11 +1009,23 @@ const TIDY_INTERVAL: Duration = Duration::from_secs(1);
 /// Unix epoch, so flushes fall on the same times of every UTC day (with 30 minutes: :00 and
 /// :30) and a day gets at most `1 day / interval` of them.
 fn until_next_boundary(clock: &netrev_storage::Clock, interval: Duration) -> Duration {
-    let interval_us = i64::try_from(interval.as_micros())
-        .unwrap_or(i64::MAX)
-        .max(1);
+    let interval_us = interval_micros(interval);
     let left = interval_us - clock.timer_micros().rem_euclid(interval_us);
     clock.real_wait(Duration::from_micros(left.unsigned_abs()))
+}
+
+fn interval_micros(interval: Duration) -> i64 {
+    i64::try_from(interval.as_micros())
+        .unwrap_or(i64::MAX)
+        .max(1)
+}
+
+/// The flush boundary nearest to `clock`'s time (the flusher wakes at one, give or take the
+/// timer's rounding).
+fn nearest_boundary(clock: &netrev_storage::Clock, interval: Duration) -> i64 {
+    let interval_us = interval_micros(interval);
+    let now = clock.timer_micros();
+    (now + interval_us / 2).div_euclid(interval_us) * interval_us
 }
 
 async fn flusher_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -1004,10 +1038,14 @@ async fn flusher_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let mut retry_at: Option<Instant> = None;
     loop {
         let tidy = Instant::now() + TIDY_INTERVAL;
+        // A flush at a boundary (not one forced by a full buffer, nor a retry) takes only the
+        // chunks received before it, so a day's first file is not a few seconds of events.
+        let mut at_boundary = retry_at.is_none();
         tokio::select! {
             _ = tokio::time::sleep_until(next_flush.min(tidy)) => {}
             _ = shared.flush_now.notified() => {
                 next_flush = retry_at.map_or(Instant::now(), |at| at.max(Instant::now()));
+                at_boundary = false;
             }
             _ = stop.changed() => return,
         }
@@ -1016,7 +1054,8 @@ async fn flusher_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             tidy_buffer(&shared).await;
             continue;
         }
-        let result = flush_once(&shared).await;
+        let before = at_boundary.then(|| nearest_boundary(shared.store.clock(), interval));
+        let result = flush_once(&shared, before).await;
         shared.state.lock().expect("ingest lock").flush_error =
             result.as_ref().err().map(|e| e.to_string());
         match result {
@@ -1035,11 +1074,11 @@ async fn flusher_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Writes every buffered chunk as one file per partition, then advances the checkpoint and
-/// trims the log. A unit that failed is retried first, alone and under the same file names,
-/// so files it already wrote are not written again under another range (which would
-/// duplicate their rows).
-async fn flush_once(shared: &Shared) -> Result<()> {
+/// Writes the buffered chunks (those received `before` a time, if given) as one file per
+/// partition, then advances the checkpoint and trims the log. A unit that failed is retried
+/// first, alone and under the same file names, so files it already wrote are not written
+/// again under another range (which would duplicate their rows).
+async fn flush_once(shared: &Shared, before: Option<i64>) -> Result<()> {
     let _guard = shared.flush_lock.lock().await;
     loop {
         // The unit stays where queries find it ([`Buffer::unpersisted`]) until its files are
@@ -1049,7 +1088,12 @@ async fn flush_once(shared: &Shared) -> Result<()> {
             let st = shared.state.lock().expect("ingest lock");
             match &st.failed_flush {
                 Some(unit) => (unit.clone(), true),
-                None => (st.buffer.clone(), false),
+                None => {
+                    let take = before.map_or(st.buffer.len(), |b| {
+                        st.buffer.iter().take_while(|c| c.received < b).count()
+                    });
+                    (st.buffer.iter().take(take).cloned().collect(), false)
+                }
             }
         };
         if chunks.is_empty() {
@@ -1478,6 +1522,52 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        ing.shutdown().await.unwrap();
+    }
+
+    /// A flush at a boundary writes what was received before it; what came after (the next
+    /// day's first events, at midnight) waits for the next flush, so it does not open a day
+    /// with a small file. Merging small batches never joins the two sides either.
+    #[tokio::test]
+    async fn a_boundary_flush_leaves_what_came_after_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().join("data").to_str().unwrap()).unwrap();
+        let ing = Ingestor::open(store.clone(), config(tmp.path()))
+            .await
+            .unwrap();
+        let hour = 3_600_000_000;
+        let shared = &ing.shared;
+        // Marks the chunks taken in since the last call as received `at`, then merges.
+        let tidy_as_received = |at: i64| async move {
+            let _flushing = shared.flush_lock.lock().await;
+            {
+                let mut st = shared.state.lock().unwrap();
+                for c in st.buffer.iter_mut().filter(|c| c.received > hour * 2) {
+                    c.received = at;
+                }
+            }
+            tidy_buffer(shared).await;
+            shared.state.lock().unwrap().buffer.len()
+        };
+        for i in 0..30 {
+            ing.submit(conv(i, DAY1)).await.unwrap();
+        }
+        assert_eq!(tidy_as_received(hour - 1).await, 1);
+        for i in 0..20 {
+            ing.submit(refund(i, DAY2)).await.unwrap();
+        }
+        assert_eq!(
+            tidy_as_received(hour + 1).await,
+            2,
+            "not merged across the boundary"
+        );
+        flush_once(&ing.shared, Some(hour)).await.unwrap();
+        let files = stored(&store).await;
+        assert_eq!(files.len(), 30);
+        assert!(files.iter().all(|e| e.table() == Table::Conversions));
+        assert_eq!(rows_of(&store.unpersisted()).len(), 20);
+        ing.flush().await.unwrap();
+        assert_eq!(stored(&store).await.len(), 50);
         ing.shutdown().await.unwrap();
     }
 

@@ -160,14 +160,7 @@ impl ParquetClicks {
     /// A lookup over the `clicks` files among `files`, each under a `clicks/date=YYYY-MM-DD/`
     /// partition: paths of the local file system, or of `remote` when given.
     pub fn new(files: &HashSet<Path>, remote: Option<Arc<dyn ObjectStore>>) -> Self {
-        let mut by_day: HashMap<NaiveDate, Vec<Path>> = HashMap::new();
-        for f in files {
-            if layout::is_raw_file(f, Table::Clicks)
-                && let Some(day) = layout::partition_date(f)
-            {
-                by_day.entry(day).or_default().push(f.clone());
-            }
-        }
+        let by_day = files_by_day(files);
         ParquetClicks {
             files: match remote {
                 Some(store) => Files::Remote(store),
@@ -397,4 +390,34 @@ impl ClickLookup for ParquetClicks {
         self.busy += started.elapsed();
         found
     }
+
+    /// The click files of a later snapshot: a day whose files changed (new ones, or compacted
+    /// into one) is read again; the others stay cached.
+    fn refresh(&mut self, files: &HashSet<Path>) {
+        let mut by_day = files_by_day(files);
+        for paths in by_day.values_mut() {
+            paths.sort_unstable();
+        }
+        for (day, paths) in self.by_day.iter_mut() {
+            paths.sort_unstable();
+            if by_day.get(day) != Some(paths) && self.days.remove(day).is_some() {
+                self.recent.retain(|d| d != day);
+            }
+        }
+        self.pages_cached = self.days.values().flatten().map(FileIndex::pages).sum();
+        self.by_day = by_day;
+    }
+}
+
+/// The click files among `files` by partition day.
+fn files_by_day(files: &HashSet<Path>) -> HashMap<NaiveDate, Vec<Path>> {
+    let mut by_day: HashMap<NaiveDate, Vec<Path>> = HashMap::new();
+    for f in files {
+        if layout::is_raw_file(f, Table::Clicks)
+            && let Some(day) = layout::partition_date(f)
+        {
+            by_day.entry(day).or_default().push(f.clone());
+        }
+    }
+    by_day
 }

@@ -18,7 +18,7 @@
 //! tables. Later rebases, on the recompute schedule, pick up imports and drop old clicks
 //! from memory (they stay findable in Parquet, see `click_lookup`).
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 use chrono::NaiveDate;
 
 use netrev_ingest::{DurableSink, Held, Ingestor};
+use netrev_pipeline::incremental::{self, Seen};
 use netrev_pipeline::recompute::{self, Progress, Report};
+use object_store::path::Path;
 
 use crate::click_lookup::ParquetClicks;
 use crate::state::{Attributed, AttributionSink, ClickLookup, LiveStats, NoLookup, stats_batch};
@@ -103,12 +105,24 @@ impl Live {
     }
 }
 
-/// A finished rebase, handed from the recompute thread to the live thread.
-struct Rebased {
-    state: LiveStats,
-    lookup: ParquetClicks,
-    /// Every event up to this sequence is in the state's snapshot.
-    flushed: u64,
+/// A finished recompute, handed from the recompute thread to the live thread.
+enum Rebased {
+    /// A full recompute: a new state.
+    Full {
+        state: Box<LiveStats>,
+        lookup: ParquetClicks,
+        /// Every event up to this sequence is in the state's snapshot.
+        flushed: u64,
+    },
+    /// A recompute by difference: the state stays, with what else the snapshot held.
+    Refreshed {
+        /// The raw files of its snapshot, for the lookup.
+        files: Arc<HashSet<Path>>,
+        /// Events in files this server did not write (other nodes, imports): not fed to it.
+        foreign: Vec<Event>,
+        /// The new horizon, when every click before it is in the snapshot's files.
+        horizon: Option<NaiveDate>,
+    },
 }
 
 /// Where the ingest writer hands durable events to the live thread: a channel, so the writer
@@ -199,9 +213,12 @@ pub fn start(
 const RECOMPUTE_RETRY: Duration = Duration::from_secs(30);
 
 /// Runs the recompute at start and then on schedule, on a thread and runtime of its own (the
-/// SQL jobs are CPU-heavy; on the ingest runtime they would delay acknowledgements). Each
-/// successful run also rebuilds the live state from its snapshot. A failed run is logged and
-/// retried sooner, with backoff.
+/// SQL jobs are CPU-heavy; on the ingest runtime they would delay acknowledgements). The
+/// first is full and rebuilds the live state from its snapshot; the scheduled ones rebuild by
+/// difference what the events since the last one touched ([`incremental`]) and hand the live
+/// state what it was not fed (other nodes' files, imports), or run in full when they cannot
+/// (the last one's files were replaced). A failed run is logged and retried sooner, with
+/// backoff, in full.
 fn rebase_loop(
     live: &Live,
     ingestor: &Ingestor,
@@ -215,8 +232,69 @@ fn rebase_loop(
         .expect("recompute runtime");
     let mut retry = RECOMPUTE_RETRY;
     let mut first = true;
+    // What the last recompute read, for the next one by difference.
+    let mut seen: Option<Seen> = None;
     loop {
         let started = Instant::now();
+        let today = store.clock().now().date_naive();
+        let horizon = today - chrono::Days::new(u64::from(config.days.max(1) - 1));
+        if let Some(last) = seen.take() {
+            let (store, node) = (store.clone(), ingestor.node().to_string());
+            let outcome = rt.block_on(async move {
+                tokio::spawn(async move { by_difference(&store, &last, &node).await }).await
+            });
+            match outcome {
+                Ok(Ok((pass, foreign))) => {
+                    tracing::info!(
+                        touched = pass.touched,
+                        click_ids = pass.click_ids,
+                        visitors = pass.visitors,
+                        new_files = pass.added.len(),
+                        foreign = foreign.len(),
+                        secs = started.elapsed().as_secs_f64(),
+                        "recompute by difference done"
+                    );
+                    // Clicks still buffered are in no file: their day stays in memory.
+                    let buffered_before = pass
+                        .seen
+                        .rows
+                        .iter()
+                        .any(|r| r.table == netrev_storage::Table::Clicks && r.date < horizon);
+                    let message = Rebased::Refreshed {
+                        files: pass.seen.files.clone(),
+                        foreign,
+                        horizon: (!buffered_before).then_some(horizon),
+                    };
+                    if rebased.send(message).is_err() {
+                        return;
+                    }
+                    seen = Some(pass.seen);
+                    retry = RECOMPUTE_RETRY;
+                    match config.rebase_every {
+                        Some(every) if !live.sleep_unless_stopped(every) => continue,
+                        _ => return,
+                    }
+                }
+                Ok(Err(netrev_pipeline::Error::Stale(why))) => {
+                    tracing::info!(%why, "a full recompute instead of one by difference");
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, retry_in = ?retry, "recompute by difference failed; the next one is full");
+                    if live.sleep_unless_stopped(retry) {
+                        return;
+                    }
+                    retry = (retry * 2).min(config.rebase_every.unwrap_or(retry * 2));
+                    continue;
+                }
+                Err(join) => {
+                    tracing::error!(error = %join, "the recompute by difference panicked; the next one is full");
+                    if live.sleep_unless_stopped(retry) {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         let outcome = rt.block_on(async {
             if first {
                 // Events replayed from the write-ahead log are only in the ingest buffer:
@@ -229,8 +307,6 @@ fn rebase_loop(
                 *floor = Some(f);
                 f
             };
-            let today = store.clock().now().date_naive();
-            let horizon = today - chrono::Days::new(u64::from(config.days.max(1) - 1));
             let store = store.clone();
             // A pass runs as a task of its own: a panic in it is a failed pass.
             let pass =
@@ -238,13 +314,13 @@ fn rebase_loop(
                     async move { recompute_live(&store, Some(horizon), &mut |_| {}).await },
                 );
             match pass.await {
-                Ok(Ok((report, state, lookup))) => Ok((report, state, lookup, flushed)),
+                Ok(Ok(built)) => Ok((built, flushed)),
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(join) => Err(format!("the recompute panicked: {join}")),
             }
         });
         match outcome {
-            Ok((report, state, lookup, flushed)) => {
+            Ok(((report, state, lookup, last), flushed)) => {
                 tracing::info!(
                     tables = report.tables.len(),
                     live = ?state.sizes(),
@@ -252,8 +328,8 @@ fn rebase_loop(
                     "recompute done; live stats rebuilt"
                 );
                 if rebased
-                    .send(Rebased {
-                        state,
+                    .send(Rebased::Full {
+                        state: Box::new(state),
                         lookup,
                         flushed,
                     })
@@ -261,6 +337,7 @@ fn rebase_loop(
                 {
                     return;
                 }
+                seen = Some(last);
                 retry = RECOMPUTE_RETRY;
                 first = false;
                 match config.rebase_every {
@@ -278,6 +355,28 @@ fn rebase_loop(
             }
         }
     }
+}
+
+/// A recompute by difference, and the events of the new files that `node` (this server) did
+/// not write.
+async fn by_difference(
+    store: &Store,
+    last: &Seen,
+    node: &str,
+) -> netrev_pipeline::Result<(incremental::Pass, Vec<Event>)> {
+    let pass = incremental::recompute_incremental(store, last, &mut |_| {}).await?;
+    let foreign: Vec<Path> = pass
+        .added
+        .iter()
+        .filter(|f| {
+            f.filename()
+                .and_then(netrev_storage::store::layout::parse_raw_file)
+                .is_none_or(|(n, _, _)| n != node)
+        })
+        .cloned()
+        .collect();
+    let events = incremental::events_in(store, &foreign).await?;
+    Ok((pass, events))
 }
 
 /// What the live thread owes the webhooks.
@@ -345,11 +444,38 @@ fn apply_loop(
             Err(RecvTimeoutError::Disconnected) => return,
         }
         match rebased.try_recv() {
-            Ok(r) => {
-                let mut state = r.state;
-                let mut new_lookup: Box<dyn ClickLookup + Send> = Box::new(r.lookup);
+            Ok(Rebased::Refreshed {
+                files,
+                foreign,
+                horizon,
+            }) => {
+                lookup.refresh(&files);
+                let mut guard = live.state.write().expect("live lock");
+                if let Some(state) = guard.as_mut() {
+                    if let Some(h) = horizon {
+                        state.advance_horizon(h);
+                    }
+                    // Not announced: the server that took them in does that.
+                    let mut unannounced = Vec::new();
+                    for e in &foreign {
+                        apply(
+                            state,
+                            e,
+                            lookup.as_mut(),
+                            (&mut dirty, &mut retry, &mut unannounced),
+                        );
+                    }
+                }
+            }
+            Ok(Rebased::Full {
+                state,
+                lookup: found,
+                flushed,
+            }) => {
+                let mut state = *state;
+                let mut new_lookup: Box<dyn ClickLookup + Send> = Box::new(found);
                 let mut failed = Vec::new();
-                for (_, e) in log.iter().filter(|(seq, _)| *seq > r.flushed) {
+                for (_, e) in log.iter().filter(|(seq, _)| *seq > flushed) {
                     let out = (&mut dirty, &mut failed, &mut attributed);
                     apply(&mut state, e, new_lookup.as_mut(), out);
                 }
@@ -446,12 +572,13 @@ fn apply(
 }
 
 /// A full recompute, and the live state of its snapshot with a lookup over the snapshot's
-/// click files. Clicks before `horizon` are left to the lookup.
+/// click files, and what it read (for a recompute by difference next). Clicks before
+/// `horizon` are left to the lookup.
 pub async fn recompute_live(
     store: &Store,
     horizon: Option<NaiveDate>,
     progress: &mut (dyn FnMut(Progress) + Send),
-) -> crate::Result<(Report, LiveStats, ParquetClicks)> {
+) -> crate::Result<(Report, LiveStats, ParquetClicks, Seen)> {
     let (report, kept) = recompute::recompute_kept(store, progress).await?;
     progress(Progress::Computing {
         table: "live state",
@@ -459,10 +586,11 @@ pub async fn recompute_live(
     let built = LiveStats::from_session(kept.ctx(), &kept.stats, horizon).await;
     let remote = store.local_root().is_none().then(|| store.object_store());
     let lookup = ParquetClicks::new(&kept.files, remote);
+    let seen = kept.seen.clone();
     if let Err(e) = kept.finish(store).await {
         tracing::warn!(error = %e, "cleaning up after the recompute");
     }
-    Ok((report, built?, lookup))
+    Ok((report, built?, lookup, seen))
 }
 
 /// Rewrites every changed `stats_hourly` partition from the live rows; returns the days

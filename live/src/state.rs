@@ -166,6 +166,9 @@ pub trait ClickLookup {
     /// The winning copy of click `cid` among the clicks of UTC day `day` in the snapshot the
     /// live state was built from; `None` when the snapshot has none.
     fn find(&mut self, cid: &str, day: NaiveDate) -> Result<Option<ClickRow>>;
+
+    /// Looks in the raw files of a later snapshot from now on.
+    fn refresh(&mut self, _files: &HashSet<object_store::path::Path>) {}
 }
 
 /// A lookup for a state that holds every click (no horizon).
@@ -965,10 +968,30 @@ impl LiveStats {
     /// Whether a click without conversions or refunds stays in memory: always, unless the
     /// lookup can find it (a netrev ID of a day before the horizon, stored in that day).
     fn keeps(&self, key: &CidKey, ts: i64) -> bool {
-        match (self.horizon, key.day()) {
-            (Some(h), Some(day)) => day >= h || date_of_micros(ts) != day,
-            _ => true,
+        keeps(self.horizon, key, ts)
+    }
+
+    /// Moves the horizon on to `horizon` (never back): the clicks without conversions or
+    /// refunds of the days before it leave memory, to be found through the lookup, whose
+    /// snapshot must hold every click of those days.
+    pub fn advance_horizon(&mut self, horizon: NaiveDate) {
+        if self.horizon.is_none_or(|h| h >= horizon) {
+            return;
         }
+        self.horizon = Some(horizon);
+        self.index.retain(|key, e| keeps(Some(horizon), key, e.ts));
+    }
+
+    /// The day before which clicks are left to the lookup.
+    pub fn horizon(&self) -> Option<NaiveDate> {
+        self.horizon
+    }
+}
+
+fn keeps(horizon: Option<NaiveDate>, key: &CidKey, ts: i64) -> bool {
+    match (horizon, key.day()) {
+        (Some(h), Some(day)) => day >= h || date_of_micros(ts) != day,
+        _ => true,
     }
 }
 

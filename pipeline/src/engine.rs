@@ -112,6 +112,8 @@ pub struct JobSession {
     pub ctx: SessionContext,
     /// The raw files the session reads, when it reads a frozen listing.
     pub files: Option<Arc<HashSet<Path>>>,
+    /// The buffered rows it reads (none on Ballista, whose executors read files only).
+    pub rows: Vec<netrev_storage::buffer::Unpersisted>,
     /// Where a Ballista session wrote its intermediate views (removed by [`Self::finish`]).
     scratch: Option<Path>,
 }
@@ -164,11 +166,12 @@ pub async fn job_session(
 ) -> Result<JobSession> {
     match engine {
         Engine::Local => {
-            let (ctx, files) =
+            let (ctx, files, rows) =
                 within(deadline, crate::materialized_job_session_with_files(store)).await?;
             Ok(JobSession {
                 ctx,
                 files: Some(files),
+                rows,
                 scratch: None,
             })
         }
@@ -177,13 +180,14 @@ pub async fn job_session(
             use ballista::prelude::SessionContextExt;
             // The scheduler and executor take this session's object stores, the snapshot's
             // among them; the tables are registered again in the Ballista session's catalog.
-            let (local, files) = crate::snapshot_session(store).await?;
+            let (local, files, _) = crate::snapshot_session(store).await?;
             let ctx = SessionContext::standalone_with_state(ballista_state(&local)).await?;
             let url_of = |rel: &str| crate::table_url(store, rel);
             let scratch = ballista_views(&ctx, store, &url_of, Some(&files), deadline).await?;
             Ok(JobSession {
                 ctx,
                 files: Some(files),
+                rows: Vec::new(),
                 scratch: Some(scratch),
             })
         }
@@ -199,6 +203,7 @@ pub async fn job_session(
             Ok(JobSession {
                 ctx,
                 files: None,
+                rows: Vec::new(),
                 scratch: Some(scratch),
             })
         }

@@ -20,6 +20,7 @@ pub mod bounded;
 pub mod buffered;
 pub mod compact;
 pub mod engine;
+pub mod incremental;
 pub mod jobs;
 pub mod output;
 pub mod query;
@@ -63,6 +64,10 @@ pub enum Error {
     /// Reading or writing the stored tables failed.
     #[error(transparent)]
     Storage(netrev_storage::Error),
+    /// A recompute by difference cannot start from the last one (its files are gone): a full
+    /// recompute is needed.
+    #[error("the last recompute's result cannot be updated: {0}")]
+    Stale(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -165,48 +170,91 @@ pub async fn materialized_job_session(store: &Store) -> Result<SessionContext> {
     Ok(materialized_job_session_with_files(store).await?.0)
 }
 
-/// [`materialized_job_session`], and the raw files its snapshot holds (paths of the local
-/// file system's object store, [`local_files`]).
+/// [`materialized_job_session`], and what its snapshot reads: the raw files (paths of the
+/// local file system's object store, [`local_files`]) and the buffered rows.
+#[allow(clippy::type_complexity)]
 pub async fn materialized_job_session_with_files(
     store: &Store,
-) -> Result<(SessionContext, Arc<HashSet<object_store::path::Path>>)> {
-    let (ctx, files) = snapshot_session(store).await?;
+) -> Result<(
+    SessionContext,
+    Arc<HashSet<object_store::path::Path>>,
+    Vec<netrev_storage::buffer::Unpersisted>,
+)> {
+    let (ctx, files, rows) = snapshot_session(store).await?;
     jobs::create_materialized_views(&ctx).await?;
-    Ok((ctx, files))
+    Ok((ctx, files, rows))
 }
 
 /// A session with the raw tables registered over a [`snapshot`] of their files (no views yet),
-/// and the files the snapshot holds.
+/// and what it reads: the files the snapshot holds, and the buffered rows taken (before the
+/// listing, so a row flushed meanwhile is read from its file).
 pub(crate) async fn snapshot_session(
     store: &Store,
-) -> Result<(SessionContext, Arc<HashSet<object_store::path::Path>>)> {
-    let ctx = session(store).await?;
-    let Some(root) = store.local_root() else {
-        // A remote root: the snapshot lists the store itself, under the URL its tables use.
-        let frozen = snapshot::Snapshot::take(
-            Arc::new(compact::Unshadowed(store.object_store())),
-            vec![object_store::path::Path::from("events")],
-        )
+) -> Result<(
+    SessionContext,
+    Arc<HashSet<object_store::path::Path>>,
+    Vec<netrev_storage::buffer::Unpersisted>,
+)> {
+    let rows = store.unpersisted();
+    let (inner, events) = raw_files_of(store)?;
+    let frozen = snapshot::Snapshot::take(inner, vec![events])
         .await
         .map_err(|e| Error::Storage(e.into()))?;
-        let files = frozen.files();
-        register_remote(&ctx, Arc::new(frozen));
-        return Ok((ctx, files));
+    let files = frozen.files();
+    let ctx = session_over(store, frozen, rows.clone()).await?;
+    Ok((ctx, files, rows))
+}
+
+/// A session with the raw tables registered over exactly `files` (raw files of an earlier
+/// [`snapshot_session`]) and the buffered `rows`, no views yet.
+pub(crate) async fn session_over_files(
+    store: &Store,
+    files: Arc<HashSet<object_store::path::Path>>,
+    rows: Vec<netrev_storage::buffer::Unpersisted>,
+) -> Result<SessionContext> {
+    let (inner, events) = raw_files_of(store)?;
+    session_over(
+        store,
+        snapshot::Snapshot::of(inner, files, vec![events]),
+        rows,
+    )
+    .await
+}
+
+/// The object store whose paths a snapshot of `store`'s raw files holds, and the folder of
+/// the raw tables in it: the local file system and the root's `events` folder (absolute), or
+/// the remote store (without files an interrupted compaction left) and `events`.
+fn raw_files_of(
+    store: &Store,
+) -> Result<(Arc<dyn object_store::ObjectStore>, object_store::path::Path)> {
+    let Some(root) = store.local_root() else {
+        let remote = Arc::new(compact::Unshadowed(store.object_store()));
+        return Ok((remote, object_store::path::Path::from("events")));
     };
-    let local = local_files();
     let events_dir = root.join("events");
     // Resolving the path needs it to exist; a data root without events yet is fine.
     std::fs::create_dir_all(&events_dir).map_err(|e| Error::DataRoot(e.to_string()))?;
     let events = object_store::path::Path::from_filesystem_path(&events_dir)
         .map_err(|e| Error::DataRoot(e.to_string()))?;
-    let frozen = snapshot::Snapshot::take(local, vec![events])
-        .await
-        .map_err(|e| Error::Storage(e.into()))?;
-    let files = frozen.files();
-    let url = url::Url::parse("file://").expect("valid URL");
+    Ok((local_files(), events))
+}
+
+/// A session whose raw tables read the files of `frozen` and the buffered `rows`.
+async fn session_over(
+    store: &Store,
+    frozen: snapshot::Snapshot,
+    rows: Vec<netrev_storage::buffer::Unpersisted>,
+) -> Result<SessionContext> {
+    let ctx =
+        SessionContext::new_with_config_rt(session_config()?, Arc::new(RuntimeEnv::default()));
+    let url = match store.local_root() {
+        Some(_) => "file://",
+        None => REMOTE_URL,
+    };
     ctx.runtime_env()
-        .register_object_store(&url, Arc::new(frozen));
-    Ok((ctx, files))
+        .register_object_store(&url::Url::parse(url).expect("valid URL"), Arc::new(frozen));
+    register_raw_tables_with(&ctx, |rel| table_url(store, rel), rows).await?;
+    Ok(ctx)
 }
 
 /// The object store the snapshot's paths belong to (absolute paths of the local file system).

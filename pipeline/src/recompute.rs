@@ -80,7 +80,7 @@ fn file_path(d: &Derived, date: Option<NaiveDate>) -> Path {
 }
 
 /// The columns that order a table's rows, so the same data always yields the same file.
-fn order_by(name: &str) -> &'static str {
+pub(crate) fn order_by(name: &str) -> &'static str {
     match name {
         "stats_hourly" => "hour, source, campaign, link, country, device",
         "cohort_ltv" => "cohort, age",
@@ -185,6 +185,9 @@ pub struct Kept {
     pub stats: Vec<RecordBatch>,
     /// The raw files of its snapshot.
     pub files: std::sync::Arc<std::collections::HashSet<object_store::path::Path>>,
+    /// What it read and the part of its result a recompute by difference starts from
+    /// ([`crate::incremental`]).
+    pub seen: crate::incremental::Seen,
     /// The data root's recompute lock, held until the session is let go.
     _lock: Option<std::fs::File>,
 }
@@ -233,17 +236,23 @@ async fn run(
         write_tables(store, range, progress, keep, skip_stats, &session),
     )
     .await;
-    if keep && let Ok((report, stats)) = outcome {
+    if keep && let Ok((report, stats, cohort_sources)) = outcome {
         let files = session
             .files
             .clone()
             .expect("the local engine keeps a snapshot");
+        let seen = crate::incremental::Seen {
+            files: files.clone(),
+            rows: session.rows.clone(),
+            cohort_sources,
+        };
         return Ok((
             report,
             Some(Kept {
                 session,
                 stats,
                 files,
+                seen,
                 _lock: lock,
             }),
         ));
@@ -253,11 +262,12 @@ async fn run(
     if let Err(e) = session.finish(store).await {
         tracing::warn!(error = %e, "cleaning up after the recompute");
     }
-    outcome.map(|(report, _)| (report, None))
+    outcome.map(|(report, _, _)| (report, None))
 }
 
 /// Computes and writes the derived tables in `session`; when the session is to be `kept`,
-/// returns the rows of `stats_hourly` instead of writing them, and keeps every view.
+/// returns the rows of `stats_hourly` instead of writing them, and those of `cohort_sources`,
+/// and keeps every view.
 async fn write_tables(
     store: &Store,
     range: DateRange,
@@ -265,10 +275,11 @@ async fn write_tables(
     keep: bool,
     skip_stats: bool,
     session: &JobSession,
-) -> Result<(Report, Vec<RecordBatch>)> {
+) -> Result<(Report, Vec<RecordBatch>, Vec<RecordBatch>)> {
     let ctx = &session.ctx;
     let mut report = Report::default();
     let mut stats = Vec::new();
+    let mut cohort_sources = Vec::new();
     // A table is written while the next one is computed: encoding Parquet keeps one core
     // busy, and a query rarely keeps both.
     let mut writing: Option<Writing> = None;
@@ -317,8 +328,10 @@ async fn write_tables(
             }
         };
         let computed = started.elapsed().as_secs_f64();
-        if d.name == "stats_hourly" && keep {
-            stats = batches.clone();
+        match d.name {
+            "stats_hourly" if keep => stats = batches.clone(),
+            "cohort_sources" if keep => cohort_sources = batches.clone(),
+            _ => {}
         }
         if let Some(w) = writing.take() {
             report.tables.push(w.finish(progress).await?);
@@ -341,7 +354,7 @@ async fn write_tables(
     if let Some(w) = writing.take() {
         report.tables.push(w.finish(progress).await?);
     }
-    Ok((report, stats))
+    Ok((report, stats, cohort_sources))
 }
 
 /// The tables a query of `name` reads, its views inlined.
@@ -462,7 +475,11 @@ async fn compute(ctx: &SessionContext, d: &Derived, range: DateRange) -> Result<
 
 /// Writes the one file of an unpartitioned table; anything else in its folder (a crashed
 /// write's temporary) goes.
-async fn write_whole(store: &Store, d: &Derived, batches: &[RecordBatch]) -> Result<usize> {
+pub(crate) async fn write_whole(
+    store: &Store,
+    d: &Derived,
+    batches: &[RecordBatch],
+) -> Result<usize> {
     let path = file_path(d, None);
     store.write_parquet(&path, batches).await?;
     for meta in store.list(&table_dir(d.name)).await? {

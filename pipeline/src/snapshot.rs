@@ -40,24 +40,31 @@ impl Snapshot {
         prefixes: Vec<Path>,
     ) -> object_store::Result<Self> {
         let mut files = HashSet::new();
-        let mut dirs = HashSet::new();
         for p in &prefixes {
             let mut list = inner.list(Some(p));
             while let Some(meta) = list.next().await {
-                let location = meta?.location;
-                let parts: Vec<_> = location.parts().collect();
-                for n in 1..parts.len() {
-                    dirs.insert(Path::from_iter(parts[..n].iter().cloned()));
-                }
-                files.insert(location);
+                files.insert(meta?.location);
             }
         }
-        Ok(Snapshot {
+        Ok(Snapshot::of(inner, Arc::new(files), prefixes))
+    }
+
+    /// A snapshot whose listings under `prefixes` show `files` (those of them that still
+    /// exist): an earlier snapshot's files, read again.
+    pub fn of(inner: Arc<dyn ObjectStore>, files: Arc<HashSet<Path>>, prefixes: Vec<Path>) -> Self {
+        let mut dirs = HashSet::new();
+        for location in files.iter() {
+            let parts: Vec<_> = location.parts().collect();
+            for n in 1..parts.len() {
+                dirs.insert(Path::from_iter(parts[..n].iter().cloned()));
+            }
+        }
+        Snapshot {
             inner,
-            files: Arc::new(files),
+            files,
             dirs,
             prefixes,
-        })
+        }
     }
 
     /// Every object the snapshot lists.
