@@ -488,6 +488,12 @@ impl Ingestor {
         *self.shared.durable.borrow()
     }
 
+    /// Keeps the buffer from being flushed until the guard is dropped (the rows stay buffered
+    /// and readable): for rewriting raw files without a flush writing beside them.
+    pub async fn hold_flushes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.shared.flush_lock.lock().await
+    }
+
     /// Highest sequence flushed to Parquet: every event up to it is in a raw file that a
     /// listing started now will see.
     pub fn flushed_seq(&self) -> u64 {

@@ -239,9 +239,9 @@ fn rebase_loop(
         let today = store.clock().now().date_naive();
         let horizon = today - chrono::Days::new(u64::from(config.days.max(1) - 1));
         if let Some(last) = seen.take() {
-            let (store, node) = (store.clone(), ingestor.node().to_string());
+            let (owned, node) = (store.clone(), ingestor.node().to_string());
             let outcome = rt.block_on(async move {
-                tokio::spawn(async move { by_difference(&store, &last, &node).await }).await
+                tokio::spawn(async move { by_difference(&owned, &last, &node).await }).await
             });
             match outcome {
                 Ok(Ok((pass, foreign))) => {
@@ -268,7 +268,9 @@ fn rebase_loop(
                     if rebased.send(message).is_err() {
                         return;
                     }
-                    seen = Some(pass.seen);
+                    let mut last = pass.seen;
+                    compact_closed_days(&rt, ingestor, store, &mut last, today, rebased);
+                    seen = Some(last);
                     retry = RECOMPUTE_RETRY;
                     match config.rebase_every {
                         Some(every) if !live.sleep_unless_stopped(every) => continue,
@@ -337,6 +339,8 @@ fn rebase_loop(
                 {
                     return;
                 }
+                let mut last = last;
+                compact_closed_days(&rt, ingestor, store, &mut last, today, rebased);
                 seen = Some(last);
                 retry = RECOMPUTE_RETRY;
                 first = false;
@@ -354,6 +358,43 @@ fn rebase_loop(
                 retry = (retry * 2).min(config.rebase_every.unwrap_or(retry * 2));
             }
         }
+    }
+}
+
+/// Rewrites the small raw files of the days before `today` that the last recompute read
+/// (`seen`, updated to name the new files) as a few large ones, with the ingest's flushes held
+/// meanwhile, and hands the live thread's lookup the new files. A failure is logged: the next
+/// recompute, finding files it read gone, runs in full.
+fn compact_closed_days(
+    rt: &tokio::runtime::Runtime,
+    ingestor: &Ingestor,
+    store: &Store,
+    seen: &mut Seen,
+    today: NaiveDate,
+    rebased: &std::sync::mpsc::Sender<Rebased>,
+) {
+    let started = Instant::now();
+    let done = rt.block_on(async {
+        let _held = ingestor.hold_flushes().await;
+        incremental::compact_seen(store, seen, today).await
+    });
+    match done {
+        Ok(done) if !done.is_empty() => {
+            tracing::info!(
+                partitions = done.len(),
+                files_before = done.iter().map(|c| c.files_before).sum::<usize>(),
+                files_after = done.iter().map(|c| c.files_after).sum::<usize>(),
+                secs = started.elapsed().as_secs_f64(),
+                "compacted the raw files of closed days"
+            );
+            let _ = rebased.send(Rebased::Refreshed {
+                files: seen.files.clone(),
+                foreign: Vec::new(),
+                horizon: None,
+            });
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "compacting the raw files of closed days failed"),
     }
 }
 

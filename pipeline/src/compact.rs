@@ -72,6 +72,9 @@ pub struct Compacted {
     pub files_before: usize,
     pub files_after: usize,
     pub rows: u64,
+    /// The files replaced and those replacing them (paths of the data root).
+    pub inputs: Vec<Path>,
+    pub outputs: Vec<Path>,
 }
 
 /// A raw file of an ingest node, as its name says.
@@ -112,6 +115,22 @@ pub async fn compact(
     progress: &mut (dyn FnMut(&Compacted) + Send),
 ) -> Result<Vec<Compacted>> {
     let _server = crate::recompute::take_live_lock(store)?;
+    compact_where(store, config, &|_, _| true, progress).await
+}
+
+/// Which raw files a compaction may replace: given a file's partition date and path.
+pub type Include<'a> = dyn Fn(NaiveDate, &Path) -> bool + Send + Sync + 'a;
+
+/// [`compact`] of only the files `include` accepts (the others of their partitions stay), for
+/// a running `serve`, which holds the server's lock and must keep its ingest from writing the
+/// partitions meanwhile (they are a day old: nothing writes them but a late import). Takes the
+/// recompute lock.
+pub async fn compact_where(
+    store: &Store,
+    config: &CompactConfig,
+    include: &Include<'_>,
+    progress: &mut (dyn FnMut(&Compacted) + Send),
+) -> Result<Vec<Compacted>> {
     let _recompute = crate::recompute::lock_data_root(store).await?;
     if let Some(root) = store.local_root() {
         remove_leftovers(root)?;
@@ -135,6 +154,9 @@ pub async fn compact(
                     let unit = newest.entry(node.clone()).or_insert((first, last));
                     if last > unit.1 {
                         *unit = (first, last);
+                    }
+                    if !include(date, &meta.location) {
+                        continue;
                     }
                     partitions.entry((table, date)).or_default().push(RawFile {
                         meta,
@@ -170,6 +192,8 @@ pub async fn compact(
             files_before: before,
             files_after: after,
             rows,
+            inputs: inputs.iter().map(|f| f.meta.location.clone()).collect(),
+            outputs: outputs.iter().map(|o| o.path.clone()).collect(),
         };
         tracing::info!(?table, %date, before, after, rows, "compacted a raw partition");
         progress(&report);

@@ -25,7 +25,7 @@
 //! files the last one read: when one is gone (a compaction replaced it) it fails with
 //! [`crate::Error::Stale`], and the caller runs a full recompute instead.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -39,6 +39,7 @@ use object_store::path::Path;
 use netrev_storage::Store;
 use netrev_storage::buffer::Unpersisted;
 use netrev_storage::model::Table;
+use netrev_storage::store::layout;
 
 use crate::jobs::{self, DERIVED, Derived};
 use crate::recompute::{Progress, Report};
@@ -52,6 +53,9 @@ pub struct Seen {
     pub rows: Vec<Unpersisted>,
     /// Its `cohort_sources` rows.
     pub(crate) cohort_sources: Vec<RecordBatch>,
+    /// The time of the latest raw event it read (microseconds), from which the cohorts are
+    /// aged (`horizon` in `sql/cohort_sources.sql`).
+    pub(crate) horizon: Option<i64>,
 }
 
 /// What a pass by difference did.
@@ -86,6 +90,14 @@ pub async fn recompute_incremental(
     progress(Progress::Computing {
         table: "events since the last recompute",
     });
+    let started = std::time::Instant::now();
+    let step = |what: &str| {
+        tracing::debug!(
+            what,
+            secs = started.elapsed().as_secs_f64(),
+            "recompute by difference"
+        )
+    };
     let (now, files, rows) = crate::snapshot_session(store).await?;
     if let Some(gone) = seen.files.iter().find(|f| !files.contains(*f)) {
         return Err(Error::Stale(format!(
@@ -102,26 +114,44 @@ pub async fn recompute_incremental(
     )
     .await?;
     let touched_count = count(&touched);
-    let next = |cohort_sources| Seen {
+    let next = |cohort_sources, horizon| Seen {
         files: files.clone(),
         rows: rows.clone(),
         cohort_sources,
+        horizon,
     };
     if touched_count == 0 {
         return Ok(Pass {
             report: Report::default(),
-            seen: next(seen.cohort_sources.clone()),
+            seen: next(seen.cohort_sources.clone(), seen.horizon),
             added: added.into_iter().collect(),
             touched: 0,
             click_ids: 0,
             visitors: 0,
         });
     }
+    step("touched");
     let set = closure(&now, touched).await?;
     let click_ids = count(&set);
-    let old = crate::session_over_files(store, seen.files.clone(), seen.rows.clone()).await?;
-    let after = restricted(&now, &set).await?;
-    let before = restricted(&old, &set).await?;
+    step("closure");
+    // The rows of the set now, and as the last pass read them: without those read since
+    // (new files and buffered rows, less the rows it read from the buffer that are in new
+    // files now).
+    let (mut now_rows, mut then_rows) = (Vec::new(), Vec::new());
+    let keys: HashSet<String> = strings(&set, 0)?.into_iter().collect();
+    for table in Table::ALL {
+        let (schema, rows_now) = rows_with_cid_in(&now, table, &set).await?;
+        let (_, fresh_rows) = rows_with_cid_in(&fresh, table, &set).await?;
+        let flushed = flushed_since(&seen.rows, &added, table, &keys, &schema)?;
+        let new_rows = minus(&fresh_rows, &flushed, &schema)?;
+        then_rows.push((table, schema.clone(), minus(&rows_now, &new_rows, &schema)?));
+        now_rows.push((table, schema, rows_now));
+    }
+    step("rows");
+    let after = restricted(now_rows).await?;
+    let before = restricted(then_rows).await?;
+    let horizon = latest(&fresh).await?.max(seen.horizon);
+    step("views");
     let vids = collect(&after, "SELECT DISTINCT vid FROM clicks").await?;
     let visitors = count(&vids);
 
@@ -141,26 +171,58 @@ pub async fn recompute_incremental(
 
     let replaced = replace_rows(store, &after, "visitors", "vid", VISITORS, vids).await?;
     write(derived("visitors"), replaced).await?;
+    step("visitors");
     let replaced = replace_rows(store, &after, "refund_links", "cid", SET, set).await?;
     write(derived("refund_links"), replaced).await?;
+    step("refund_links");
 
     let schema = view_schema(&after, "cohort_sources").await?;
     let mut cohorts = Cohorts::of(&seen.cohort_sources, 1)?;
     cohorts.add(Cohorts::of(&rows_of(&before, "cohort_sources").await?, -1)?);
     cohorts.add(Cohorts::of(&rows_of(&after, "cohort_sources").await?, 1)?);
-    let cohort_sources = cohorts.rows(horizon_day(&now).await?, &schema)?;
+    let cohort_sources = cohorts.rows(horizon.map(|us| us / 86_400_000_000), &schema)?;
     write(derived("cohort_sources"), cohort_sources.clone()).await?;
     let ltv = cohort_ltv(&cohort_sources).await?;
     write(derived("cohort_ltv"), ltv).await?;
+    step("cohorts");
 
     Ok(Pass {
         report,
-        seen: next(cohort_sources),
+        seen: next(cohort_sources, horizon),
         added: added.into_iter().collect(),
         touched: touched_count,
         click_ids,
         visitors,
     })
+}
+
+/// Compacts the raw files of the days before `before` that `seen` holds ([`crate::compact`]),
+/// and names the new files in `seen` in place of those they replaced (they hold the same
+/// rows), so the next pass by difference still starts from it. For a running `serve`, whose
+/// ingest must not flush meanwhile.
+pub async fn compact_seen(
+    store: &Store,
+    seen: &mut Seen,
+    before: chrono::NaiveDate,
+) -> Result<Vec<crate::compact::Compacted>> {
+    let (_, events) = crate::raw_files_of(store)?;
+    // A path of the data root (`events/…`) as the snapshot names it.
+    let as_read = |p: &Path| Path::from_iter(events.parts().chain(p.parts().skip(1)));
+    let files = seen.files.clone();
+    let include = |date: chrono::NaiveDate, p: &Path| date < before && files.contains(&as_read(p));
+    let config = crate::compact::CompactConfig::default();
+    let done = crate::compact::compact_where(store, &config, &include, &mut |_| {}).await?;
+    if !done.is_empty() {
+        let mut files = (*seen.files).clone();
+        for c in &done {
+            for p in &c.inputs {
+                files.remove(&as_read(p));
+            }
+            files.extend(c.outputs.iter().map(as_read));
+        }
+        seen.files = Arc::new(files);
+    }
+    Ok(done)
 }
 
 /// The events of raw `files` (paths as a snapshot of `store`'s raw files names them: the
@@ -277,27 +339,170 @@ async fn closure(ctx: &SessionContext, touched: Vec<RecordBatch>) -> Result<Vec<
     }
 }
 
-/// A session holding the rows of `ctx`'s raw tables whose click ID is in `set`, with every
-/// job's view.
-async fn restricted(ctx: &SessionContext, set: &[RecordBatch]) -> Result<SessionContext> {
+/// The rows of `table` in `ctx` whose click ID is in `set`, and their schema.
+async fn rows_with_cid_in(
+    ctx: &SessionContext,
+    table: Table,
+    set: &[RecordBatch],
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     register(ctx, SET, "cid", set.to_vec())?;
+    let df = ctx
+        .sql(&format!(
+            "SELECT * FROM {} WHERE cid IN (SELECT cid FROM {SET})",
+            table.name()
+        ))
+        .await?;
+    let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+    let batches = df.collect().await?;
+    ctx.deregister_table(SET)?;
+    Ok((schema, batches))
+}
+
+/// The rows of `table` in the buffered `rows` (a pass's) whose click ID is among `keys` and
+/// that one of the `added` files holds now (by node and sequence range), in `schema`.
+fn flushed_since(
+    rows: &[Unpersisted],
+    added: &HashSet<Path>,
+    table: Table,
+    keys: &HashSet<String>,
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    let mut ranges: HashMap<(String, chrono::NaiveDate), Vec<(u64, u64)>> = HashMap::new();
+    for f in added.iter().filter(|f| layout::is_raw_file(f, table)) {
+        if let (Some((node, first, last)), Some(date)) = (
+            f.filename().and_then(layout::parse_raw_file),
+            layout::partition_date(f),
+        ) {
+            ranges
+                .entry((node.to_string(), date))
+                .or_default()
+                .push((first, last));
+        }
+    }
+    let mut out = Vec::new();
+    for part in rows.iter().filter(|p| p.table == table) {
+        let Some(held) = ranges.get(&(part.node.to_string(), part.date)) else {
+            continue;
+        };
+        let cids = arrow::compute::cast(
+            part.batch
+                .column_by_name("cid")
+                .ok_or_else(|| Error::DataRoot("a buffered batch without cid".into()))?,
+            &DataType::Utf8,
+        )?;
+        let cids = cids.as_string::<i32>();
+        let keep: arrow::array::BooleanArray = part
+            .seqs
+            .iter()
+            .enumerate()
+            .map(|(i, &seq)| {
+                Some(
+                    held.iter().any(|&(a, b)| (a..=b).contains(&seq))
+                        && keys.contains(cids.value(i)),
+                )
+            })
+            .collect();
+        if keep.true_count() == 0 {
+            continue;
+        }
+        let batch = arrow::compute::filter_record_batch(&part.batch, &keep)?;
+        let date = arrow::array::Date32Array::from(vec![
+            Date32Type::from_naive_date(part.date);
+            batch.num_rows()
+        ]);
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let column: ArrayRef = match batch.column_by_name(f.name()) {
+                    Some(c) => c.clone(),
+                    None if f.name() == "date" => Arc::new(date.clone()),
+                    None => {
+                        return Err(Error::DataRoot(format!(
+                            "a buffered batch without {}",
+                            f.name()
+                        )));
+                    }
+                };
+                Ok(arrow::compute::cast(&column, f.data_type())?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.push(RecordBatch::try_new(schema.clone(), columns)?);
+    }
+    Ok(out)
+}
+
+/// The rows of `rows` less those of `remove` (each row of `remove` takes away one equal row).
+fn minus(
+    rows: &[RecordBatch],
+    remove: &[RecordBatch],
+    schema: &SchemaRef,
+) -> Result<Vec<RecordBatch>> {
+    use arrow::row::{OwnedRow, RowConverter, SortField};
+    if remove.iter().all(|b| b.num_rows() == 0) {
+        return Ok(rows.to_vec());
+    }
+    let fields = schema
+        .fields()
+        .iter()
+        .map(|f| SortField::new(f.data_type().clone()))
+        .collect();
+    let converter = RowConverter::new(fields)?;
+    let mut left: HashMap<OwnedRow, usize> = HashMap::new();
+    for b in remove {
+        for row in converter.convert_columns(b.columns())?.iter() {
+            *left.entry(row.owned()).or_default() += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(rows.len());
+    for b in rows {
+        let converted = converter.convert_columns(b.columns())?;
+        let keep: arrow::array::BooleanArray = converted
+            .iter()
+            .map(|row| match left.get_mut(&row.owned()) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    Some(false)
+                }
+                _ => Some(true),
+            })
+            .collect();
+        out.push(arrow::compute::filter_record_batch(b, &keep)?);
+    }
+    if let Some((_, n)) = left.iter().find(|(_, n)| **n > 0) {
+        return Err(Error::DataRoot(format!(
+            "{n} rows read since the last recompute are not among the rows now"
+        )));
+    }
+    Ok(out)
+}
+
+/// The strings of column `i` of `batches`.
+fn strings(batches: &[RecordBatch], i: usize) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let column = arrow::compute::cast(b.column(i), &DataType::Utf8)?;
+        let column = column.as_string::<i32>();
+        out.extend(
+            (0..column.len())
+                .filter(|&r| column.is_valid(r))
+                .map(|r| column.value(r).to_string()),
+        );
+    }
+    Ok(out)
+}
+
+/// A session whose raw tables are the given rows, with every job's view (those that several
+/// tables read computed once, as a full recompute does).
+async fn restricted(tables: Vec<(Table, SchemaRef, Vec<RecordBatch>)>) -> Result<SessionContext> {
     let part = SessionContext::new_with_config(crate::session_config()?);
-    for table in Table::ALL {
-        let df = ctx
-            .sql(&format!(
-                "SELECT * FROM {} WHERE cid IN (SELECT cid FROM {SET})",
-                table.name()
-            ))
-            .await?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.collect().await?;
+    for (table, schema, batches) in tables {
         part.register_table(
             table.name(),
             Arc::new(MemTable::try_new(schema, vec![batches])?),
         )?;
     }
-    ctx.deregister_table(SET)?;
-    jobs::create_views(&part).await?;
+    jobs::create_materialized_views(&part).await?;
     Ok(part)
 }
 
@@ -376,9 +581,9 @@ fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBa
         .collect()
 }
 
-/// The UTC day (since the epoch) of the latest event of the raw tables: the last age of every
-/// cohort is counted up to it (`horizon` in `sql/cohort_sources.sql`).
-async fn horizon_day(ctx: &SessionContext) -> Result<Option<i64>> {
+/// The time of the latest event of the raw tables of `ctx` (microseconds): the cohorts are
+/// aged up to its day (`horizon` in `sql/cohort_sources.sql`).
+pub(crate) async fn latest(ctx: &SessionContext) -> Result<Option<i64>> {
     let mut latest: Option<i64> = None;
     for table in Table::ALL {
         let sql = format!("SELECT CAST(max(ts) AS BIGINT) FROM {}", table.name());
@@ -389,7 +594,7 @@ async fn horizon_day(ctx: &SessionContext) -> Result<Option<i64>> {
             }
         }
     }
-    Ok(latest.map(|us| us / 86_400_000_000))
+    Ok(latest)
 }
 
 /// Money as `Decimal128(18, 4)` units.

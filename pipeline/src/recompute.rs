@@ -241,10 +241,18 @@ async fn run(
             .files
             .clone()
             .expect("the local engine keeps a snapshot");
+        let horizon = match crate::incremental::latest(&session.ctx).await {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = session.finish(store).await;
+                return Err(e);
+            }
+        };
         let seen = crate::incremental::Seen {
             files: files.clone(),
             rows: session.rows.clone(),
             cohort_sources,
+            horizon,
         };
         return Ok((
             report,

@@ -5,7 +5,7 @@
 mod serve;
 
 use crate::commands;
-use crate::devtools::{bench_live, generate};
+use crate::devtools::{bench_incremental, bench_live, generate};
 use crate::process::{keep_freed_memory, no_huge_pages};
 
 use std::net::SocketAddr;
@@ -47,6 +47,13 @@ enum Command {
         batch: usize,
         #[arg(long, default_value_t = 3)]
         live_days: u32,
+    },
+    /// Benchmark: a scheduled recompute by difference after the newest day of this history,
+    /// against a full recompute.
+    #[command(hide = true)]
+    BenchIncremental {
+        #[command(flatten)]
+        data: DataArgs,
     },
     /// Test aid: a Ballista scheduler and executor in this process, for `recompute --engine
     /// df://…`; prints the scheduler's address and runs until stopped.
@@ -302,6 +309,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             batch,
             live_days,
         } => bench_live::run(&data.data, batch, live_days).await,
+        Command::BenchIncremental { data } => bench_incremental::run(&data.data).await,
         Command::BenchBare { listen } => Ok(netrev_server::run_bare(listen).await?),
         #[cfg(feature = "ballista")]
         Command::BallistaCluster {

@@ -32,6 +32,16 @@ impl Server {
     /// Like [`Server::start`] with extra environment variables (e.g. `NETREV_FAILPOINTS`).
     /// Flushes every 200 ms unless `extra` sets `--flush-interval-ms`.
     pub fn start_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Server::spawn(data, extra, env, Stdio::inherit())
+    }
+
+    /// Like [`Server::start_env`], its log (standard error) written to `log`.
+    pub fn start_logged(data: &Path, extra: &[&str], env: &[(&str, &str)], log: &Path) -> Server {
+        let file = std::fs::File::create(log).expect("create the log file");
+        Server::spawn(data, extra, env, Stdio::from(file))
+    }
+
+    fn spawn(data: &Path, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_netrev"));
         cmd.arg("serve")
             .arg("--data")
@@ -40,12 +50,12 @@ impl Server {
         if !extra.contains(&"--flush-interval-ms") {
             cmd.args(["--flush-interval-ms", "200"]);
         }
+        cmd.env("NETREV_LOG", "warn");
         let mut child = cmd
             .args(extra)
             .envs(env.iter().copied())
-            .env("NETREV_LOG", "warn")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn netrev");
         let stdout = child.stdout.take().unwrap();

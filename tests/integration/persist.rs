@@ -208,3 +208,116 @@ async fn compact_rewrites_small_files_in_place_also_after_a_crash() {
     server.stop();
     assert_eq!(counts_by_cli(&data), "26,7,7");
 }
+
+/// Every derived table but `stats_hourly` as `netrev sql` reads it, in a fixed order.
+fn derived_tables(data: &std::path::Path) -> Vec<(&'static str, String)> {
+    [
+        ("visitors", 10),
+        ("refund_links", 14),
+        ("cohort_sources", 7),
+        ("cohort_ltv", 7),
+    ]
+    .into_iter()
+    .map(|(table, columns)| {
+        let order: Vec<String> = (1..=columns).map(|c| c.to_string()).collect();
+        let query = format!("SELECT * FROM {table} ORDER BY {}", order.join(", "));
+        (table, sql(data, &query))
+    })
+    .collect()
+}
+
+/// A server running for days (its clock 7,200 times as fast: a day in 12 s): the raw files of
+/// each closed day are compacted by the server into one per table, the scheduled recomputes
+/// after the first run by difference, and the tables they leave equal a full recompute's.
+#[tokio::test]
+async fn days_of_operation_keep_files_few_and_recompute_by_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let http = client();
+    let server = Server::start_logged(
+        &data,
+        &[
+            "--clock-speed",
+            "7200",
+            "--flush-interval-ms",
+            "1800000",
+            "--recompute-interval-secs",
+            "1",
+        ],
+        &[("NETREV_LOG", "netrev_live=info,warn")],
+        &log,
+    );
+    server.wait_serving(&http).await;
+    let started = Instant::now();
+    let mut cids: Vec<(String, String)> = Vec::new();
+    let mut i = 0u64;
+    let get = |path: String| {
+        let http = &http;
+        let url = server.url(&path);
+        async move {
+            let r = http.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        }
+    };
+    // About two and a half server days.
+    while started.elapsed() < Duration::from_secs(30) {
+        i += 1;
+        let returning = cids
+            .get((i as usize * 7) % (cids.len() + 1))
+            .map(|c| c.1.clone());
+        let query = match &returning {
+            Some(vid) if i.is_multiple_of(3) => format!("source=s{}&vid={vid}", i % 4),
+            _ => format!("source=s{}", i % 4),
+        };
+        cids.push(server.click(&http, &query).await);
+        if i.is_multiple_of(5) {
+            let (cid, _) = &cids[(i as usize * 13) % cids.len()];
+            get(format!("/api/conversion?cid={cid}&amount=20.50&txid=t{i}")).await;
+            if i.is_multiple_of(10) {
+                get(format!(
+                    "/api/conversion/refund?cid={cid}&amount=5&ref=t{i}"
+                ))
+                .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A few recomputes after the last event.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let by_difference = derived_tables(&data);
+    server.stop();
+
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("recompute by difference done"), "{log}");
+    assert!(
+        log.contains("compacted the raw files of closed days"),
+        "{log}"
+    );
+    // The first day is closed: one file per table (compacted, unless it had only one).
+    for table in Table::ALL {
+        let files = raw_files(&data, table);
+        let first = files[0].parent().unwrap().to_path_buf();
+        let of_first: Vec<_> = files
+            .iter()
+            .filter(|f| f.parent() == Some(&first))
+            .collect();
+        assert_eq!(of_first.len(), 1, "{table:?}: {of_first:?}");
+    }
+    let clicks = raw_files(&data, Table::Clicks);
+    assert!(
+        clicks
+            .iter()
+            .any(|f| f.to_string_lossy().ends_with(".c.parquet")),
+        "{clicks:?}"
+    );
+    assert_eq!(
+        counts_by_cli(&data),
+        format!("{},{},{}", cids.len(), i / 5, i / 10)
+    );
+    crate::jobs::ok(crate::jobs::netrev(&data, &["recompute"]));
+    let full = derived_tables(&data);
+    for ((table, ours), (_, theirs)) in by_difference.iter().zip(&full) {
+        assert_eq!(ours, theirs, "{table}");
+    }
+}
