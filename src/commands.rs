@@ -89,6 +89,9 @@ pub async fn import(
     file: &std::path::Path,
 ) -> anyhow::Result<()> {
     let store = Store::open(data).with_context(|| format!("opening data root {data}"))?;
+    // A running server compacts closed days under this lock: an import into a day being
+    // compacted waits for it, so a crash of the compaction cannot take the imported file.
+    let _compaction = netrev_pipeline::recompute::lock_data_root(&store).await?;
     let report = netrev_ingest::import::import(&store, table, file)
         .await
         .with_context(|| format!("importing {}", file.display()))?;

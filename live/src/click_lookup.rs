@@ -398,10 +398,15 @@ impl ClickLookup for ParquetClicks {
         for paths in by_day.values_mut() {
             paths.sort_unstable();
         }
-        for (day, paths) in self.by_day.iter_mut() {
+        for paths in self.by_day.values_mut() {
             paths.sort_unstable();
-            if by_day.get(day) != Some(paths) && self.days.remove(day).is_some() {
-                self.recent.retain(|d| d != day);
+        }
+        // Every cached day, also one cached while it had no files.
+        let cached: Vec<NaiveDate> = self.days.keys().copied().collect();
+        for day in cached {
+            if by_day.get(&day) != self.by_day.get(&day) {
+                self.days.remove(&day);
+                self.recent.retain(|d| *d != day);
             }
         }
         self.pages_cached = self.days.values().flatten().map(FileIndex::pages).sum();

@@ -243,6 +243,15 @@ fn rebase_loop(
             let outcome = rt.block_on(async move {
                 tokio::spawn(async move { by_difference(&owned, &last, &node).await }).await
             });
+            // The live state cannot take every foreign event: a click of a day before its
+            // horizon would be looked up in the very file that brought it (and so found
+            // already counted), and a large import is better read by a full recompute.
+            let outcome = outcome.map(|r| {
+                r.and_then(|(pass, foreign)| match refused(&foreign, horizon) {
+                    Some(why) => Err(netrev_pipeline::Error::Stale(why)),
+                    None => Ok((pass, foreign)),
+                })
+            });
             match outcome {
                 Ok(Ok((pass, foreign))) => {
                     tracing::info!(
@@ -269,7 +278,10 @@ fn rebase_loop(
                         return;
                     }
                     let mut last = pass.seen;
-                    compact_closed_days(&rt, ingestor, store, &mut last, today, rebased);
+                    if !compact_closed_days(&rt, ingestor, store, &mut last, today, rebased) {
+                        // The next recompute, at once, is full (it reads the files anew).
+                        continue;
+                    }
                     seen = Some(last);
                     retry = RECOMPUTE_RETRY;
                     match config.rebase_every {
@@ -340,8 +352,9 @@ fn rebase_loop(
                     return;
                 }
                 let mut last = last;
-                compact_closed_days(&rt, ingestor, store, &mut last, today, rebased);
-                seen = Some(last);
+                if compact_closed_days(&rt, ingestor, store, &mut last, today, rebased) {
+                    seen = Some(last);
+                }
                 retry = RECOMPUTE_RETRY;
                 first = false;
                 match config.rebase_every {
@@ -361,10 +374,44 @@ fn rebase_loop(
     }
 }
 
-/// Rewrites the small raw files of the days before `today` that the last recompute read
-/// (`seen`, updated to name the new files) as a few large ones, with the ingest's flushes held
-/// meanwhile, and hands the live thread's lookup the new files. A failure is logged: the next
-/// recompute, finding files it read gone, runs in full.
+/// Foreign events (other nodes', imports) more than this are left to a full recompute.
+const FOREIGN_EVENTS_MAX: usize = 100_000;
+
+/// Why the live state cannot take these foreign events, if it cannot.
+fn refused(foreign: &[Event], horizon: NaiveDate) -> Option<String> {
+    if foreign.len() > FOREIGN_EVENTS_MAX {
+        return Some(format!(
+            "{} events in files from other nodes or imports",
+            foreign.len()
+        ));
+    }
+    let old = foreign.iter().filter(|e| match e {
+        Event::Click(c) => {
+            netrev_storage::model::date_of_micros(c.ts) < horizon
+                || netrev_storage::clickid::millis(&c.cid)
+                    .and_then(|ms| i64::try_from(ms).ok()?.checked_mul(1000))
+                    .is_some_and(|us| netrev_storage::model::date_of_micros(us) < horizon)
+        }
+        _ => false,
+    });
+    match old.count() {
+        0 => None,
+        n => Some(format!(
+            "{n} clicks from other nodes or imports are older than the live days"
+        )),
+    }
+}
+
+/// Closed days compacted after one recompute at most: an old root is compacted a few days at
+/// a time (or at once by `netrev compact`, with the server stopped).
+const COMPACT_DAYS_MAX: usize = 3;
+
+/// Rewrites the small raw files of (at most [`COMPACT_DAYS_MAX`]) days before `today` that
+/// the last recompute read (`seen`, updated to name the new files) as a few large ones, one
+/// day at a time with the ingest's flushes held meanwhile, and hands the live thread's lookup
+/// the new files. Only on a local data root: on S3 the old files would be visible beside the
+/// new ones for a moment. Returns false when it failed: files may have changed, so the next
+/// recompute must be full.
 fn compact_closed_days(
     rt: &tokio::runtime::Runtime,
     ingestor: &Ingestor,
@@ -372,30 +419,47 @@ fn compact_closed_days(
     seen: &mut Seen,
     today: NaiveDate,
     rebased: &std::sync::mpsc::Sender<Rebased>,
-) {
-    let started = Instant::now();
-    let done = rt.block_on(async {
-        let _held = ingestor.hold_flushes().await;
-        incremental::compact_seen(store, seen, today).await
-    });
-    match done {
-        Ok(done) if !done.is_empty() => {
-            tracing::info!(
-                partitions = done.len(),
-                files_before = done.iter().map(|c| c.files_before).sum::<usize>(),
-                files_after = done.iter().map(|c| c.files_after).sum::<usize>(),
-                secs = started.elapsed().as_secs_f64(),
-                "compacted the raw files of closed days"
-            );
-            let _ = rebased.send(Rebased::Refreshed {
-                files: seen.files.clone(),
-                foreign: Vec::new(),
-                horizon: None,
-            });
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "compacting the raw files of closed days failed"),
+) -> bool {
+    if store.local_root().is_none() {
+        return true;
     }
+    let started = Instant::now();
+    let (mut before, mut after, mut partitions) = (0, 0, 0);
+    for day in incremental::days_before(seen, today) {
+        if partitions >= COMPACT_DAYS_MAX * netrev_storage::Table::ALL.len() {
+            break;
+        }
+        let done = rt.block_on(async {
+            let _held = ingestor.hold_flushes().await;
+            incremental::compact_seen(store, seen, day).await
+        });
+        match done {
+            Ok(done) => {
+                partitions += done.len();
+                before += done.iter().map(|c| c.files_before).sum::<usize>();
+                after += done.iter().map(|c| c.files_after).sum::<usize>();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %day, "compacting the raw files of a closed day failed; a full recompute follows");
+                return false;
+            }
+        }
+    }
+    if partitions > 0 {
+        tracing::info!(
+            partitions,
+            files_before = before,
+            files_after = after,
+            secs = started.elapsed().as_secs_f64(),
+            "compacted the raw files of closed days"
+        );
+        let _ = rebased.send(Rebased::Refreshed {
+            files: seen.files.clone(),
+            foreign: Vec::new(),
+            horizon: None,
+        });
+    }
+    true
 }
 
 /// A recompute by difference, and the events of the new files that `node` (this server) did
@@ -490,13 +554,10 @@ fn apply_loop(
                 foreign,
                 horizon,
             }) => {
-                lookup.refresh(&files);
                 let mut guard = live.state.write().expect("live lock");
                 if let Some(state) = guard.as_mut() {
-                    if let Some(h) = horizon {
-                        state.advance_horizon(h);
-                    }
-                    // Not announced: the server that took them in does that.
+                    // Not announced: the server that took them in does that. Their clicks
+                    // are of the live days (see `refused`), held in memory, never looked up.
                     let mut unannounced = Vec::new();
                     for e in &foreign {
                         apply(
@@ -506,7 +567,12 @@ fn apply_loop(
                             (&mut dirty, &mut retry, &mut unannounced),
                         );
                     }
+                    if let Some(h) = horizon {
+                        state.advance_horizon(h);
+                    }
                 }
+                drop(guard);
+                lookup.refresh(&files);
             }
             Ok(Rebased::Full {
                 state,

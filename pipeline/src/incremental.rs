@@ -134,6 +134,15 @@ pub async fn recompute_incremental(
     let set = closure(&now, touched).await?;
     let click_ids = count(&set);
     step("closure");
+    let history = collect(&now, "SELECT count(*) FROM clicks").await?;
+    let history = history
+        .first()
+        .map_or(0, |b| b.column(0).as_primitive::<Int64Type>().value(0));
+    if click_ids as i64 > history / 4 + 1000 {
+        return Err(Error::Stale(format!(
+            "the new events reach {click_ids} click IDs of {history} clicks: a full recompute costs less"
+        )));
+    }
     // The rows of the set now, and as the last pass read them: without those read since
     // (new files and buffered rows, less the rows it read from the buffer that are in new
     // files now).
@@ -196,20 +205,31 @@ pub async fn recompute_incremental(
     })
 }
 
-/// Compacts the raw files of the days before `before` that `seen` holds ([`crate::compact`]),
-/// and names the new files in `seen` in place of those they replaced (they hold the same
-/// rows), so the next pass by difference still starts from it. For a running `serve`, whose
+/// The days before `before` of which `seen` holds raw files (to compact, oldest first).
+pub fn days_before(seen: &Seen, before: chrono::NaiveDate) -> Vec<chrono::NaiveDate> {
+    let days: std::collections::BTreeSet<_> = seen
+        .files
+        .iter()
+        .filter_map(layout::partition_date)
+        .filter(|d| *d < before)
+        .collect();
+    days.into_iter().collect()
+}
+
+/// Compacts the raw files of `day` that `seen` holds ([`crate::compact`]), and names the new
+/// files in `seen` in place of those they replaced (they hold the same rows), so the next
+/// pass by difference still starts from it. For a running `serve` on a local data root, whose
 /// ingest must not flush meanwhile.
 pub async fn compact_seen(
     store: &Store,
     seen: &mut Seen,
-    before: chrono::NaiveDate,
+    day: chrono::NaiveDate,
 ) -> Result<Vec<crate::compact::Compacted>> {
     let (_, events) = crate::raw_files_of(store)?;
     // A path of the data root (`events/…`) as the snapshot names it.
     let as_read = |p: &Path| Path::from_iter(events.parts().chain(p.parts().skip(1)));
     let files = seen.files.clone();
-    let include = |date: chrono::NaiveDate, p: &Path| date < before && files.contains(&as_read(p));
+    let include = |date: chrono::NaiveDate, p: &Path| date == day && files.contains(&as_read(p));
     let config = crate::compact::CompactConfig::default();
     let done = crate::compact::compact_where(store, &config, &include, &mut |_| {}).await?;
     if !done.is_empty() {
@@ -561,7 +581,12 @@ async fn replace_rows(
          ORDER BY {}",
         crate::recompute::order_by(table)
     );
-    conform(collect(&ctx, &sql).await?, &schema)
+    let mut batches = conform(collect(&ctx, &sql).await?, &schema)?;
+    if batches.is_empty() {
+        // A table is written even when empty.
+        batches.push(RecordBatch::new_empty(schema));
+    }
+    Ok(batches)
 }
 
 /// `batches` with the column types of `schema` (a file read back may give its strings as
@@ -999,6 +1024,46 @@ mod tests {
             .unwrap();
         assert!(pass.report.tables.is_empty());
         assert!(pass.added.is_empty());
+    }
+
+    /// A history without refunds (an empty `refund_links`): the pass writes the empty table.
+    #[tokio::test]
+    async fn a_pass_by_difference_writes_empty_tables_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().to_str().unwrap()).unwrap();
+        let mut rng = Rng(99);
+        let mut cids = Vec::new();
+        let no_refunds = |events: Vec<Event>| -> Vec<Event> {
+            events
+                .into_iter()
+                .filter(|e| e.table() != Table::Refunds)
+                .collect()
+        };
+        let events = no_refunds(day_of_events(&mut rng, 0, &mut cids));
+        flush(&store, &events, 1).await;
+        let (_, kept) = recompute_kept(&store, &mut |_| {}).await.unwrap();
+        let seen = kept.seen.clone();
+        kept.finish(&store).await.unwrap();
+        let more = no_refunds(day_of_events(&mut rng, 1, &mut cids));
+        flush(&store, &more, 1 + events.len() as u64).await;
+        recompute_incremental(&store, &seen, &mut |_| {})
+            .await
+            .unwrap();
+        let by_difference = tables(&store).await;
+        assert!(
+            by_difference["refund_links"].lines().count() <= 4,
+            "no rows"
+        );
+        recompute(
+            &store,
+            DateRange::default(),
+            &Engine::Local,
+            None,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(by_difference, tables(&store).await);
     }
 
     /// When a file the last pass read is gone (compacted away), a pass by difference cannot

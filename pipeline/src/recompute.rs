@@ -433,7 +433,7 @@ pub async fn write_stats_partition(
 
 /// Takes the data root's recompute lock (`tables/.recompute.lock`), waiting for a running
 /// recompute to finish. Only local roots have one: a remote root has no shared lock.
-pub(crate) async fn lock_data_root(store: &Store) -> Result<Option<std::fs::File>> {
+pub async fn lock_data_root(store: &Store) -> Result<Option<std::fs::File>> {
     let Some(root) = store.local_root() else {
         return Ok(None);
     };

@@ -324,6 +324,7 @@ async fn parquet_lookup_finds_the_winning_copy_of_its_day_only() {
     };
     let mut cids = Vec::new();
     let mut files = Vec::new();
+    let mut all = Vec::new();
     for f in 0..3u64 {
         let mut events = Vec::new();
         for i in 0..100u64 {
@@ -342,13 +343,13 @@ async fn parquet_lookup_finds_the_winning_copy_of_its_day_only() {
         let batch = model::to_batch(Table::Clicks, events.iter()).unwrap();
         store.write_parquet(&path, &[batch]).await.unwrap();
         files.push(path);
+        all.extend(events);
     }
-    let snapshot: HashSet<object_store::path::Path> = files
-        .iter()
-        .map(|p| {
-            object_store::path::Path::from_filesystem_path(tmp.path().join(p.as_ref())).unwrap()
-        })
-        .collect();
+    // A path of the data root as a snapshot of the local file system names it.
+    let local = |p: &object_store::path::Path| {
+        object_store::path::Path::from_filesystem_path(tmp.path().join(p.as_ref())).unwrap()
+    };
+    let snapshot: HashSet<object_store::path::Path> = files.iter().map(local).collect();
     let mut lookup = ParquetClicks::new(&snapshot, None);
     let day = model::date_of_micros(i64::try_from(day_ms).unwrap() * 1000);
     let (cid0, ms0) = &cids[0];
@@ -373,6 +374,26 @@ async fn parquet_lookup_finds_the_winning_copy_of_its_day_only() {
     let (missing, _) = ids.issue(day_ms + 10);
     assert_eq!(lookup.find(&missing, day).unwrap(), None);
     assert_eq!(lookup.footers_read, 3, "each footer of the day read once");
+
+    // The day compacted into one file, as `serve` does once the day is over: the refreshed
+    // lookup reads that day's one footer and finds the same winners.
+    let date = model::date_of_micros(i64::try_from(day_ms).unwrap() * 1000);
+    let compacted = layout::compacted_file(Table::Clicks, date, "n1", 0, 2999);
+    let batch = model::to_batch(Table::Clicks, all.iter()).unwrap();
+    store.write_parquet(&compacted, &[batch]).await.unwrap();
+    for f in &files {
+        std::fs::remove_file(tmp.path().join(f.as_ref())).unwrap();
+    }
+    lookup.refresh(&HashSet::from([local(&compacted)]));
+    assert_eq!(
+        lookup.find(cid0, day).unwrap(),
+        Some(ClickRow::of(&click(cid0, *ms0, "s0")))
+    );
+    assert_eq!(
+        lookup.find(cid150, day).unwrap(),
+        Some(ClickRow::of(&click(cid150, *ms150, "s1")))
+    );
+    assert_eq!(lookup.footers_read, 4, "the new file's footer, once");
 }
 
 /// In a large file, only the page holding the ID is decoded.
