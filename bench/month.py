@@ -235,7 +235,7 @@ def main():
         print(f"| peak RSS of that restart | {r['streamed_restart_peak_rss_mib']} MiB | "
               f"{r['bulk_restart_peak_rss_mib']} MiB | | |")
         if pass_secs:
-            per = 86400 / a.speed / 60
+            per = a.days * 1440 / len(pass_secs)
             print(f"| scheduled recompute by difference ({len(pass_secs)} runs, each after about "
                   f"{per:.0f} server minutes of events): median (max) | {r['pass_median_secs']} s "
                   f"({r['pass_max_secs']} s) | full: {r['streamed_recompute_secs']} s | "

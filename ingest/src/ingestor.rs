@@ -190,7 +190,8 @@ struct Shared {
     flush_now: Notify,
     /// Tells the flusher to do a last flush and stop.
     flusher_stop: watch::Sender<bool>,
-    /// Serializes flushes: the periodic one, an explicit one and the last one at shutdown.
+    /// Serializes flushes (the periodic one, an explicit one, the last one at shutdown) with
+    /// the merging of buffered batches and with rewrites of raw files ([`Ingestor::hold_flushes`]).
     flush_lock: tokio::sync::Mutex<()>,
     flushed_seq: AtomicU64,
     fsyncs: AtomicU64,
@@ -489,7 +490,8 @@ impl Ingestor {
     }
 
     /// Keeps the buffer from being flushed until the guard is dropped (the rows stay buffered
-    /// and readable): for rewriting raw files without a flush writing beside them.
+    /// and readable): for rewriting raw files without a flush writing beside them. Hold it
+    /// briefly: a buffer that reaches `--max-buffered` meanwhile makes postbacks wait (503).
     pub async fn hold_flushes(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.shared.flush_lock.lock().await
     }
@@ -1011,13 +1013,15 @@ const FLUSH_RETRY_MAX: Duration = Duration::from_secs(30);
 /// How often the buffer's small batches are merged ([`tidy_buffer`]).
 const TIDY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long (in real time) until `clock` reaches the next multiple of `interval` since the
-/// Unix epoch, so flushes fall on the same times of every UTC day (with 30 minutes: :00 and
-/// :30) and a day gets at most `1 day / interval` of them.
-fn until_next_boundary(clock: &netrev_storage::Clock, interval: Duration) -> Duration {
+/// The next multiple of `interval` since the Unix epoch by `clock` (microseconds), and how
+/// long (in real time) until it comes: flushes fall on the same times of every UTC day (with
+/// 30 minutes: :00 and :30) and a day gets at most `1 day / interval` of them.
+fn next_boundary(clock: &netrev_storage::Clock, interval: Duration) -> (i64, Duration) {
     let interval_us = interval_micros(interval);
-    let left = interval_us - clock.timer_micros().rem_euclid(interval_us);
-    clock.real_wait(Duration::from_micros(left.unsigned_abs()))
+    let now = clock.timer_micros();
+    let left = interval_us - now.rem_euclid(interval_us);
+    let wait = clock.real_wait(Duration::from_micros(left.unsigned_abs()));
+    (now.saturating_add(left), wait)
 }
 
 fn interval_micros(interval: Duration) -> i64 {
@@ -1026,20 +1030,14 @@ fn interval_micros(interval: Duration) -> i64 {
         .max(1)
 }
 
-/// The flush boundary nearest to `clock`'s time (the flusher wakes at one, give or take the
-/// timer's rounding).
-fn nearest_boundary(clock: &netrev_storage::Clock, interval: Duration) -> i64 {
-    let interval_us = interval_micros(interval);
-    let now = clock.timer_micros();
-    (now + interval_us / 2).div_euclid(interval_us) * interval_us
-}
-
 async fn flusher_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     use tokio::time::Instant;
     let interval = shared.config.flush_interval;
     let mut delay = FLUSH_RETRY_BASE;
-    // The next boundary, or sooner: to retry a failed flush, or when the buffer is full.
-    let mut next_flush = Instant::now() + until_next_boundary(shared.store.clock(), interval);
+    // The next boundary (by the clock, and when it comes), or sooner: to retry a failed
+    // flush, or when the buffer is full.
+    let (mut boundary, wait) = next_boundary(shared.store.clock(), interval);
+    let mut next_flush = Instant::now() + wait;
     // Set after a failed flush: no flush before then, however full the buffer (backoff).
     let mut retry_at: Option<Instant> = None;
     loop {
@@ -1060,7 +1058,7 @@ async fn flusher_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             tidy_buffer(&shared).await;
             continue;
         }
-        let before = at_boundary.then(|| nearest_boundary(shared.store.clock(), interval));
+        let before = at_boundary.then_some(boundary);
         let result = flush_once(&shared, before).await;
         shared.state.lock().expect("ingest lock").flush_error =
             result.as_ref().err().map(|e| e.to_string());
@@ -1068,7 +1066,9 @@ async fn flusher_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             Ok(()) => {
                 delay = FLUSH_RETRY_BASE;
                 retry_at = None;
-                next_flush = Instant::now() + until_next_boundary(shared.store.clock(), interval);
+                let wait;
+                (boundary, wait) = next_boundary(shared.store.clock(), interval);
+                next_flush = Instant::now() + wait;
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in = ?delay, "flush to Parquet failed; will retry");
@@ -1581,7 +1581,7 @@ mod tests {
     fn flushes_fall_on_multiples_of_the_interval() {
         let interval = Duration::from_secs(30 * 60);
         let system = netrev_storage::Clock::default();
-        let left = until_next_boundary(&system, interval);
+        let (_, left) = next_boundary(&system, interval);
         assert!(left > Duration::ZERO && left <= interval);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -1591,7 +1591,8 @@ mod tests {
         assert!(off < 1.0 || interval.as_secs_f64() - off < 1.0, "{off}");
         // A clock 1,440 times as fast: the next :00 or :30 of its time comes within 1.25 s.
         let fast = netrev_storage::Clock::accelerated(1440);
-        let left = until_next_boundary(&fast, interval);
+        let (at, left) = next_boundary(&fast, interval);
+        assert_eq!(at.rem_euclid(1_800_000_000), 0);
         assert!(left <= Duration::from_millis(1250), "{left:?}");
         let at = fast.now_micros() + i64::try_from(left.as_micros()).unwrap() * 1440;
         let off = at.rem_euclid(1_800_000_000);

@@ -15,8 +15,11 @@
 //!
 //! The first rebase runs at start (after the events replayed from the write-ahead log are
 //! flushed), so a restart, including after kill -9, rebuilds the same state from the raw
-//! tables. Later rebases, on the recompute schedule, pick up imports and drop old clicks
-//! from memory (they stay findable in Parquet, see `click_lookup`).
+//! tables. The scheduled recomputes after it run by difference and keep the state: they hand
+//! it the events of files other nodes and imports wrote, move its horizon on (old clicks leave
+//! memory and stay findable in Parquet, see `click_lookup`) and point its lookup at the new
+//! files; one that cannot runs in full and rebases. After each, the closed days' raw files
+//! are compacted (local roots).
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,7 +117,8 @@ enum Rebased {
         /// Every event up to this sequence is in the state's snapshot.
         flushed: u64,
     },
-    /// A recompute by difference: the state stays, with what else the snapshot held.
+    /// A recompute by difference, or a compaction of closed days: the state stays, with what
+    /// else the snapshot held.
     Refreshed {
         /// The raw files of its snapshot, for the lookup.
         files: Arc<HashSet<Path>>,
@@ -241,16 +245,8 @@ fn rebase_loop(
         if let Some(last) = seen.take() {
             let (owned, node) = (store.clone(), ingestor.node().to_string());
             let outcome = rt.block_on(async move {
-                tokio::spawn(async move { by_difference(&owned, &last, &node).await }).await
-            });
-            // The live state cannot take every foreign event: a click of a day before its
-            // horizon would be looked up in the very file that brought it (and so found
-            // already counted), and a large import is better read by a full recompute.
-            let outcome = outcome.map(|r| {
-                r.and_then(|(pass, foreign)| match refused(&foreign, horizon) {
-                    Some(why) => Err(netrev_pipeline::Error::Stale(why)),
-                    None => Ok((pass, foreign)),
-                })
+                tokio::spawn(async move { by_difference(&owned, &last, &node, horizon).await })
+                    .await
             });
             match outcome {
                 Ok(Ok((pass, foreign))) => {
@@ -374,17 +370,17 @@ fn rebase_loop(
     }
 }
 
-/// Foreign events (other nodes', imports) more than this are left to a full recompute.
+/// Foreign events (other nodes', imports) read since the last recompute beyond which a full
+/// recompute reads them instead: they are held in memory at once (about 0.3 KiB each) and
+/// applied to the live state in steps of [`FOREIGN_STEP`].
 const FOREIGN_EVENTS_MAX: usize = 100_000;
 
-/// Why the live state cannot take these foreign events, if it cannot.
+/// Foreign events applied under one hold of the live state's lock.
+const FOREIGN_STEP: usize = 1_000;
+
+/// Why the live state cannot take these foreign events, if it cannot: a click of a day before
+/// its horizon would be looked up in the very file that brought it, and found already counted.
 fn refused(foreign: &[Event], horizon: NaiveDate) -> Option<String> {
-    if foreign.len() > FOREIGN_EVENTS_MAX {
-        return Some(format!(
-            "{} events in files from other nodes or imports",
-            foreign.len()
-        ));
-    }
     let old = foreign.iter().filter(|e| match e {
         Event::Click(c) => {
             netrev_storage::model::date_of_micros(c.ts) < horizon
@@ -425,10 +421,8 @@ fn compact_closed_days(
     }
     let started = Instant::now();
     let (mut before, mut after, mut partitions) = (0, 0, 0);
-    for day in incremental::days_before(seen, today) {
-        if partitions >= COMPACT_DAYS_MAX * netrev_storage::Table::ALL.len() {
-            break;
-        }
+    let days = incremental::days_to_compact(seen, today);
+    for day in days.into_iter().take(COMPACT_DAYS_MAX) {
         let done = rt.block_on(async {
             let _held = ingestor.hold_flushes().await;
             incremental::compact_seen(store, seen, day).await
@@ -463,11 +457,13 @@ fn compact_closed_days(
 }
 
 /// A recompute by difference, and the events of the new files that `node` (this server) did
-/// not write.
+/// not write; [`netrev_pipeline::Error::Stale`] (a full recompute instead) when the live state
+/// cannot take those events (see [`refused`]).
 async fn by_difference(
     store: &Store,
     last: &Seen,
     node: &str,
+    horizon: NaiveDate,
 ) -> netrev_pipeline::Result<(incremental::Pass, Vec<Event>)> {
     let pass = incremental::recompute_incremental(store, last, &mut |_| {}).await?;
     let foreign: Vec<Path> = pass
@@ -480,7 +476,17 @@ async fn by_difference(
         })
         .cloned()
         .collect();
+    // Counted from the footers before any is read.
+    let rows = incremental::rows_in(store, &foreign).await?;
+    if rows > FOREIGN_EVENTS_MAX {
+        return Err(netrev_pipeline::Error::Stale(format!(
+            "{rows} events in files from other nodes or imports"
+        )));
+    }
     let events = incremental::events_in(store, &foreign).await?;
+    if let Some(why) = refused(&events, horizon) {
+        return Err(netrev_pipeline::Error::Stale(why));
+    }
     Ok((pass, events))
 }
 
@@ -554,24 +560,24 @@ fn apply_loop(
                 foreign,
                 horizon,
             }) => {
-                let mut guard = live.state.write().expect("live lock");
-                if let Some(state) = guard.as_mut() {
-                    // Not announced: the server that took them in does that. Their clicks
-                    // are of the live days (see `refused`), held in memory, never looked up.
-                    let mut unannounced = Vec::new();
-                    for e in &foreign {
-                        apply(
-                            state,
-                            e,
-                            lookup.as_mut(),
-                            (&mut dirty, &mut retry, &mut unannounced),
-                        );
-                    }
-                    if let Some(h) = horizon {
-                        state.advance_horizon(h);
+                // Not announced: the server that took them in does that. Their clicks are of
+                // the live days (see `refused`), held in memory, never looked up. In steps, so
+                // reads are not held up for long.
+                let mut unannounced = Vec::new();
+                for step in foreign.chunks(FOREIGN_STEP) {
+                    let mut guard = live.state.write().expect("live lock");
+                    if let Some(state) = guard.as_mut() {
+                        for e in step {
+                            let out = (&mut dirty, &mut retry, &mut unannounced);
+                            apply(state, e, lookup.as_mut(), out);
+                        }
                     }
                 }
-                drop(guard);
+                if let Some(h) = horizon
+                    && let Some(state) = live.state.write().expect("live lock").as_mut()
+                {
+                    state.advance_horizon(h);
+                }
                 lookup.refresh(&files);
             }
             Ok(Rebased::Full {

@@ -25,7 +25,9 @@
 //!   crash; readers outside netrev may see both for the moment in between, so on S3 run it
 //!   while they are paused.
 //!
-//! It runs with `serve` stopped (it takes the server's lock and the recompute lock).
+//! `netrev compact` runs with `serve` stopped (it takes the server's lock and the recompute
+//! lock); a running `serve` compacts its closed days itself on a local root
+//! ([`compact_where`], from `live/src/runner.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;

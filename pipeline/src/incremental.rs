@@ -22,8 +22,15 @@
 //! 5. computes `cohort_ltv` from `cohort_sources` with its SQL.
 //!
 //! `stats_hourly` is not written: the live state of `serve` keeps it. A pass needs the raw
-//! files the last one read: when one is gone (a compaction replaced it) it fails with
-//! [`crate::Error::Stale`], and the caller runs a full recompute instead.
+//! files the last one read (a compaction by `serve` names its new files in [`Seen`]): when one
+//! is gone, or the new events reach more than a quarter of the clicks (a full run costs less),
+//! it fails with [`crate::Error::Stale`], and the caller runs a full recompute instead.
+//!
+//! What a pass still reads whole, besides the new events: the raw clicks' click and visitor
+//! IDs (once per step of the closure, usually three), the raw rows of the set (one scan), and
+//! the `visitors` and `refund_links` files, rewritten whole. So its cost follows the new
+//! events plus a part that grows with the history, unlike the full recompute's joins, sorts
+//! and aggregations over all of it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -49,7 +56,10 @@ use crate::{Error, Result};
 /// next pass by difference starts from.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// The raw files of its snapshot (as the snapshot's object store names them).
     pub files: Arc<HashSet<Path>>,
+    /// The buffered rows it took (before listing the files; those a file listed holds were
+    /// left out when read).
     pub rows: Vec<Unpersisted>,
     /// Its `cohort_sources` rows.
     pub(crate) cohort_sources: Vec<RecordBatch>,
@@ -84,6 +94,7 @@ pub async fn recompute_incremental(
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Pass> {
     let _lock = crate::recompute::lock_data_root(store).await?;
+    // Every derived table but stats_hourly.
     progress(Progress::Start {
         tables: DERIVED.len() - 1,
     });
@@ -205,15 +216,55 @@ pub async fn recompute_incremental(
     })
 }
 
-/// The days before `before` of which `seen` holds raw files (to compact, oldest first).
-pub fn days_before(seen: &Seen, before: chrono::NaiveDate) -> Vec<chrono::NaiveDate> {
-    let days: std::collections::BTreeSet<_> = seen
+/// The days before `before` with raw files that `seen` holds and a compaction would merge (two
+/// or more files of one node in a table, not counting the node's newest flush, which stays
+/// apart), oldest first.
+pub fn days_to_compact(seen: &Seen, before: chrono::NaiveDate) -> Vec<chrono::NaiveDate> {
+    let parsed: Vec<(Table, chrono::NaiveDate, &str, u64)> = seen
         .files
         .iter()
-        .filter_map(layout::partition_date)
-        .filter(|d| *d < before)
+        .filter_map(|f| {
+            let table = Table::ALL
+                .into_iter()
+                .find(|t| layout::is_raw_file(f, *t))?;
+            let (node, _, last) = layout::parse_raw_file(f.filename()?)?;
+            Some((table, layout::partition_date(f)?, node, last))
+        })
+        .collect();
+    let mut newest: HashMap<&str, u64> = HashMap::new();
+    for (_, _, node, last) in &parsed {
+        let n = newest.entry(node).or_default();
+        *n = (*n).max(*last);
+    }
+    let mut files: BTreeMap<(chrono::NaiveDate, Table, &str), usize> = BTreeMap::new();
+    for (table, date, node, last) in parsed {
+        if date < before && newest.get(node) != Some(&last) {
+            *files.entry((date, table, node)).or_default() += 1;
+        }
+    }
+    let days: std::collections::BTreeSet<_> = files
+        .into_iter()
+        .filter(|(_, n)| *n >= 2)
+        .map(|((date, _, _), _)| date)
         .collect();
     days.into_iter().collect()
+}
+
+/// How many rows the raw `files` hold (from their footers).
+pub async fn rows_in(store: &Store, files: &[Path]) -> Result<usize> {
+    if files.is_empty() {
+        return Ok(0);
+    }
+    let files = Arc::new(files.iter().cloned().collect());
+    let ctx = crate::session_over_files(store, files, Vec::new()).await?;
+    let mut rows = 0;
+    for table in Table::ALL {
+        let sql = format!("SELECT count(*) FROM {}", table.name());
+        for b in collect(&ctx, &sql).await? {
+            rows += b.column(0).as_primitive::<Int64Type>().value(0) as usize;
+        }
+    }
+    Ok(rows)
 }
 
 /// Compacts the raw files of `day` that `seen` holds ([`crate::compact`]), and names the new
@@ -593,16 +644,8 @@ async fn replace_rows(
 /// another string type).
 fn conform(batches: Vec<RecordBatch>, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
     batches
-        .into_iter()
-        .map(|b| {
-            let columns = b
-                .columns()
-                .iter()
-                .zip(schema.fields())
-                .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(RecordBatch::try_new(schema.clone(), columns)?)
-        })
+        .iter()
+        .map(|b| Ok(crate::cast_to(b, schema)?))
         .collect()
 }
 
@@ -966,6 +1009,19 @@ mod tests {
         out
     }
 
+    /// A full recompute of every table, as `netrev recompute` runs it.
+    async fn full_recompute(store: &Store) {
+        recompute(
+            store,
+            DateRange::default(),
+            &Engine::Local,
+            None,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+    }
+
     /// Day after day of new events, some still in the buffer: each pass by difference leaves
     /// the same tables as a full recompute of the same rows.
     #[tokio::test]
@@ -1002,15 +1058,7 @@ mod tests {
                 .unwrap();
             assert!(pass.touched > 0 && pass.click_ids >= pass.touched);
             let by_difference = tables(&store).await;
-            recompute(
-                &store,
-                DateRange::default(),
-                &Engine::Local,
-                None,
-                &mut |_| {},
-            )
-            .await
-            .unwrap();
+            full_recompute(&store).await;
             let full = tables(&store).await;
             for (name, text) in &full {
                 assert_eq!(&by_difference[name], text, "{name} after day {day}");
@@ -1050,19 +1098,12 @@ mod tests {
             .await
             .unwrap();
         let by_difference = tables(&store).await;
+        // A printed table without rows: its border and header lines only.
         assert!(
             by_difference["refund_links"].lines().count() <= 4,
             "no rows"
         );
-        recompute(
-            &store,
-            DateRange::default(),
-            &Engine::Local,
-            None,
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        full_recompute(&store).await;
         assert_eq!(by_difference, tables(&store).await);
     }
 

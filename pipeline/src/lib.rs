@@ -64,8 +64,8 @@ pub enum Error {
     /// Reading or writing the stored tables failed.
     #[error(transparent)]
     Storage(netrev_storage::Error),
-    /// A recompute by difference cannot start from the last one (its files are gone): a full
-    /// recompute is needed.
+    /// A recompute by difference should not run (the last one's files are gone, or a full
+    /// recompute costs less): a full recompute is needed.
     #[error("the last recompute's result cannot be updated: {0}")]
     Stale(String),
 }
@@ -323,6 +323,21 @@ async fn query_session_with(store: &Store, ctx: SessionContext) -> Result<Sessio
         }
     }
     Ok(ctx)
+}
+
+/// `batch` with the column types of `schema` (same columns, in order): a dictionary column
+/// as its values, a file's strings as the view's string type.
+pub(crate) fn cast_to(
+    batch: &arrow::array::RecordBatch,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<arrow::array::RecordBatch, arrow::error::ArrowError> {
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
+        .collect::<Result<Vec<_>, _>>()?;
+    arrow::array::RecordBatch::try_new(schema.clone(), columns)
 }
 
 /// Registers `clicks`, `conversions` and `refunds` in `ctx`: their files, and the rows

@@ -252,13 +252,7 @@ fn unpack_dictionaries(batch: &RecordBatch, schema: &SchemaRef) -> Result<Record
     {
         return Ok(batch.clone());
     }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    Ok(crate::cast_to(batch, schema)?)
 }
 
 /// Runs `sql` read-only in `ctx` within `limits`.

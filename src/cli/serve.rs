@@ -141,8 +141,9 @@ struct PostbackArgs {
 /// The live state and the recompute schedule that rebases it.
 #[derive(Debug, Args)]
 struct LiveArgs {
-    /// Seconds between scheduled recomputes of the derived tables, which also rebuild the
-    /// live stats from the raw tables (0: only the one at start).
+    /// Seconds between scheduled recomputes of the derived tables: by difference after the
+    /// first (full, rebuilding the live stats, when one cannot be); the closed days' raw
+    /// files are compacted after each on a local root (0: only the one at start).
     #[arg(long, env = "NETREV_RECOMPUTE_INTERVAL_SECS", default_value_t = 900)]
     recompute_interval_secs: u64,
     /// UTC days of clicks (today included) the live stats hold in memory; events for older
