@@ -698,7 +698,7 @@ pub async fn recompute_live(
     });
     let built = LiveStats::from_session(kept.ctx(), &kept.stats, horizon).await;
     let remote = store.local_root().is_none().then(|| store.object_store());
-    let lookup = ParquetClicks::new(&kept.files, remote);
+    let lookup = ParquetClicks::new(&kept.seen.files, remote);
     let seen = kept.seen.clone();
     if let Err(e) = kept.finish(store).await {
         tracing::warn!(error = %e, "cleaning up after the recompute");

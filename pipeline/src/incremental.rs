@@ -1009,6 +1009,14 @@ mod tests {
         out
     }
 
+    /// The first, full recompute of `serve`; what it read.
+    async fn first_pass(store: &Store) -> Seen {
+        let (_, kept) = recompute_kept(store, &mut |_| {}).await.unwrap();
+        let seen = kept.seen.clone();
+        kept.finish(store).await.unwrap();
+        seen
+    }
+
     /// A full recompute of every table, as `netrev recompute` runs it.
     async fn full_recompute(store: &Store) {
         recompute(
@@ -1035,9 +1043,7 @@ mod tests {
             let events = day_of_events(&mut rng, day, &mut cids);
             seq = flush(&store, &events, seq).await + 1;
         }
-        let (_, kept) = recompute_kept(&store, &mut |_| {}).await.unwrap();
-        let mut seen = kept.seen.clone();
-        kept.finish(&store).await.unwrap();
+        let mut seen = first_pass(&store).await;
 
         let mut buffer: Option<(Arc<dyn Buffer>, Vec<Event>, u64)> = None;
         for day in 3..7 {
@@ -1089,9 +1095,7 @@ mod tests {
         };
         let events = no_refunds(day_of_events(&mut rng, 0, &mut cids));
         flush(&store, &events, 1).await;
-        let (_, kept) = recompute_kept(&store, &mut |_| {}).await.unwrap();
-        let seen = kept.seen.clone();
-        kept.finish(&store).await.unwrap();
+        let seen = first_pass(&store).await;
         let more = no_refunds(day_of_events(&mut rng, 1, &mut cids));
         flush(&store, &more, 1 + events.len() as u64).await;
         recompute_incremental(&store, &seen, &mut |_| {})
@@ -1117,9 +1121,7 @@ mod tests {
         let mut cids = Vec::new();
         let events = day_of_events(&mut rng, 0, &mut cids);
         flush(&store, &events, 1).await;
-        let (_, kept) = recompute_kept(&store, &mut |_| {}).await.unwrap();
-        let seen = kept.seen.clone();
-        kept.finish(&store).await.unwrap();
+        let seen = first_pass(&store).await;
         let gone = seen.files.iter().next().unwrap().clone();
         let local = object_store::local::LocalFileSystem::new();
         std::fs::remove_file(local.path_to_filesystem(&gone).unwrap()).unwrap();

@@ -183,9 +183,7 @@ pub struct Kept {
     session: JobSession,
     /// The rows of `stats_hourly` it computed.
     pub stats: Vec<RecordBatch>,
-    /// The raw files of its snapshot.
-    pub files: std::sync::Arc<std::collections::HashSet<object_store::path::Path>>,
-    /// What it read and the part of its result a recompute by difference starts from
+    /// What it read (the raw files of its snapshot among it) and the part of its result a recompute by difference starts from
     /// ([`crate::incremental`]).
     pub seen: crate::incremental::Seen,
     /// The data root's recompute lock, held until the session is let go.
@@ -249,7 +247,7 @@ async fn run(
             }
         };
         let seen = crate::incremental::Seen {
-            files: files.clone(),
+            files,
             rows: session.rows.clone(),
             cohort_sources,
             horizon,
@@ -259,7 +257,6 @@ async fn run(
             Some(Kept {
                 session,
                 stats,
-                files,
                 seen,
                 _lock: lock,
             }),

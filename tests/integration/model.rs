@@ -337,6 +337,21 @@ fn with_native_ids(events: Vec<Event>) -> Vec<Event> {
 /// smallest copy among the clicks stored in the asked day's partition.
 struct SnapshotClicks(Vec<Click>);
 
+impl SnapshotClicks {
+    /// Over the clicks among `events`.
+    fn of(events: &[Event]) -> Self {
+        SnapshotClicks(
+            events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Click(c) => Some(c.clone()),
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+}
+
 impl ClickLookup for SnapshotClicks {
     fn find(&mut self, cid: &str, day: chrono::NaiveDate) -> netrev_live::Result<Option<ClickRow>> {
         Ok(self
@@ -373,15 +388,7 @@ proptest! {
                 .await
                 .unwrap()
         });
-        let mut lookup = SnapshotClicks(
-            stored
-                .iter()
-                .filter_map(|e| match e {
-                    Event::Click(c) => Some(c.clone()),
-                    _ => None,
-                })
-                .collect(),
-        );
+        let mut lookup = SnapshotClicks::of(stored);
         let replayed = replays.iter().filter(|_| !stored.is_empty()).map(|i| &stored[i.index(stored.len())]);
         let mut attributed = Vec::new();
         for e in rest.iter().chain(replayed) {
@@ -460,15 +467,7 @@ proptest! {
         let held = live.sizes().indexed_clicks;
         live.advance_horizon(first_day + chrono::Days::new(horizon + advance));
         prop_assert!(live.sizes().indexed_clicks <= held);
-        let mut lookup = SnapshotClicks(
-            events
-                .iter()
-                .filter_map(|e| match e {
-                    Event::Click(c) => Some(c.clone()),
-                    _ => None,
-                })
-                .collect(),
-        );
+        let mut lookup = SnapshotClicks::of(&events);
         for e in &events {
             live.apply(e, &mut lookup).unwrap();
         }
