@@ -16,6 +16,7 @@
 //! [`click_lookup`] (old clicks found in Parquet) ← [`runner`] (the live thread, rebases,
 //! persistence).
 
+pub mod checkpoint;
 pub mod click_lookup;
 pub mod runner;
 pub mod state;

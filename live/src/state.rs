@@ -40,7 +40,7 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use rust_decimal::Decimal;
 
-use netrev_storage::model::date_of_micros;
+use netrev_storage::model::{self, date_of_micros};
 use netrev_storage::{Click, Conversion, Event, Refund, RefundType, Table, clickid};
 
 use crate::{Error, Result};
@@ -886,46 +886,22 @@ impl LiveStats {
         stats: &[RecordBatch],
         horizon: Option<NaiveDate>,
     ) -> Result<LiveStats> {
-        let mut live = LiveStats {
-            horizon,
-            ..LiveStats::default()
-        };
+        let mut built = Builder::new(horizon);
         for batch in stats {
-            for (key, m) in stats_rows(batch)? {
-                let hour = key.hour;
-                let w = live.intern(key);
-                live.add_to_day(w, &m, 1);
-                live.rows.insert((hour, w), m);
-            }
+            built.rows(batch)?;
         }
-        let events = |sql: &'static str, table: Table| async move {
-            let batches = ctx.sql(sql).await?.collect().await?;
-            let mut out = Vec::new();
-            for b in &batches {
-                out.extend(netrev_storage::model::from_batch(table, b)?);
-            }
-            Ok::<_, Error>(out)
-        };
-        let conversions = events(
-            r#"SELECT cid, ts, amount, txid, "type" FROM conversions_dedup"#,
-            Table::Conversions,
-        )
-        .await?;
-        let refunds = events(
-            r#"SELECT cid, ts, amount, txid, "type", "ref" FROM refunds_dedup"#,
-            Table::Refunds,
-        )
-        .await?;
-        for e in conversions.into_iter().chain(refunds) {
-            let state = live.states.entry(CidKey::new(e.cid())).or_default();
-            match e {
-                Event::Conversion(c) => {
-                    state.conversions.insert(c.txid.clone(), c);
-                }
-                Event::Refund(r) => {
-                    state.refunds.insert(RefundKey::of(&r), r);
-                }
-                Event::Click(_) => {}
+        for (sql, table) in [
+            (
+                r#"SELECT cid, ts, amount, txid, "type" FROM conversions_dedup"#,
+                Table::Conversions,
+            ),
+            (
+                r#"SELECT cid, ts, amount, txid, "type", "ref" FROM refunds_dedup"#,
+                Table::Refunds,
+            ),
+        ] {
+            for b in ctx.sql(sql).await?.collect().await? {
+                built.events(table, &b)?;
             }
         }
         let mut clicks = ctx
@@ -937,32 +913,90 @@ impl LiveStats {
             .execute_stream()
             .await?;
         while let Some(batch) = clicks.next().await {
-            let columns = ClickColumns::new(&batch?)?;
-            for r in 0..columns.len() {
-                let key = CidKey::new(columns.cid(r));
-                let row = columns.row(r);
-                if !live.states.contains_key(&key) && !live.keeps(&key, row.ts) {
-                    continue;
-                }
-                let entry = live.entry(row);
-                match live.states.get_mut(&key) {
-                    Some(state) => state.click = Some(entry),
-                    None => {
-                        live.index.insert(key, entry);
-                    }
-                }
+            built.clicks(&batch?)?;
+        }
+        Ok(built.finish())
+    }
+
+    /// Hands the state to `sink` as record batches of at most `chunk` rows, section by
+    /// section: the hourly rows ([`stats_schema`]), then the conversions, the refunds and the
+    /// clicks it holds (the columns of `conversions`, `refunds` and `clicks`), the winning copy
+    /// of each. [`Builder`] makes the same state of them again (a checkpoint).
+    pub fn write_parts(
+        &self,
+        chunk: usize,
+        sink: &mut dyn FnMut(Part, RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let mut rows = Vec::with_capacity(chunk);
+        for (k, m) in self.rows() {
+            rows.push((k.clone(), m.clone()));
+            if rows.len() == chunk {
+                sink(Part::Rows, stats_batch(&std::mem::take(&mut rows))?)?;
             }
         }
-        let mut credits = Vec::new();
-        for state in live.states.values_mut() {
-            state.contribution = state.contribution();
-            state.credited = state.credit();
-            credits.extend(state.credited.clone());
+        if !rows.is_empty() {
+            sink(Part::Rows, stats_batch(&rows)?)?;
         }
-        for credit in credits {
-            live.credit(None, Some(credit));
+        for (part, table) in [
+            (Part::Conversions, Table::Conversions),
+            (Part::Refunds, Table::Refunds),
+        ] {
+            let mut events = Vec::with_capacity(chunk);
+            for s in self.states.values() {
+                match table {
+                    Table::Conversions => {
+                        events.extend(s.conversions.values().map(|c| Event::Conversion(c.clone())))
+                    }
+                    _ => events.extend(s.refunds.values().map(|r| Event::Refund(r.clone()))),
+                }
+                if events.len() >= chunk {
+                    sink(part, model::to_batch(table, &events)?)?;
+                    events.clear();
+                }
+            }
+            if !events.is_empty() {
+                sink(part, model::to_batch(table, &events)?)?;
+            }
         }
-        Ok(live)
+        let held = self.index.iter().chain(
+            self.states
+                .iter()
+                .filter_map(|(k, s)| Some((k, s.click.as_ref()?))),
+        );
+        let mut clicks = Vec::with_capacity(chunk);
+        for (key, entry) in held {
+            clicks.push(Event::Click(self.click_of(key, entry)));
+            if clicks.len() == chunk {
+                sink(Part::Clicks, model::to_batch(Table::Clicks, &clicks)?)?;
+                clicks.clear();
+            }
+        }
+        if !clicks.is_empty() {
+            sink(Part::Clicks, model::to_batch(Table::Clicks, &clicks)?)?;
+        }
+        Ok(())
+    }
+
+    /// The click an entry of the state holds, as a raw click (no subs: the stats do not read
+    /// them).
+    fn click_of(&self, key: &CidKey, e: &Entry) -> Click {
+        let w = &self.windows.keys[e.window as usize];
+        let text = |d: &Dimension| d.as_deref().map(str::to_owned);
+        Click {
+            cid: match key {
+                CidKey::Native(bits) => clickid::from_bits(*bits),
+                CidKey::Other(text) => text.to_string(),
+            },
+            vid: e.vid.to_string(),
+            ts: e.ts,
+            source: text(&w.source),
+            campaign: text(&w.campaign),
+            link: text(&w.link),
+            country: text(&w.country),
+            device: text(&w.device),
+            cost: e.cost,
+            subs: Default::default(),
+        }
     }
 
     /// Whether a click without conversions or refunds stays in memory: always, unless the
@@ -985,6 +1019,113 @@ impl LiveStats {
     /// The day before which clicks are left to the lookup.
     pub fn horizon(&self) -> Option<NaiveDate> {
         self.horizon
+    }
+}
+
+/// The sections of a state handed out by [`LiveStats::write_parts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Rows,
+    Conversions,
+    Refunds,
+    Clicks,
+}
+
+/// Builds a live state from the rows of `stats_hourly`, the winning copies of the conversions
+/// and refunds, then the clicks (of a recompute's session, or of a checkpoint); in that order,
+/// as clicks are kept by whether their click ID has events.
+pub struct Builder {
+    live: LiveStats,
+    /// Whether clicks the horizon leaves to the lookup are left out.
+    sift: bool,
+}
+
+impl Builder {
+    /// Clicks without conversions or refunds of days before `horizon` will be left out (to the
+    /// lookup).
+    pub fn new(horizon: Option<NaiveDate>) -> Self {
+        Builder {
+            live: LiveStats {
+                horizon,
+                ..LiveStats::default()
+            },
+            sift: true,
+        }
+    }
+
+    /// Every click given is kept (those a state held: it may hold old clicks that arrived
+    /// after its lookup's snapshot).
+    pub fn exact(horizon: Option<NaiveDate>) -> Self {
+        Builder {
+            sift: false,
+            ..Builder::new(horizon)
+        }
+    }
+
+    /// Takes the `stats_hourly` rows of `batch`.
+    pub fn rows(&mut self, batch: &RecordBatch) -> Result<()> {
+        let live = &mut self.live;
+        for (key, m) in stats_rows(batch)? {
+            let hour = key.hour;
+            let w = live.intern(key);
+            live.add_to_day(w, &m, 1);
+            live.rows.insert((hour, w), m);
+        }
+        Ok(())
+    }
+
+    /// Takes the conversions or refunds (`table`) of `batch`: winning copies, one per key.
+    pub fn events(&mut self, table: Table, batch: &RecordBatch) -> Result<()> {
+        for e in netrev_storage::model::from_batch(table, batch)? {
+            let state = self.live.states.entry(CidKey::new(e.cid())).or_default();
+            match e {
+                Event::Conversion(c) => {
+                    state.conversions.insert(c.txid.clone(), c);
+                }
+                Event::Refund(r) => {
+                    state.refunds.insert(RefundKey::of(&r), r);
+                }
+                Event::Click(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the clicks of `batch` (winning copies, with at least the columns that
+    /// [`ClickColumns`] reads) that the state keeps (all, when [`Builder::exact`]).
+    pub fn clicks(&mut self, batch: &RecordBatch) -> Result<()> {
+        let live = &mut self.live;
+        let columns = ClickColumns::new(batch)?;
+        for r in 0..columns.len() {
+            let key = CidKey::new(columns.cid(r));
+            let row = columns.row(r);
+            if self.sift && !live.states.contains_key(&key) && !live.keeps(&key, row.ts) {
+                continue;
+            }
+            let entry = live.entry(row);
+            match live.states.get_mut(&key) {
+                Some(state) => state.click = Some(entry),
+                None => {
+                    live.index.insert(key, entry);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The state, each click's contribution and its visitors' totals worked out.
+    pub fn finish(self) -> LiveStats {
+        let mut live = self.live;
+        let mut credits = Vec::new();
+        for state in live.states.values_mut() {
+            state.contribution = state.contribution();
+            state.credited = state.credit();
+            credits.extend(state.credited.clone());
+        }
+        for credit in credits {
+            live.credit(None, Some(credit));
+        }
+        live
     }
 }
 

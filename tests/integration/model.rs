@@ -333,6 +333,21 @@ fn with_native_ids(events: Vec<Event>) -> Vec<Event> {
         .collect()
 }
 
+/// `live` written as a checkpoint and read back.
+fn checkpoint_round_trip(live: &LiveStats) -> LiveStats {
+    use netrev_live::checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(checkpoint::FILE_NAME);
+    let covered = ["events/clicks/date=2026-11-18/a.parquet"]
+        .into_iter()
+        .map(object_store::path::Path::from)
+        .collect();
+    checkpoint::write(&path, "n1", live, 42, &covered).unwrap();
+    let read = checkpoint::read(&path, "n1").unwrap().unwrap();
+    assert_eq!((read.applied, read.covered), (42, covered));
+    read.state
+}
+
 /// The lookup over a snapshot's clicks held in memory: what the Parquet lookup does, the
 /// smallest copy among the clicks stored in the asked day's partition.
 struct SnapshotClicks(Vec<Click>);
@@ -375,10 +390,12 @@ proptest! {
         horizon in 0..4u64,
         advance in 0..4u64,
         replays in proptest::collection::vec(any::<prop::sample::Index>(), 0..8),
+        checkpoint_at in any::<prop::sample::Index>(),
     ) {
         let events = with_native_ids(events);
         let k = split.index(events.len() + 1);
         let (stored, rest) = events.split_at(k);
+        let (before_checkpoint, after_checkpoint) = rest.split_at(checkpoint_at.index(rest.len() + 1));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let first_day = model::date_of_micros(T0);
         let mut live = rt.block_on(async {
@@ -391,7 +408,14 @@ proptest! {
         let mut lookup = SnapshotClicks::of(stored);
         let replayed = replays.iter().filter(|_| !stored.is_empty()).map(|i| &stored[i.index(stored.len())]);
         let mut attributed = Vec::new();
-        for e in rest.iter().chain(replayed) {
+        for e in before_checkpoint {
+            live.apply_with(e, &mut lookup, &mut attributed).unwrap();
+        }
+        // Written to a checkpoint and read back: the same state, which goes on the same.
+        let live_before = (live_stats(live.rows()), live.sizes(), live.horizon());
+        let mut live = checkpoint_round_trip(&live);
+        prop_assert_eq!((live_stats(live.rows()), live.sizes(), live.horizon()), live_before);
+        for e in after_checkpoint.iter().chain(replayed) {
             live.apply_with(e, &mut lookup, &mut attributed).unwrap();
         }
         let batch = rt.block_on(sql_stats(&events));
