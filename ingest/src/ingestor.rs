@@ -400,6 +400,11 @@ impl Ingestor {
         &self.shared.node
     }
 
+    /// The directory of this node's write-ahead log (and of its other node-local files).
+    pub fn wal_dir(&self) -> &std::path::Path {
+        &self.shared.config.wal_dir
+    }
+
     /// The data root's clock: the time of an event received now.
     pub fn clock(&self) -> &netrev_storage::Clock {
         self.shared.store.clock()

@@ -11,25 +11,22 @@
 //! (this node's files past `applied`, compacted files and other nodes' files not in
 //! `covered`) and applies them: applying an event the state already holds changes nothing.
 //!
-//! The file is written whole beside the write-ahead log (temporary file, fsync, rename), so a
-//! crash leaves the previous one. It ends with a CRC-32C of everything before it; a file that
-//! fails it, comes from another node or another version is refused and the restart recomputes
-//! in full.
+//! The file is written whole beside the write-ahead log ([`sealed`]), so a crash leaves the
+//! previous one; one that is damaged, another node's or another version's is refused and the
+//! restart recomputes in full.
 //!
-//! Layout: a magic line, the [`Meta`] as JSON (length first), four Arrow IPC streams (rows,
-//! conversions, refunds, clicks), the CRC.
+//! Layout: a magic line, the [`Meta`] as JSON, four Arrow IPC streams (rows, conversions,
+//! refunds, clicks), a CRC-32C.
 
 use std::collections::HashSet;
-use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path as FsPath;
 
 use arrow::datatypes::SchemaRef;
-use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use chrono::NaiveDate;
 use object_store::path::Path;
 
-use netrev_storage::Table;
+use netrev_storage::{Table, sealed};
 
 use crate::state::{Builder, LiveStats, Part, stats_schema};
 use crate::{Error, Result};
@@ -82,132 +79,97 @@ pub fn write(
     applied: u64,
     covered: &HashSet<Path>,
 ) -> Result<u64> {
-    let failed = |e: std::io::Error| Error::DataRoot(format!("writing {}: {e}", path.display()));
-    let tmp = path.with_extension("tmp");
-    let file = std::fs::File::create(&tmp).map_err(failed)?;
-    let mut out = Crc {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        crc: 0,
-        bytes: 0,
-    };
-    out.write_all(MAGIC).map_err(failed)?;
-    let meta = serde_json::to_vec(&Meta {
+    let meta = Meta {
         version: VERSION,
         node: node.to_string(),
         applied,
         horizon: state.horizon(),
         covered: covered.iter().map(|p| p.to_string()).collect(),
-    })
-    .map_err(|e| Error::DataRoot(format!("encoding the checkpoint: {e}")))?;
-    out.write_all(&(meta.len() as u64).to_le_bytes())
-        .map_err(failed)?;
-    out.write_all(&meta).map_err(failed)?;
-
-    let sections = sections();
-    let mut at = 0;
-    let mut writer = Some(StreamWriter::try_new(&mut out, &sections[0].1)?);
-    state.write_parts(CHUNK, &mut |part, batch| {
-        while sections[at].0 != part {
-            let w = writer.take().expect("a writer").into_inner()?;
-            at += 1;
-            writer = Some(StreamWriter::try_new(w, &sections[at].1)?);
+    };
+    let mut failed = None;
+    let written = sealed::write(path, MAGIC, |out| {
+        sealed::write_json(out, &meta)?;
+        // The sections one after another, each an IPC stream (an empty one too).
+        let sections = sections();
+        let mut at = 0;
+        let mut writer = Some(StreamWriter::try_new(&mut *out, &sections[0].1)?);
+        let parts = state.write_parts(CHUNK, &mut |part, batch| {
+            while sections[at].0 != part {
+                let w = writer.take().expect("a writer").into_inner()?;
+                at += 1;
+                writer = Some(StreamWriter::try_new(w, &sections[at].1)?);
+            }
+            writer.as_mut().expect("a writer").write(&batch)?;
+            Ok(())
+        });
+        if let Err(e) = parts {
+            failed = Some(e);
+            return Err(netrev_storage::Error::Corrupt {
+                path: path.display().to_string(),
+                what: "the state could not be encoded".into(),
+            });
         }
-        writer.as_mut().expect("a writer").write(&batch)?;
+        let w = writer.take().expect("a writer").into_inner()?;
+        for (_, schema) in &sections[at + 1..] {
+            sealed::write_stream(w, schema, [])?;
+        }
         Ok(())
-    })?;
-    let mut w = writer.take().expect("a writer").into_inner()?;
-    for (_, schema) in &sections[at + 1..] {
-        w = StreamWriter::try_new(w, schema)?.into_inner()?;
+    });
+    match (written, failed) {
+        (_, Some(e)) => Err(e),
+        (written, None) => Ok(written?),
     }
-    let crc = out.crc;
-    let mut inner = out.inner;
-    inner.write_all(&crc.to_le_bytes()).map_err(failed)?;
-    let file = inner.into_inner().map_err(|e| failed(e.into_error()))?;
-    file.sync_all().map_err(failed)?;
-    let size = file.metadata().map_err(failed)?.len();
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(failed)?;
-    if let Some(dir) = path.parent() {
-        netrev_storage::store::sync_dir(dir)
-            .map_err(|e| Error::DataRoot(format!("syncing {}: {e}", dir.display())))?;
-    }
-    Ok(size)
 }
 
 /// Reads the checkpoint at `path` written by `node`: `None` when there is none; an error when
 /// it is damaged, another node's or another version's.
 pub fn read(path: &FsPath, node: &str) -> Result<Option<Checkpoint>> {
     let bad = |what: String| Error::DataRoot(format!("checkpoint {}: {what}", path.display()));
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(bad(e.to_string())),
-    };
-    let len = file.metadata().map_err(|e| bad(e.to_string()))?.len();
-    let Some(body) = len.checked_sub(4) else {
-        return Err(bad("too short".into()));
-    };
-    let mut input = Crc {
-        inner: BufReader::with_capacity(1 << 20, file).take(body),
-        crc: 0,
-        bytes: 0,
-    };
-    let mut magic = vec![0; MAGIC.len()];
-    input
-        .read_exact(&mut magic)
-        .map_err(|e| bad(e.to_string()))?;
-    if magic != MAGIC {
-        return Err(bad("not a checkpoint".into()));
-    }
-    let mut n = [0; 8];
-    input.read_exact(&mut n).map_err(|e| bad(e.to_string()))?;
-    let n = u64::from_le_bytes(n);
-    if n > body {
-        return Err(bad("truncated".into()));
-    }
-    let mut meta = vec![0; n as usize];
-    input
-        .read_exact(&mut meta)
-        .map_err(|e| bad(e.to_string()))?;
-    let meta: Meta = serde_json::from_slice(&meta).map_err(|e| bad(e.to_string()))?;
-    if meta.version != VERSION {
-        return Err(bad(format!(
-            "version {}, this netrev reads {VERSION}",
-            meta.version
-        )));
-    }
-    if meta.node != node {
-        return Err(bad(format!("written by node {}, not {node}", meta.node)));
-    }
-    let mut built = Builder::exact(meta.horizon);
-    for (part, schema) in sections() {
-        let reader = StreamReader::try_new(&mut input, None)?;
-        if reader.schema().fields() != schema.fields() {
-            return Err(bad(format!("{part:?} do not have the expected columns")));
+    let mut refused = None;
+    let read = sealed::read(path, MAGIC, |input| {
+        let meta: Meta = sealed::read_json(input, META_MAX)?;
+        if meta.version != VERSION {
+            refused = Some(format!(
+                "version {}, this netrev reads {VERSION}",
+                meta.version
+            ));
+        } else if meta.node != node {
+            refused = Some(format!("written by node {}, not {node}", meta.node));
         }
-        for batch in reader {
-            let batch = batch?;
-            match part {
-                Part::Rows => built.rows(&batch)?,
-                Part::Clicks => built.clicks(&batch)?,
-                Part::Conversions => built.events(Table::Conversions, &batch)?,
-                Part::Refunds => built.events(Table::Refunds, &batch)?,
-            }
+        if refused.is_some() {
+            // Not read further: the body is another's.
+            std::io::copy(input, &mut std::io::sink()).map_err(|e| {
+                netrev_storage::Error::Corrupt {
+                    path: String::new(),
+                    what: e.to_string(),
+                }
+            })?;
+            return Ok(None);
         }
+        let mut built = Builder::exact(meta.horizon);
+        for (part, schema) in sections() {
+            sealed::read_stream(input, Some(&schema), &mut |batch| {
+                match part {
+                    Part::Rows => built.rows(&batch),
+                    Part::Clicks => built.clicks(&batch),
+                    Part::Conversions => built.events(Table::Conversions, &batch),
+                    Part::Refunds => built.events(Table::Refunds, &batch),
+                }
+                .map_err(|e| netrev_storage::Error::Corrupt {
+                    path: String::new(),
+                    what: e.to_string(),
+                })
+            })?;
+        }
+        Ok(Some((meta, built)))
+    })
+    .map_err(|e| bad(e.to_string()))?;
+    if let Some(why) = refused {
+        return Err(bad(why));
     }
-    if input.bytes != body {
-        return Err(bad("trailing bytes".into()));
-    }
-    let crc = input.crc;
-    let mut stored = [0; 4];
-    input
-        .inner
-        .into_inner()
-        .read_exact(&mut stored)
-        .map_err(|e| bad(e.to_string()))?;
-    if u32::from_le_bytes(stored) != crc {
-        return Err(bad("damaged (checksum)".into()));
-    }
+    let Some(Some((meta, built))) = read else {
+        return Ok(None);
+    };
     let covered = meta
         .covered
         .iter()
@@ -220,34 +182,8 @@ pub fn read(path: &FsPath, node: &str) -> Result<Option<Checkpoint>> {
     }))
 }
 
-/// A reader or writer that keeps the CRC-32C of the bytes through it.
-struct Crc<T> {
-    inner: T,
-    crc: u32,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Crc<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<R: Read> Read for Crc<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.crc = crc32c::crc32c_append(self.crc, &buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-}
+/// The largest header read: the paths of the raw files covered (a few per table and day).
+const META_MAX: u64 = 256 << 20;
 
 #[cfg(test)]
 mod tests {

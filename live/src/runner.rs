@@ -35,6 +35,7 @@ use netrev_pipeline::incremental::{self, Seen};
 use netrev_pipeline::recompute::{self, Progress, Report};
 use object_store::path::Path;
 
+use crate::checkpoint;
 use crate::click_lookup::ParquetClicks;
 use crate::state::{Attributed, AttributionSink, ClickLookup, LiveStats, NoLookup, stats_batch};
 use netrev_storage::{Event, Store};
@@ -47,6 +48,11 @@ pub struct LiveConfig {
     pub persist_every: Duration,
     /// Time between rebases (the scheduled recompute); `None`: only the one at start.
     pub rebase_every: Option<Duration>,
+    /// Time between checkpoints of the live state while events arrive (beside the write-ahead
+    /// log: [`checkpoint`]); they are also written after each recompute the state takes and
+    /// when the service stops, and a start restores the state from one instead of
+    /// recomputing in full. `None`: no checkpoints.
+    pub checkpoint_every: Option<Duration>,
 }
 
 /// What the HTTP handlers read.
@@ -62,6 +68,8 @@ pub struct Live {
     floor: Mutex<Option<u64>>,
     /// Set by [`Live::stop`]; the live and recompute threads end when they see it.
     stopped: (Mutex<bool>, Condvar),
+    /// The live thread, which [`Live::stop`] waits for (its last checkpoint).
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// How long a read waits for events acknowledged before it to be applied.
@@ -74,6 +82,13 @@ impl Live {
     pub fn stop(&self) {
         *self.stopped.0.lock().expect("stop lock") = true;
         self.stopped.1.notify_all();
+        // The live thread applies what is left and writes its checkpoint, then ends.
+        let thread = self.thread.lock().expect("thread lock").take();
+        if let Some(thread) = thread
+            && thread.join().is_err()
+        {
+            tracing::error!("the live thread panicked");
+        }
     }
 
     fn is_stopped(&self) -> bool {
@@ -113,9 +128,13 @@ enum Rebased {
     /// A full recompute: a new state.
     Full {
         state: Box<LiveStats>,
-        lookup: ParquetClicks,
+        lookup: Box<ParquetClicks>,
         /// Every event up to this sequence is in the state's snapshot.
         flushed: u64,
+        /// The raw files of that snapshot: the state holds every event of them.
+        files: Arc<HashSet<Path>>,
+        /// Days whose `stats_hourly` partition the state changed since it was written.
+        changed: BTreeSet<NaiveDate>,
     },
     /// A recompute by difference, or a compaction of closed days: the state stays, with what
     /// else the snapshot held.
@@ -168,6 +187,7 @@ pub fn start(
         ingestor: ingestor.clone(),
         floor: Mutex::new(None),
         stopped: (Mutex::new(false), Condvar::new()),
+        thread: Mutex::new(None),
     });
     let feed_rx = feed.0;
     // The webhooks must see every acknowledged conversion and refund, even one acknowledged
@@ -178,7 +198,7 @@ pub fn start(
         replayed,
     } = held;
     let (rebased_tx, rebased_rx) = std::sync::mpsc::channel();
-    {
+    let thread = {
         let (live, ingestor, store, config) = (
             live.clone(),
             ingestor.clone(),
@@ -202,8 +222,9 @@ pub fn start(
                     &feed_rx,
                     &rebased_rx,
                 );
-            })?;
-    }
+            })?
+    };
+    *live.thread.lock().expect("thread lock") = Some(thread);
     {
         let live = live.clone();
         std::thread::Builder::new()
@@ -238,10 +259,118 @@ fn rebase_loop(
     let mut first = true;
     // What the last recompute read, for the next one by difference.
     let mut seen: Option<Seen> = None;
+    // The raw files of a live state restored from its checkpoint: the derived tables still
+    // need a full recompute, which leaves the state be and hands it the events of other
+    // nodes' files it finds beyond these.
+    let mut restored: Option<Arc<HashSet<Path>>> = None;
+    if config.checkpoint_every.is_some() {
+        let path = ingestor.wal_dir().join(checkpoint::FILE_NAME);
+        let started = Instant::now();
+        let (_, horizon) = live_days(store, config);
+        match rt.block_on(restore(live, ingestor, store, &path, horizon)) {
+            Ok(Some(RestoredState {
+                state,
+                lookup,
+                flushed,
+                files,
+                applied,
+                changed,
+            })) => {
+                tracing::info!(
+                    live = ?state.sizes(),
+                    events_applied = applied,
+                    secs = started.elapsed().as_secs_f64(),
+                    "live stats restored from their checkpoint"
+                );
+                let full = Rebased::Full {
+                    state,
+                    lookup: Box::new(lookup),
+                    flushed,
+                    files: files.clone(),
+                    changed,
+                };
+                if rebased.send(full).is_err() {
+                    return;
+                }
+                first = false;
+                // The derived tables start from what the last recompute read, if it is known,
+                // else from a full recompute.
+                match Seen::read(
+                    &ingestor.wal_dir().join(incremental::SEEN_FILE),
+                    ingestor.node(),
+                ) {
+                    Ok(Some(last)) => seen = Some(last),
+                    Ok(None) => restored = Some(files),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "what the last recompute read is unknown; the derived tables are recomputed in full");
+                        restored = Some(files);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                *live.floor.lock().expect("floor lock") = None;
+                tracing::warn!(error = %e, "the live state's checkpoint cannot be used; a full recompute rebuilds it");
+            }
+        }
+    }
     loop {
         let started = Instant::now();
-        let today = store.clock().now().date_naive();
-        let horizon = today - chrono::Days::new(u64::from(config.days.max(1) - 1));
+        let (today, horizon) = live_days(store, config);
+        if let Some(files) = restored.take() {
+            let base = files.clone();
+            let (owned, node) = (store.clone(), ingestor.node().to_string());
+            let outcome = rt.block_on(async move {
+                tokio::spawn(async move { tables_beside(&owned, &files, &node, horizon).await })
+                    .await
+            });
+            match outcome {
+                Ok(Ok((last, foreign))) => {
+                    tracing::info!(
+                        foreign = foreign.len(),
+                        secs = started.elapsed().as_secs_f64(),
+                        "recompute done (the live stats kept)"
+                    );
+                    let message = Rebased::Refreshed {
+                        files: last.files.clone(),
+                        foreign,
+                        horizon: None,
+                    };
+                    if rebased.send(message).is_err() {
+                        return;
+                    }
+                    let mut last = last;
+                    if compact_closed_days(&rt, ingestor, store, &mut last, today, rebased) {
+                        keep_seen(ingestor, config, &last);
+                        seen = Some(last);
+                    }
+                    retry = RECOMPUTE_RETRY;
+                    match config.rebase_every {
+                        Some(every) if !live.sleep_unless_stopped(every) => continue,
+                        _ => return,
+                    }
+                }
+                Ok(Err(netrev_pipeline::Error::Stale(why))) => {
+                    tracing::info!(%why, "a full recompute rebuilds the live stats");
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, retry_in = ?retry, "recompute failed");
+                    restored = Some(base);
+                    if live.sleep_unless_stopped(retry) {
+                        return;
+                    }
+                    retry = (retry * 2).min(config.rebase_every.unwrap_or(retry * 2));
+                    continue;
+                }
+                Err(join) => {
+                    tracing::error!(error = %join, "the recompute panicked; a full one rebuilds the live stats");
+                    if live.sleep_unless_stopped(retry) {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
         if let Some(last) = seen.take() {
             let (owned, node) = (store.clone(), ingestor.node().to_string());
             let outcome = rt.block_on(async move {
@@ -278,6 +407,7 @@ fn rebase_loop(
                         // The next recompute, at once, is full (it reads the files anew).
                         continue;
                     }
+                    keep_seen(ingestor, config, &last);
                     seen = Some(last);
                     retry = RECOMPUTE_RETRY;
                     match config.rebase_every {
@@ -331,6 +461,7 @@ fn rebase_loop(
         });
         match outcome {
             Ok(((report, state, lookup, last), flushed)) => {
+                let files = last.files.clone();
                 tracing::info!(
                     tables = report.tables.len(),
                     live = ?state.sizes(),
@@ -340,8 +471,10 @@ fn rebase_loop(
                 if rebased
                     .send(Rebased::Full {
                         state: Box::new(state),
-                        lookup,
+                        lookup: Box::new(lookup),
                         flushed,
+                        files,
+                        changed: BTreeSet::new(),
                     })
                     .is_err()
                 {
@@ -349,6 +482,7 @@ fn rebase_loop(
                 }
                 let mut last = last;
                 if compact_closed_days(&rt, ingestor, store, &mut last, today, rebased) {
+                    keep_seen(ingestor, config, &last);
                     seen = Some(last);
                 }
                 retry = RECOMPUTE_RETRY;
@@ -466,8 +600,43 @@ async fn by_difference(
     horizon: NaiveDate,
 ) -> netrev_pipeline::Result<(incremental::Pass, Vec<Event>)> {
     let pass = incremental::recompute_incremental(store, last, &mut |_| {}).await?;
-    let foreign: Vec<Path> = pass
-        .added
+    let foreign = foreign_events(store, &pass.added, node, horizon).await?;
+    Ok((pass, foreign))
+}
+
+/// A full recompute of the derived tables for a live state restored from its checkpoint over
+/// the raw files `base`: what it read, and the events of the files beside `base` that `node`
+/// did not write (as [`by_difference`]).
+async fn tables_beside(
+    store: &Store,
+    base: &HashSet<Path>,
+    node: &str,
+    horizon: NaiveDate,
+) -> netrev_pipeline::Result<(Seen, Vec<Event>)> {
+    let (_, kept) = recompute::recompute_kept(store, false, &mut |_| {}).await?;
+    let seen = kept.seen.clone();
+    if let Err(e) = kept.finish(store).await {
+        tracing::warn!(error = %e, "cleaning up after the recompute");
+    }
+    let added: Vec<Path> = seen
+        .files
+        .iter()
+        .filter(|f| !base.contains(*f))
+        .cloned()
+        .collect();
+    let foreign = foreign_events(store, &added, node, horizon).await?;
+    Ok((seen, foreign))
+}
+
+/// The events of those of the raw files `added` that `node` did not write; `Stale` when the
+/// live state cannot take them.
+async fn foreign_events(
+    store: &Store,
+    added: &[Path],
+    node: &str,
+    horizon: NaiveDate,
+) -> netrev_pipeline::Result<Vec<Event>> {
+    let foreign: Vec<Path> = added
         .iter()
         .filter(|f| {
             f.filename()
@@ -487,7 +656,142 @@ async fn by_difference(
     if let Some(why) = refused(&events, horizon) {
         return Err(netrev_pipeline::Error::Stale(why));
     }
-    Ok((pass, events))
+    Ok(events)
+}
+
+/// Writes what the last recompute read beside the write-ahead log, for the first recompute
+/// after a restart from a checkpoint (with checkpoints only). A failure leaves an older one,
+/// from which a pass is still right (it rebuilds more), or stale (then a full recompute).
+fn keep_seen(ingestor: &Ingestor, config: &LiveConfig, seen: &Seen) {
+    if config.checkpoint_every.is_none() {
+        return;
+    }
+    let path = ingestor.wal_dir().join(incremental::SEEN_FILE);
+    if let Err(e) = seen.write(&path, ingestor.node()) {
+        tracing::warn!(error = %e, "keeping what the recompute read failed");
+    }
+}
+
+/// Today (the data root's clock) and the first day whose clicks the live state holds.
+fn live_days(store: &Store, config: &LiveConfig) -> (NaiveDate, NaiveDate) {
+    let today = store.clock().now().date_naive();
+    let horizon = today - chrono::Days::new(u64::from(config.days.max(1) - 1));
+    (today, horizon)
+}
+
+/// Events read from raw files at start beyond which a checkpoint is not used (a full
+/// recompute is then faster): they are held in memory at once, about 0.3 KiB each.
+const RESTORE_EVENTS_MAX: usize = 500_000;
+
+/// A state restored from its checkpoint at `path`, with the events of every raw file it may
+/// not hold applied (see [`checkpoint`]); its lookup, the flushed sequence up to which the
+/// raw files hold every event (later ones reach the live thread), the raw files read, and
+/// how many events were applied. `None` without a checkpoint; an error when it cannot be
+/// used (damaged, too old, or files it does not cover hold what the state cannot take).
+async fn restore(
+    live: &Live,
+    ingestor: &Ingestor,
+    store: &Store,
+    path: &std::path::Path,
+    horizon: NaiveDate,
+) -> Result<Option<RestoredState>, String> {
+    // Events replayed from the write-ahead log are only in the ingest buffer: into files.
+    ingestor.flush().await.map_err(|e| e.to_string())?;
+    let (node, owned_path) = (ingestor.node().to_string(), path.to_path_buf());
+    let read = tokio::task::spawn_blocking(move || checkpoint::read(&owned_path, &node))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let Some(mut cp) = read else {
+        return Ok(None);
+    };
+    // Every event up to it is in a file listed next; later ones are kept for the state.
+    let flushed = {
+        let mut floor = live.floor.lock().expect("floor lock");
+        let f = ingestor.flushed_seq();
+        *floor = Some(f);
+        f
+    };
+    let files = incremental::raw_files_now(store)
+        .await
+        .map_err(|e| e.to_string())?;
+    let node = ingestor.node();
+    let todo: Vec<Path> = files
+        .iter()
+        .filter(|f| !checkpoint_holds(&cp, f, node))
+        .cloned()
+        .collect();
+    let rows = incremental::rows_in(store, &todo)
+        .await
+        .map_err(|e| e.to_string())?;
+    if rows > RESTORE_EVENTS_MAX {
+        return Err(format!(
+            "{rows} events in files written since it (more than {RESTORE_EVENTS_MAX})"
+        ));
+    }
+    let events = incremental::events_in(store, &todo)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(horizon) = cp.state.horizon()
+        && let Some(why) = refused(&events, horizon)
+    {
+        return Err(why);
+    }
+    let remote = store.local_root().is_none().then(|| store.object_store());
+    let mut lookup = ParquetClicks::new(&files, remote);
+    // Reported to the webhooks through the log's replay, not from here.
+    let mut unannounced = Vec::new();
+    let mut changed = BTreeSet::new();
+    for e in &events {
+        let changes = cp
+            .state
+            .apply_with(e, &mut lookup, &mut unannounced)
+            .map_err(|err| format!("applying an event of {}: {err}", e.cid()))?;
+        changed.extend(changes.iter().map(|c| c.key().date()));
+    }
+    // The files hold every click of the days before the horizon, unless some wait in the
+    // buffer (arrived since the flush above).
+    let buffered_before = store
+        .unpersisted()
+        .iter()
+        .any(|r| r.table == netrev_storage::Table::Clicks && r.date < horizon);
+    if !buffered_before {
+        cp.state.advance_horizon(horizon);
+    }
+    Ok(Some(RestoredState {
+        state: Box::new(cp.state),
+        lookup,
+        flushed,
+        files,
+        applied: events.len(),
+        changed,
+    }))
+}
+
+/// A live state restored from its checkpoint ([`restore`]).
+struct RestoredState {
+    state: Box<LiveStats>,
+    /// Over `files`.
+    lookup: ParquetClicks,
+    /// Every event up to this sequence is in `files`.
+    flushed: u64,
+    files: Arc<HashSet<Path>>,
+    /// Events read from the files the checkpoint did not hold.
+    applied: usize,
+    /// Days whose `stats_hourly` partition they changed.
+    changed: BTreeSet<NaiveDate>,
+}
+
+/// Whether checkpoint `cp` holds every event of raw file `f`: one of this node's log (not
+/// compacted) within its sequence, or one of the files it covers.
+fn checkpoint_holds(cp: &checkpoint::Checkpoint, f: &Path, node: &str) -> bool {
+    let name = f.filename().unwrap_or_default();
+    match netrev_storage::store::layout::parse_raw_file(name) {
+        Some((n, _, last)) if n == node && !netrev_storage::store::layout::is_compacted(name) => {
+            last <= cp.applied
+        }
+        _ => cp.covered.contains(f),
+    }
 }
 
 /// What the live thread owes the webhooks.
@@ -527,8 +831,22 @@ fn apply_loop(
     // snapshot in between, so the new state writes them again.
     let mut written_during_rebase: BTreeSet<NaiveDate> = BTreeSet::new();
     let mut last_persist = Instant::now();
-    while !live.is_stopped() {
-        match feed.recv_timeout(Duration::from_millis(100)) {
+    // The raw files of the last recompute the state took: it holds all their events.
+    let mut covered: Arc<HashSet<Path>> = Arc::default();
+    // When the next checkpoint is due: at once after a recompute is taken, else on schedule.
+    let mut checkpoint_due = false;
+    let mut last_checkpoint = (Instant::now(), 0u64);
+    loop {
+        // Once stopped, what is left is applied, and the state checkpointed.
+        let stopping = live.is_stopped();
+        let received = match stopping {
+            true => feed.try_recv().map_err(|e| match e {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            }),
+            false => feed.recv_timeout(Duration::from_millis(100)),
+        };
+        match received {
             Ok((first, events)) => {
                 let mut batch = vec![(first, events)];
                 // Take what else is waiting, to apply it under one lock.
@@ -579,14 +897,18 @@ fn apply_loop(
                     state.advance_horizon(h);
                 }
                 lookup.refresh(&files);
+                covered = files;
+                checkpoint_due = true;
             }
             Ok(Rebased::Full {
                 state,
                 lookup: found,
                 flushed,
+                files,
+                changed,
             }) => {
                 let mut state = *state;
-                let mut new_lookup: Box<dyn ClickLookup + Send> = Box::new(found);
+                let mut new_lookup: Box<dyn ClickLookup + Send> = found;
                 let mut failed = Vec::new();
                 for (_, e) in log.iter().filter(|(seq, _)| *seq > flushed) {
                     let out = (&mut dirty, &mut failed, &mut attributed);
@@ -607,9 +929,12 @@ fn apply_loop(
                     }
                 }
                 dirty.append(&mut written_during_rebase);
+                dirty.extend(changed);
                 *live.state.write().expect("live lock") = Some(state);
                 lookup = new_lookup;
                 *live.floor.lock().expect("floor lock") = None;
+                covered = files;
+                checkpoint_due = true;
             }
             Err(TryRecvError::Empty) => {}
             // The recompute thread ends after its last rebase when there is no schedule.
@@ -639,7 +964,7 @@ fn apply_loop(
                 log.pop_front();
             }
         }
-        if last_persist.elapsed() >= config.persist_every {
+        if last_persist.elapsed() >= config.persist_every || stopping {
             last_persist = Instant::now();
             if !retry.is_empty() {
                 let mut guard = live.state.write().expect("live lock");
@@ -657,6 +982,38 @@ fn apply_loop(
             if rebasing {
                 written_during_rebase.extend(written);
             }
+        }
+        if let Some(every) = config.checkpoint_every {
+            let received = live.received_seq.load(Ordering::Acquire);
+            let (at, seq) = last_checkpoint;
+            let scheduled = at.elapsed() >= every && received > seq;
+            // Its partitions written, so a restart from it has none to rewrite; nothing
+            // waiting for a lookup, so it holds every event up to `received`.
+            if (checkpoint_due || scheduled || stopping) && dirty.is_empty() && retry.is_empty() {
+                let guard = live.state.read().expect("live lock");
+                if let Some(state) = guard.as_ref() {
+                    let started = Instant::now();
+                    let path = ingestor.wal_dir().join(checkpoint::FILE_NAME);
+                    match checkpoint::write(&path, ingestor.node(), state, received, &covered) {
+                        Ok(bytes) => {
+                            tracing::info!(
+                                bytes,
+                                applied = received,
+                                secs = started.elapsed().as_secs_f64(),
+                                "live state checkpointed"
+                            );
+                            checkpoint_due = false;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "writing the live state's checkpoint failed")
+                        }
+                    }
+                    last_checkpoint = (Instant::now(), received);
+                }
+            }
+        }
+        if stopping {
+            return;
         }
     }
 }
@@ -692,7 +1049,7 @@ pub async fn recompute_live(
     horizon: Option<NaiveDate>,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> crate::Result<(Report, LiveStats, ParquetClicks, Seen)> {
-    let (report, kept) = recompute::recompute_kept(store, progress).await?;
+    let (report, kept) = recompute::recompute_kept(store, true, progress).await?;
     progress(Progress::Computing {
         table: "live state",
     });

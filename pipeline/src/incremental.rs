@@ -68,6 +68,146 @@ pub struct Seen {
     pub(crate) horizon: Option<i64>,
 }
 
+/// The name of the file of [`Seen::write`] in `serve`'s write-ahead log directory.
+pub const SEEN_FILE: &str = "recompute.seen";
+
+/// The first bytes of the file of [`Seen::write`].
+const SEEN_MAGIC: &[u8] = b"netrev recompute seen\n";
+
+/// Changed whenever what that file holds, or means, changes: an older one is not read.
+const SEEN_VERSION: u32 = 1;
+
+/// The largest header of that file read: the paths of the raw files (a few per table and day)
+/// and the sequences of the buffered rows.
+const SEEN_META_MAX: u64 = 512 << 20;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SeenMeta {
+    version: u32,
+    node: String,
+    horizon: Option<i64>,
+    files: Vec<String>,
+    /// Each buffered batch, in order (its rows follow as an IPC stream each).
+    rows: Vec<RowsMeta>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RowsMeta {
+    node: String,
+    table: String,
+    date: chrono::NaiveDate,
+    seqs: Vec<u64>,
+}
+
+impl Seen {
+    /// Writes it to `path` (node-local: beside the write-ahead log of `node`), so that the
+    /// first recompute after a restart runs by difference from it; returns the file's size.
+    pub fn write(&self, path: &std::path::Path, node: &str) -> Result<u64> {
+        let meta = SeenMeta {
+            version: SEEN_VERSION,
+            node: node.to_string(),
+            horizon: self.horizon,
+            files: self.files.iter().map(|p| p.to_string()).collect(),
+            rows: self
+                .rows
+                .iter()
+                .map(|r| RowsMeta {
+                    node: r.node.to_string(),
+                    table: r.table.name().to_string(),
+                    date: r.date,
+                    seqs: r.seqs.to_vec(),
+                })
+                .collect(),
+        };
+        let written = netrev_storage::sealed::write(path, SEEN_MAGIC, |out| {
+            netrev_storage::sealed::write_json(out, &meta)?;
+            let schema = self.cohort_sources.first().map_or_else(
+                || Arc::new(arrow::datatypes::Schema::empty()),
+                |b| b.schema(),
+            );
+            netrev_storage::sealed::write_stream(out, &schema, &self.cohort_sources)?;
+            for r in &self.rows {
+                netrev_storage::sealed::write_stream(out, &r.batch.schema(), [&r.batch])?;
+            }
+            Ok(())
+        })?;
+        Ok(written)
+    }
+
+    /// Reads what [`Seen::write`] wrote for `node`: `None` when there is nothing; an error
+    /// when it is damaged, another node's or another version's.
+    pub fn read(path: &std::path::Path, node: &str) -> Result<Option<Seen>> {
+        let read = netrev_storage::sealed::read(path, SEEN_MAGIC, |input| {
+            let meta: SeenMeta = netrev_storage::sealed::read_json(input, SEEN_META_MAX)?;
+            if meta.version != SEEN_VERSION || meta.node != node {
+                std::io::copy(input, &mut std::io::sink()).map_err(|e| {
+                    netrev_storage::Error::Io {
+                        op: "read",
+                        path: path.to_path_buf(),
+                        source: e,
+                    }
+                })?;
+                return Ok(Err(format!(
+                    "version {} of node {}, not version {SEEN_VERSION} of {node}",
+                    meta.version, meta.node
+                )));
+            }
+            let mut cohort_sources = Vec::new();
+            netrev_storage::sealed::read_stream(input, None, &mut |b| {
+                cohort_sources.push(b);
+                Ok(())
+            })?;
+            let mut rows = Vec::with_capacity(meta.rows.len());
+            for r in &meta.rows {
+                let table =
+                    Table::from_name(&r.table).ok_or_else(|| netrev_storage::Error::Corrupt {
+                        path: path.display().to_string(),
+                        what: format!("no table {}", r.table),
+                    })?;
+                let mut batches = Vec::new();
+                netrev_storage::sealed::read_stream(input, Some(&table.schema()), &mut |b| {
+                    batches.push(b);
+                    Ok(())
+                })?;
+                let batch = arrow::compute::concat_batches(&table.schema(), &batches)?;
+                if batch.num_rows() != r.seqs.len() {
+                    return Err(netrev_storage::Error::Corrupt {
+                        path: path.display().to_string(),
+                        what: "buffered rows and their sequences disagree".into(),
+                    });
+                }
+                rows.push(Unpersisted {
+                    node: r.node.as_str().into(),
+                    table,
+                    date: r.date,
+                    seqs: r.seqs.clone().into(),
+                    batch,
+                });
+            }
+            let files = meta
+                .files
+                .iter()
+                .map(Path::parse)
+                .collect::<std::result::Result<HashSet<_>, _>>()
+                .map_err(|e| netrev_storage::Error::Corrupt {
+                    path: path.display().to_string(),
+                    what: e.to_string(),
+                })?;
+            Ok(Ok(Seen {
+                files: Arc::new(files),
+                rows,
+                cohort_sources,
+                horizon: meta.horizon,
+            }))
+        })?;
+        match read {
+            None => Ok(None),
+            Some(Ok(seen)) => Ok(Some(seen)),
+            Some(Err(why)) => Err(Error::DataRoot(format!("{}: {why}", path.display()))),
+        }
+    }
+}
+
 /// What a pass by difference did.
 #[derive(Debug)]
 pub struct Pass {
@@ -294,6 +434,15 @@ pub async fn compact_seen(
         seen.files = Arc::new(files);
     }
     Ok(done)
+}
+
+/// The raw files of `store` now, named as a snapshot names them ([`Seen::files`]).
+pub async fn raw_files_now(store: &Store) -> Result<Arc<HashSet<Path>>> {
+    let (inner, events) = crate::raw_files_of(store)?;
+    let frozen = crate::snapshot::Snapshot::take(inner, vec![events])
+        .await
+        .map_err(|e| Error::Storage(e.into()))?;
+    Ok(frozen.files())
 }
 
 /// The events of raw `files` (paths as a snapshot of `store`'s raw files names them: the
@@ -1011,7 +1160,7 @@ mod tests {
 
     /// The first, full recompute of `serve`; what it read.
     async fn first_pass(store: &Store) -> Seen {
-        let (_, kept) = recompute_kept(store, &mut |_| {}).await.unwrap();
+        let (_, kept) = recompute_kept(store, true, &mut |_| {}).await.unwrap();
         let seen = kept.seen.clone();
         kept.finish(store).await.unwrap();
         seen
@@ -1069,7 +1218,20 @@ mod tests {
             for (name, text) in &full {
                 assert_eq!(&by_difference[name], text, "{name} after day {day}");
             }
-            seen = pass.seen;
+            // Every other day, the next pass starts from what was written to disk (as after
+            // a restart), buffered rows included.
+            seen = match day % 2 {
+                0 => pass.seen,
+                _ => {
+                    let path = dir.path().join("seen");
+                    pass.seen.write(&path, "n").unwrap();
+                    assert!(Seen::read(&path, "other").is_err(), "another node's");
+                    let read = Seen::read(&path, "n").unwrap().unwrap();
+                    assert_eq!(read.files, pass.seen.files);
+                    assert_eq!(read.rows.len(), pass.seen.rows.len());
+                    read
+                }
+            };
         }
 
         // Nothing new: nothing rebuilt.

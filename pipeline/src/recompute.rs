@@ -104,7 +104,7 @@ pub async fn recompute(
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<Report> {
     let deadline = timeout.map(Deadline::after);
-    Ok(run(store, range, engine, deadline, progress, false)
+    Ok(run(store, range, engine, deadline, progress, Keep::Nothing)
         .await?
         .0)
 }
@@ -160,19 +160,24 @@ fn open_lock_file(path: &std::path::Path) -> Result<std::fs::File> {
 
 /// A full recompute whose session is kept for the caller ([`Kept`]): its views, the
 /// `stats_hourly` rows it computed and the raw files of its snapshot, from which the live
-/// state of `serve` is built. `stats_hourly` is computed but not written (the live state
-/// writes it).
+/// state of `serve` is built. With `stats` false, `stats_hourly` is neither computed nor
+/// written: a live state that exists already keeps it.
 pub async fn recompute_kept(
     store: &Store,
+    stats: bool,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<(Report, Kept)> {
+    let keep = match stats {
+        true => Keep::Session,
+        false => Keep::SessionWithoutStats,
+    };
     let (report, kept) = run(
         store,
         DateRange::default(),
         &Engine::Local,
         None,
         progress,
-        true,
+        keep,
     )
     .await?;
     Ok((report, kept.expect("asked to keep the session")))
@@ -202,20 +207,35 @@ impl Kept {
     }
 }
 
+/// What a recompute keeps for its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Nothing,
+    /// The session, and the `stats_hourly` rows.
+    Session,
+    /// The session; `stats_hourly` is left alone.
+    SessionWithoutStats,
+}
+
 async fn run(
     store: &Store,
     range: DateRange,
     engine: &Engine,
     deadline: Option<Deadline>,
     progress: &mut (dyn FnMut(Progress) + Send),
-    keep: bool,
+    keep: Keep,
 ) -> Result<(Report, Option<Kept>)> {
     // One recompute at a time per data root (the scheduler in `serve` and the command line
     // may both start one); the lock is released when the file closes.
     let lock = lock_data_root(store).await?;
     // A running server keeps stats_hourly itself (its live stats rewrite the partitions they
     // change); writing it from here would put older numbers under it.
-    let skip_stats = !keep && live_server_running(store)?;
+    let skip_stats = match keep {
+        Keep::Nothing => live_server_running(store)?,
+        Keep::Session => false,
+        Keep::SessionWithoutStats => true,
+    };
+    let keep = keep != Keep::Nothing;
     progress(Progress::Start {
         tables: DERIVED.len() - usize::from(skip_stats),
     });

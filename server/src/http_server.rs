@@ -336,7 +336,7 @@ impl hyper::body::Body for Deadline {
 
 /// The key of a client address for the per-address cap: an IPv4 address (or one mapped into
 /// IPv6) whole, an IPv6 address by its /64.
-fn address_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn address_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

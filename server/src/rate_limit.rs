@@ -2,7 +2,8 @@
 //! postbacks per second with bursts of `burst`. Over it: 429 with `Retry-After` and nothing
 //! recorded. The client address is the connection's peer; `X-Forwarded-For` is believed only
 //! when the peer is a configured trusted proxy (then its right-most address that is not a
-//! trusted proxy counts), so a forged header cannot buy a fresh bucket.
+//! trusted proxy counts), so a forged header cannot buy a fresh bucket. An IPv6 client counts
+//! by its /64, the block one subscriber gets: its other addresses share its bucket.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -54,8 +55,10 @@ impl RateLimit {
             .unwrap_or(peer)
     }
 
-    /// Takes a token for `client`; on refusal, the seconds until one is available.
+    /// Takes a token for `client` (its /64 for IPv6); on refusal, the seconds until one is
+    /// available.
     fn take(&self, client: IpAddr, now: Instant) -> Result<(), f64> {
+        let client = crate::http_server::address_key(client);
         let mut buckets = self.buckets.lock().expect("rate limit lock");
         if buckets.len() >= MAX_BUCKETS {
             let (rate, burst) = (self.rate, self.burst);
@@ -117,6 +120,14 @@ mod tests {
             l.take(a, t0 + std::time::Duration::from_millis(500))
                 .is_ok()
         );
+
+        // IPv6: one bucket per /64, whichever of its addresses asks.
+        let v6 = |a: &str| a.parse::<IpAddr>().unwrap();
+        for i in 0..3 {
+            assert!(l.take(v6(&format!("2001:db8:1:2::{i}")), t0).is_ok());
+        }
+        assert!(l.take(v6("2001:db8:1:2:ffff::9"), t0).is_err());
+        assert!(l.take(v6("2001:db8:1:3::1"), t0).is_ok(), "another /64");
 
         let mut h = axum::http::HeaderMap::new();
         h.insert("x-forwarded-for", "198.51.100.7, 10.0.0.1".parse().unwrap());

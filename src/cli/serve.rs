@@ -153,6 +153,11 @@ struct LiveArgs {
     /// Milliseconds between rewrites of the stats_hourly partitions the live stats changed.
     #[arg(long, env = "NETREV_LIVE_PERSIST_MS", default_value_t = 2000)]
     live_persist_ms: u64,
+    /// Seconds between checkpoints of the live state (beside the write-ahead log) while events
+    /// arrive; one is also written after each recompute and at a stop. A start restores the
+    /// state from it instead of recomputing in full (0: no checkpoints).
+    #[arg(long, env = "NETREV_LIVE_CHECKPOINT_SECS", default_value_t = 300)]
+    live_checkpoint_secs: u64,
 }
 
 /// The HTTP server's timeouts, connection limits and rate limit.
@@ -182,7 +187,8 @@ struct HttpArgs {
     /// Requests in flight at once on one HTTP/2 connection.
     #[arg(long, env = "NETREV_HTTP2_MAX_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     http2_max_streams: u32,
-    /// Postbacks per second per client address (0: no limit); more get 429 + Retry-After.
+    /// Postbacks per second per client address (an IPv6 client: its /64; 0: no limit); more
+    /// get 429 + Retry-After.
     #[arg(long, env = "NETREV_RATE_LIMIT_PER_IP", default_value_t = 1000.0)]
     rate_limit_per_ip: f64,
     /// Burst of postbacks a client may send above the rate.
@@ -332,6 +338,8 @@ impl From<LiveArgs> for netrev_live::LiveConfig {
             persist_every: Duration::from_millis(a.live_persist_ms),
             rebase_every: (a.recompute_interval_secs > 0)
                 .then(|| Duration::from_secs(a.recompute_interval_secs)),
+            checkpoint_every: (a.live_checkpoint_secs > 0)
+                .then(|| Duration::from_secs(a.live_checkpoint_secs)),
         }
     }
 }

@@ -31,6 +31,7 @@ mod error;
 pub mod failpoint;
 pub mod model;
 pub mod money;
+pub mod sealed;
 pub mod store;
 
 pub use clock::Clock;

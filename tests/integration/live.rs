@@ -130,6 +130,126 @@ async fn an_acknowledged_refund_is_in_the_next_read_and_survives_kill9() {
     files_equal_batch(&data, server).await;
 }
 
+/// Clicks, sales of some and refunds of some of those, from source `fb`.
+async fn sales(server: &Endpoint, http: &reqwest::Client, round: usize) {
+    for i in 0..6 {
+        let (cid, _) = server.click(http, "source=fb&cost=0.10").await;
+        let base = format!("cid={cid}&amount=30&txid=T{round}-{i}");
+        get_ok(http, server.url(&format!("/api/conversion?{base}"))).await;
+        if i % 2 == 0 {
+            let q = format!("cid={cid}&amount=12.5&ref=T{round}-{i}&txid=R{round}-{i}");
+            get_ok(http, server.url(&format!("/api/conversion/refund?{q}"))).await;
+        }
+    }
+}
+
+/// A restart loads the live state's checkpoint and applies only what the raw files hold
+/// beyond it, instead of recomputing: after a stop, after kill -9, from a checkpoint older
+/// than the files, and not from a damaged one (a full recompute then). The numbers are those
+/// of a batch recompute every time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_restores_the_live_state_from_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let checkpoint = data.join("wal").join(netrev_live::checkpoint::FILE_NAME);
+    let http = client();
+    let log = tmp.path().join("serve.log");
+    let info = [("NETREV_LOG", "info")];
+    let args = ["--live-persist-ms", "100"];
+    let start = || Server::start_logged(&data, &args, &info, &log);
+    let restored = |log: &Path| {
+        let text = std::fs::read_to_string(log).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.contains("live stats restored from their checkpoint"))?;
+        let applied = line.split("events_applied=").nth(1)?.split(' ').next()?;
+        Some(applied.parse::<usize>().unwrap())
+    };
+
+    let server = start();
+    assert_eq!(restored(&log), None, "no checkpoint yet");
+    sales(&server, &http, 0).await;
+    let first = stats(&server, &http, "group_by=source").await;
+    server.stop();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("live state checkpointed"), "{text}");
+    let early = std::fs::read(&checkpoint).unwrap();
+
+    // After a stop: nothing to apply, and the derived tables by difference from what the
+    // last recompute read.
+    let server = start();
+    assert_eq!(stats(&server, &http, "group_by=source").await, first);
+    assert_eq!(restored(&log), Some(0));
+    let by_difference = || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let text = std::fs::read_to_string(&log).unwrap();
+            if text.contains("recompute by difference done") {
+                assert!(!text.contains("recompute done"), "{text}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no recompute by difference after the restart");
+    };
+    by_difference();
+    sales(&server, &http, 1).await;
+    let second = stats(&server, &http, "group_by=source").await;
+    assert_ne!(second, first);
+
+    // After kill -9: the checkpoint written after the restore, and the events since.
+    server.kill9();
+    let server = start();
+    assert_eq!(stats(&server, &http, "group_by=source").await, second);
+    let applied = restored(&log).expect("restored after kill -9");
+    assert!(applied >= 15, "the events since the checkpoint: {applied}");
+    by_difference();
+    sales(&server, &http, 2).await;
+    let third = stats(&server, &http, "group_by=source").await;
+    server.stop();
+
+    // An older checkpoint: more to apply, the same numbers.
+    std::fs::write(&checkpoint, &early).unwrap();
+    let server = start();
+    assert_eq!(stats(&server, &http, "group_by=source").await, third);
+    assert!(restored(&log).expect("restored from an older one") >= 30);
+    server.stop();
+
+    // A damaged one: refused, and a full recompute instead.
+    let mut damaged = std::fs::read(&checkpoint).unwrap();
+    let at = damaged.len() / 2;
+    damaged[at] ^= 1;
+    std::fs::write(&checkpoint, &damaged).unwrap();
+    let server = start();
+    assert_eq!(stats(&server, &http, "group_by=source").await, third);
+    assert_eq!(restored(&log), None);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("checkpoint cannot be used"), "{text}");
+    assert_eq!(fb(&third)["clicks"], 18);
+    assert_eq!(fb(&third)["refunds"], 9);
+    // Once its recompute is done, the other derived tables are a full recompute's too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("recompute done")
+    {
+        assert!(Instant::now() < deadline, "no recompute after the restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.stop();
+    let tables = || {
+        let stats = sql(
+            &data,
+            "SELECT * FROM stats_hourly ORDER BY 1, 2, 3, 4, 5, 6",
+        );
+        (stats, crate::persist::derived_tables(&data))
+    };
+    let served = tables();
+    ok(netrev(&data, &["recompute"]));
+    assert_eq!(served, tables());
+}
+
 /// The days of clicks, and the default range of `/api/stats`, are those of the service's
 /// clock: a click at 23:59:59.5 UTC and one a second later fall on two UTC days, on one day in
 /// New York, and a conversion or refund counts on its click's day however late it comes.

@@ -210,7 +210,7 @@ async fn compact_rewrites_small_files_in_place_also_after_a_crash() {
 }
 
 /// Every derived table but `stats_hourly` as `netrev sql` reads it, in a fixed order.
-fn derived_tables(data: &std::path::Path) -> Vec<(&'static str, String)> {
+pub(crate) fn derived_tables(data: &std::path::Path) -> Vec<(&'static str, String)> {
     [
         ("visitors", 10),
         ("refund_links", 14),
