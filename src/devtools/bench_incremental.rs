@@ -81,7 +81,7 @@ pub async fn run(data: &str) -> anyhow::Result<()> {
     for (from, to) in &moved {
         std::fs::rename(from, to)?;
     }
-    let first = recompute_kept(&store, &mut |_| {}).await;
+    let first = recompute_kept(&store, true, &mut |_| {}).await;
     for (from, to) in &moved {
         std::fs::rename(to, from)?;
     }
