@@ -46,7 +46,8 @@ pub const FILE_NAME: &str = "live.checkpoint";
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Meta {
     version: u32,
-    node: String,
+    /// The node and data root ([`owner`]).
+    owner: String,
     applied: u64,
     horizon: Option<NaiveDate>,
     covered: Vec<String>,
@@ -59,6 +60,12 @@ pub struct Checkpoint {
     pub applied: u64,
     /// Every event of these raw files is in the state.
     pub covered: HashSet<Path>,
+}
+
+/// Whose checkpoint (and what-the-last-recompute-read file) it is: this node of this data root,
+/// as `node@fingerprint` ([`netrev_storage::clickid::Key::fingerprint`]).
+pub fn owner(node: &str, key: &netrev_storage::clickid::Key) -> String {
+    format!("{node}@{}", key.fingerprint())
 }
 
 /// The sections of the file, in order, with their schemas.
@@ -74,14 +81,14 @@ fn sections() -> [(Part, SchemaRef); 4] {
 /// Writes `state` as the checkpoint at `path` (replacing any), durably; returns its size.
 pub fn write(
     path: &FsPath,
-    node: &str,
+    owner: &str,
     state: &LiveStats,
     applied: u64,
     covered: &HashSet<Path>,
 ) -> Result<u64> {
     let meta = Meta {
         version: VERSION,
-        node: node.to_string(),
+        owner: owner.to_string(),
         applied,
         horizon: state.horizon(),
         covered: covered.iter().map(|p| p.to_string()).collect(),
@@ -121,9 +128,9 @@ pub fn write(
     }
 }
 
-/// Reads the checkpoint at `path` written by `node`: `None` when there is none; an error when
-/// it is damaged, another node's or another version's.
-pub fn read(path: &FsPath, node: &str) -> Result<Option<Checkpoint>> {
+/// Reads the checkpoint at `path` written by `owner`: `None` when there is none; an error when
+/// it is damaged, another node's or data root's, or another version's.
+pub fn read(path: &FsPath, owner: &str) -> Result<Option<Checkpoint>> {
     let bad = |what: String| Error::DataRoot(format!("checkpoint {}: {what}", path.display()));
     let mut refused = None;
     let read = sealed::read(path, MAGIC, |input| {
@@ -133,8 +140,8 @@ pub fn read(path: &FsPath, node: &str) -> Result<Option<Checkpoint>> {
                 "version {}, this netrev reads {VERSION}",
                 meta.version
             ));
-        } else if meta.node != node {
-            refused = Some(format!("written by node {}, not {node}", meta.node));
+        } else if meta.owner != owner {
+            refused = Some(format!("written by {}, not {owner}", meta.owner));
         }
         if refused.is_some() {
             // Not read further: the body is another's.

@@ -1,11 +1,12 @@
 //! # netrev-live: every durable event, applied within milliseconds
 //!
 //! **In:** each event as the ingest log makes it durable (this crate's [`Feed`] is the
-//! ingestor's [`netrev_ingest::DurableSink`]), and a batch recompute of the raw tables at start
-//! and on a schedule (the *rebase*). **Out:** the live rows of `stats_hourly` that
-//! `/api/stats` reads ([`Live`]), the changed `stats_hourly` partitions rewritten every few
-//! seconds, and each conversion or refund attributed to its click, handed to an
-//! [`AttributionSink`] (the webhooks).
+//! ingestor's [`netrev_ingest::DurableSink`]), the state's checkpoint at start, and a batch
+//! recompute of the raw tables on a schedule (the *rebase*; at start too without a usable
+//! checkpoint). **Out:** the live rows of `stats_hourly` that `/api/stats` reads ([`Live`]),
+//! the changed `stats_hourly` partitions rewritten every few seconds, a checkpoint of the
+//! state beside the write-ahead log, and each conversion or refund attributed to its click,
+//! handed to an [`AttributionSink`] (the webhooks).
 //!
 //! **Guarantees:** the live rows equal a batch recompute over the same events, to the cent
 //! (the rules are the SQL jobs', [`state`]); nothing counts twice across a rebase or a
@@ -13,8 +14,8 @@
 //! being held until it has ([`netrev_ingest::Held`]).
 //!
 //! Layout: [`state`] (windows, the click state machine, the `stats_hourly` codec) ←
-//! [`click_lookup`] (old clicks found in Parquet) ← [`runner`] (the live thread, rebases,
-//! persistence).
+//! [`click_lookup`] (old clicks found in Parquet), [`checkpoint`] (the state on disk) ←
+//! [`runner`] (the live thread, rebases, persistence).
 
 pub mod checkpoint;
 pub mod click_lookup;

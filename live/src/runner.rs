@@ -13,13 +13,21 @@
 //!   deduplicates exactly as the SQL jobs do), so an event both in the snapshot and re-applied
 //!   counts once.
 //!
-//! The first rebase runs at start (after the events replayed from the write-ahead log are
-//! flushed), so a restart, including after kill -9, rebuilds the same state from the raw
-//! tables. The scheduled recomputes after it run by difference and keep the state: they hand
+//! At start (after the events replayed from the write-ahead log are flushed) the state is
+//! restored from its checkpoint beside the log ([`checkpoint`]), given the events of the raw
+//! files the checkpoint may not hold; the first recompute then runs by difference from what
+//! the last one read (kept beside it too), or in full but for `stats_hourly`. Without a
+//! usable checkpoint (none, damaged, another node's or root's, too far behind) the first
+//! rebase is full. Either way a restart, also after kill -9, gives a batch recompute's
+//! numbers. The scheduled recomputes after it run by difference and keep the state: they hand
 //! it the events of files other nodes and imports wrote, move its horizon on (old clicks leave
 //! memory and stay findable in Parquet, see `click_lookup`) and point its lookup at the new
 //! files; one that cannot runs in full and rebases. After each, the closed days' raw files
 //! are compacted (local roots).
+//!
+//! The live thread writes the checkpoint after each recompute it takes, every
+//! `checkpoint_every` while events arrive and when stopped; not while a full recompute runs,
+//! a partition write fails or an event waits for a lookup (the previous one then stays).
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,7 +86,8 @@ const READ_YOUR_WRITES: Duration = Duration::from_secs(1);
 impl Live {
     /// Ends the live thread and the recompute thread (a recompute under way first finishes):
     /// for a service stopped inside a process that goes on ([`start`]'s threads would
-    /// otherwise stay).
+    /// otherwise stay). Blocks until the live thread has applied what it was handed and
+    /// written its checkpoint (seconds for a large state).
     pub fn stop(&self) {
         *self.stopped.0.lock().expect("stop lock") = true;
         self.stopped.1.notify_all();
@@ -125,7 +134,7 @@ impl Live {
 
 /// A finished recompute, handed from the recompute thread to the live thread.
 enum Rebased {
-    /// A full recompute: a new state.
+    /// A new state: a full recompute's, or the one restored from its checkpoint at start.
     Full {
         state: Box<LiveStats>,
         lookup: Box<ParquetClicks>,
@@ -135,9 +144,12 @@ enum Rebased {
         files: Arc<HashSet<Path>>,
         /// Days whose `stats_hourly` partition the state changed since it was written.
         changed: BTreeSet<NaiveDate>,
+        /// For a state restored from its checkpoint with nothing applied since: the sequence
+        /// up to which that checkpoint holds this node's events (it need not be written again).
+        on_disk: Option<u64>,
     },
-    /// A recompute by difference, or a compaction of closed days: the state stays, with what
-    /// else the snapshot held.
+    /// A recompute by difference, the first recompute after a restore, or a compaction of
+    /// closed days: the state stays, with what else the snapshot held.
     Refreshed {
         /// The raw files of its snapshot, for the lookup.
         files: Arc<HashSet<Path>>,
@@ -262,7 +274,10 @@ fn rebase_loop(
     // The raw files of a live state restored from its checkpoint: the derived tables still
     // need a full recompute, which leaves the state be and hands it the events of other
     // nodes' files it finds beyond these.
-    let mut restored: Option<Arc<HashSet<Path>>> = None;
+    let mut restored_files: Option<Arc<HashSet<Path>>> = None;
+    // The raw files a restored state holds, for the first pass by difference after it: their
+    // events are not handed to it again.
+    let mut held_files: Option<Arc<HashSet<Path>>> = None;
     if config.checkpoint_every.is_some() {
         let path = ingestor.wal_dir().join(checkpoint::FILE_NAME);
         let started = Instant::now();
@@ -273,12 +288,13 @@ fn rebase_loop(
                 lookup,
                 flushed,
                 files,
-                applied,
+                events_from_files,
                 changed,
+                checkpointed_seq,
             })) => {
                 tracing::info!(
                     live = ?state.sizes(),
-                    events_applied = applied,
+                    events_applied = events_from_files,
                     secs = started.elapsed().as_secs_f64(),
                     "live stats restored from their checkpoint"
                 );
@@ -288,6 +304,7 @@ fn rebase_loop(
                     flushed,
                     files: files.clone(),
                     changed,
+                    on_disk: (events_from_files == 0).then_some(checkpointed_seq),
                 };
                 if rebased.send(full).is_err() {
                     return;
@@ -297,13 +314,16 @@ fn rebase_loop(
                 // else from a full recompute.
                 match Seen::read(
                     &ingestor.wal_dir().join(incremental::SEEN_FILE),
-                    ingestor.node(),
+                    &checkpoint::owner(ingestor.node(), ingestor.click_id_key()),
                 ) {
-                    Ok(Some(last)) => seen = Some(last),
-                    Ok(None) => restored = Some(files),
+                    Ok(Some(last)) => {
+                        seen = Some(last);
+                        held_files = Some(files);
+                    }
+                    Ok(None) => restored_files = Some(files),
                     Err(e) => {
                         tracing::warn!(error = %e, "what the last recompute read is unknown; the derived tables are recomputed in full");
-                        restored = Some(files);
+                        restored_files = Some(files);
                     }
                 }
             }
@@ -317,7 +337,7 @@ fn rebase_loop(
     loop {
         let started = Instant::now();
         let (today, horizon) = live_days(store, config);
-        if let Some(files) = restored.take() {
+        if let Some(files) = restored_files.take() {
             let base = files.clone();
             let (owned, node) = (store.clone(), ingestor.node().to_string());
             let outcome = rt.block_on(async move {
@@ -341,7 +361,7 @@ fn rebase_loop(
                     }
                     let mut last = last;
                     if compact_closed_days(&rt, ingestor, store, &mut last, today, rebased) {
-                        keep_seen(ingestor, config, &last);
+                        save_seen(ingestor, config, &last);
                         seen = Some(last);
                     }
                     retry = RECOMPUTE_RETRY;
@@ -355,7 +375,7 @@ fn rebase_loop(
                 }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, retry_in = ?retry, "recompute failed");
-                    restored = Some(base);
+                    restored_files = Some(base);
                     if live.sleep_unless_stopped(retry) {
                         return;
                     }
@@ -373,9 +393,13 @@ fn rebase_loop(
         }
         if let Some(last) = seen.take() {
             let (owned, node) = (store.clone(), ingestor.node().to_string());
+            let held = held_files.take();
+            let base = held.clone();
             let outcome = rt.block_on(async move {
-                tokio::spawn(async move { by_difference(&owned, &last, &node, horizon).await })
-                    .await
+                tokio::spawn(async move {
+                    by_difference(&owned, &last, base.as_deref(), &node, horizon).await
+                })
+                .await
             });
             match outcome {
                 Ok(Ok((pass, foreign))) => {
@@ -407,13 +431,19 @@ fn rebase_loop(
                         // The next recompute, at once, is full (it reads the files anew).
                         continue;
                     }
-                    keep_seen(ingestor, config, &last);
+                    save_seen(ingestor, config, &last);
                     seen = Some(last);
                     retry = RECOMPUTE_RETRY;
                     match config.rebase_every {
                         Some(every) if !live.sleep_unless_stopped(every) => continue,
                         _ => return,
                     }
+                }
+                Ok(Err(netrev_pipeline::Error::Stale(why))) if held.is_some() => {
+                    // Just restored: the tables in full, the state kept.
+                    tracing::info!(%why, "a full recompute of the tables instead of one by difference");
+                    restored_files = held;
+                    continue;
                 }
                 Ok(Err(netrev_pipeline::Error::Stale(why))) => {
                     tracing::info!(%why, "a full recompute instead of one by difference");
@@ -475,6 +505,7 @@ fn rebase_loop(
                         flushed,
                         files,
                         changed: BTreeSet::new(),
+                        on_disk: None,
                     })
                     .is_err()
                 {
@@ -482,7 +513,7 @@ fn rebase_loop(
                 }
                 let mut last = last;
                 if compact_closed_days(&rt, ingestor, store, &mut last, today, rebased) {
-                    keep_seen(ingestor, config, &last);
+                    save_seen(ingestor, config, &last);
                     seen = Some(last);
                 }
                 retry = RECOMPUTE_RETRY;
@@ -590,17 +621,27 @@ fn compact_closed_days(
     true
 }
 
-/// A recompute by difference, and the events of the new files that `node` (this server) did
-/// not write; [`netrev_pipeline::Error::Stale`] (a full recompute instead) when the live state
+/// A recompute by difference, and the events of the new files (but those the live state
+/// `held` already) that `node` (this server) did not write; [`netrev_pipeline::Error::Stale`] (a full recompute instead) when the live state
 /// cannot take those events (see [`refused`]).
 async fn by_difference(
     store: &Store,
     last: &Seen,
+    held: Option<&HashSet<Path>>,
     node: &str,
     horizon: NaiveDate,
 ) -> netrev_pipeline::Result<(incremental::Pass, Vec<Event>)> {
     let pass = incremental::recompute_incremental(store, last, &mut |_| {}).await?;
-    let foreign = foreign_events(store, &pass.added, node, horizon).await?;
+    let added: Vec<Path> = match held {
+        Some(held) => pass
+            .added
+            .iter()
+            .filter(|f| !held.contains(*f))
+            .cloned()
+            .collect(),
+        None => pass.added.clone(),
+    };
+    let foreign = foreign_events(store, &added, node, horizon).await?;
     Ok((pass, foreign))
 }
 
@@ -662,12 +703,13 @@ async fn foreign_events(
 /// Writes what the last recompute read beside the write-ahead log, for the first recompute
 /// after a restart from a checkpoint (with checkpoints only). A failure leaves an older one,
 /// from which a pass is still right (it rebuilds more), or stale (then a full recompute).
-fn keep_seen(ingestor: &Ingestor, config: &LiveConfig, seen: &Seen) {
+fn save_seen(ingestor: &Ingestor, config: &LiveConfig, seen: &Seen) {
     if config.checkpoint_every.is_none() {
         return;
     }
     let path = ingestor.wal_dir().join(incremental::SEEN_FILE);
-    if let Err(e) = seen.write(&path, ingestor.node()) {
+    let owner = checkpoint::owner(ingestor.node(), ingestor.click_id_key());
+    if let Err(e) = seen.write(&path, &owner) {
         tracing::warn!(error = %e, "keeping what the recompute read failed");
     }
 }
@@ -697,8 +739,9 @@ async fn restore(
 ) -> Result<Option<RestoredState>, String> {
     // Events replayed from the write-ahead log are only in the ingest buffer: into files.
     ingestor.flush().await.map_err(|e| e.to_string())?;
-    let (node, owned_path) = (ingestor.node().to_string(), path.to_path_buf());
-    let read = tokio::task::spawn_blocking(move || checkpoint::read(&owned_path, &node))
+    let owner = checkpoint::owner(ingestor.node(), ingestor.click_id_key());
+    let owned_path = path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || checkpoint::read(&owned_path, &owner))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
@@ -763,8 +806,9 @@ async fn restore(
         lookup,
         flushed,
         files,
-        applied: events.len(),
+        events_from_files: events.len(),
         changed,
+        checkpointed_seq: cp.applied,
     }))
 }
 
@@ -776,22 +820,41 @@ struct RestoredState {
     /// Every event up to this sequence is in `files`.
     flushed: u64,
     files: Arc<HashSet<Path>>,
-    /// Events read from the files the checkpoint did not hold.
-    applied: usize,
+    /// Events read from the files the checkpoint did not hold, and applied.
+    events_from_files: usize,
     /// Days whose `stats_hourly` partition they changed.
     changed: BTreeSet<NaiveDate>,
+    /// The checkpoint holds every event of this node up to this sequence.
+    checkpointed_seq: u64,
 }
 
 /// Whether checkpoint `cp` holds every event of raw file `f`: one of this node's log (not
 /// compacted) within its sequence, or one of the files it covers.
 fn checkpoint_holds(cp: &checkpoint::Checkpoint, f: &Path, node: &str) -> bool {
-    let name = f.filename().unwrap_or_default();
+    match logged_by(f, node) {
+        Some(last) => last <= cp.applied,
+        None => cp.covered.contains(f),
+    }
+}
+
+/// The last sequence of raw file `f` when it is a flush of `node`'s log (not compacted).
+fn logged_by(f: &Path, node: &str) -> Option<u64> {
+    let name = f.filename()?;
     match netrev_storage::store::layout::parse_raw_file(name) {
         Some((n, _, last)) if n == node && !netrev_storage::store::layout::is_compacted(name) => {
-            last <= cp.applied
+            Some(last)
         }
-        _ => cp.covered.contains(f),
+        _ => None,
     }
+}
+
+/// The files among `files` whose events a checkpoint cannot tell by its sequence.
+fn not_by_sequence(files: &HashSet<Path>, node: &str) -> HashSet<Path> {
+    files
+        .iter()
+        .filter(|f| logged_by(f, node).is_none())
+        .cloned()
+        .collect()
 }
 
 /// What the live thread owes the webhooks.
@@ -835,18 +898,18 @@ fn apply_loop(
     let mut covered: Arc<HashSet<Path>> = Arc::default();
     // When the next checkpoint is due: at once after a recompute is taken, else on schedule.
     let mut checkpoint_due = false;
-    let mut last_checkpoint = (Instant::now(), 0u64);
+    let mut last_checkpoint = Instant::now();
+    // What the checkpoint on disk holds: this node's events up to a sequence, and the files
+    // it covers that the sequence does not tell; one holding the same is not written again.
+    let mut on_disk: Option<(u64, HashSet<Path>)> = None;
     loop {
         // Once stopped, what is left is applied, and the state checkpointed.
         let stopping = live.is_stopped();
-        let received = match stopping {
-            true => feed.try_recv().map_err(|e| match e {
-                TryRecvError::Empty => RecvTimeoutError::Timeout,
-                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-            }),
-            false => feed.recv_timeout(Duration::from_millis(100)),
+        let wait = match stopping {
+            true => Duration::ZERO,
+            false => Duration::from_millis(100),
         };
-        match received {
+        match feed.recv_timeout(wait) {
             Ok((first, events)) => {
                 let mut batch = vec![(first, events)];
                 // Take what else is waiting, to apply it under one lock.
@@ -906,6 +969,7 @@ fn apply_loop(
                 flushed,
                 files,
                 changed,
+                on_disk: restored,
             }) => {
                 let mut state = *state;
                 let mut new_lookup: Box<dyn ClickLookup + Send> = found;
@@ -933,6 +997,7 @@ fn apply_loop(
                 *live.state.write().expect("live lock") = Some(state);
                 lookup = new_lookup;
                 *live.floor.lock().expect("floor lock") = None;
+                on_disk = restored.map(|seq| (seq, not_by_sequence(&files, ingestor.node())));
                 covered = files;
                 checkpoint_due = true;
             }
@@ -978,6 +1043,11 @@ fn apply_loop(
                 }
             }
             let rebasing = live.floor.lock().expect("floor lock").is_some();
+            if !rebasing {
+                // A full recompute that failed may have written some of them from its
+                // snapshot too: written again from the state.
+                dirty.append(&mut written_during_rebase);
+            }
             let written = persist(live, store, &rt, &mut dirty);
             if rebasing {
                 written_during_rebase.extend(written);
@@ -985,16 +1055,28 @@ fn apply_loop(
         }
         if let Some(every) = config.checkpoint_every {
             let received = live.received_seq.load(Ordering::Acquire);
-            let (at, seq) = last_checkpoint;
-            let scheduled = at.elapsed() >= every && received > seq;
+            let scheduled = last_checkpoint.elapsed() >= every
+                && on_disk.as_ref().is_none_or(|(seq, _)| received > *seq);
             // Its partitions written, so a restart from it has none to rewrite; nothing
-            // waiting for a lookup, so it holds every event up to `received`.
-            if (checkpoint_due || scheduled || stopping) && dirty.is_empty() && retry.is_empty() {
+            // waiting for a lookup, so it holds every event up to `received`; no full
+            // recompute under way, whose `stats_hourly` partitions (from an older snapshot)
+            // are written again from the state only once it is taken.
+            let rebasing = live.floor.lock().expect("floor lock").is_some();
+            if (checkpoint_due || scheduled || stopping)
+                && dirty.is_empty()
+                && retry.is_empty()
+                && written_during_rebase.is_empty()
+                && !rebasing
+            {
                 let guard = live.state.read().expect("live lock");
-                if let Some(state) = guard.as_ref() {
+                let holds = (received, not_by_sequence(&covered, ingestor.node()));
+                if on_disk.as_ref() == Some(&holds) {
+                    checkpoint_due = false;
+                } else if let Some(state) = guard.as_ref() {
                     let started = Instant::now();
                     let path = ingestor.wal_dir().join(checkpoint::FILE_NAME);
-                    match checkpoint::write(&path, ingestor.node(), state, received, &covered) {
+                    let owner = checkpoint::owner(ingestor.node(), ingestor.click_id_key());
+                    match checkpoint::write(&path, &owner, state, received, &covered) {
                         Ok(bytes) => {
                             tracing::info!(
                                 bytes,
@@ -1002,13 +1084,15 @@ fn apply_loop(
                                 secs = started.elapsed().as_secs_f64(),
                                 "live state checkpointed"
                             );
-                            checkpoint_due = false;
+                            on_disk = Some(holds);
                         }
+                        // Tried again on schedule, not at once: the previous one stays.
                         Err(e) => {
                             tracing::error!(error = %e, "writing the live state's checkpoint failed")
                         }
                     }
-                    last_checkpoint = (Instant::now(), received);
+                    checkpoint_due = false;
+                    last_checkpoint = Instant::now();
                 }
             }
         }

@@ -918,7 +918,7 @@ impl LiveStats {
         Ok(built.finish())
     }
 
-    /// Hands the state to `sink` as record batches of at most `chunk` rows, section by
+    /// Hands the state to `sink` as record batches of about `chunk` rows, section by
     /// section: the hourly rows ([`stats_schema`]), then the conversions, the refunds and the
     /// clicks it holds (the columns of `conversions`, `refunds` and `clicks`), the winning copy
     /// of each. [`Builder`] makes the same state of them again (a checkpoint).

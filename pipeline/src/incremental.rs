@@ -84,7 +84,8 @@ const SEEN_META_MAX: u64 = 512 << 20;
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SeenMeta {
     version: u32,
-    node: String,
+    /// The node and data root it belongs to.
+    owner: String,
     horizon: Option<i64>,
     files: Vec<String>,
     /// Each buffered batch, in order (its rows follow as an IPC stream each).
@@ -100,12 +101,13 @@ struct RowsMeta {
 }
 
 impl Seen {
-    /// Writes it to `path` (node-local: beside the write-ahead log of `node`), so that the
-    /// first recompute after a restart runs by difference from it; returns the file's size.
-    pub fn write(&self, path: &std::path::Path, node: &str) -> Result<u64> {
+    /// Writes it to `path` (node-local: beside the write-ahead log of the node and data root
+    /// `owner` names), so that the first recompute after a restart runs by difference from
+    /// it; returns the file's size.
+    pub fn write(&self, path: &std::path::Path, owner: &str) -> Result<u64> {
         let meta = SeenMeta {
             version: SEEN_VERSION,
-            node: node.to_string(),
+            owner: owner.to_string(),
             horizon: self.horizon,
             files: self.files.iter().map(|p| p.to_string()).collect(),
             rows: self
@@ -134,12 +136,12 @@ impl Seen {
         Ok(written)
     }
 
-    /// Reads what [`Seen::write`] wrote for `node`: `None` when there is nothing; an error
-    /// when it is damaged, another node's or another version's.
-    pub fn read(path: &std::path::Path, node: &str) -> Result<Option<Seen>> {
+    /// Reads what [`Seen::write`] wrote for `owner`: `None` when there is nothing; an error
+    /// when it is damaged, another's or another version's.
+    pub fn read(path: &std::path::Path, owner: &str) -> Result<Option<Seen>> {
         let read = netrev_storage::sealed::read(path, SEEN_MAGIC, |input| {
             let meta: SeenMeta = netrev_storage::sealed::read_json(input, SEEN_META_MAX)?;
-            if meta.version != SEEN_VERSION || meta.node != node {
+            if meta.version != SEEN_VERSION || meta.owner != owner {
                 std::io::copy(input, &mut std::io::sink()).map_err(|e| {
                     netrev_storage::Error::Io {
                         op: "read",
@@ -148,8 +150,8 @@ impl Seen {
                     }
                 })?;
                 return Ok(Err(format!(
-                    "version {} of node {}, not version {SEEN_VERSION} of {node}",
-                    meta.version, meta.node
+                    "version {} written by {}, not version {SEEN_VERSION} of {owner}",
+                    meta.version, meta.owner
                 )));
             }
             let mut cohort_sources = Vec::new();

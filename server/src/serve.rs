@@ -263,7 +263,14 @@ async fn serve(
     let served = serve_until(at, app, &ingestor, ready, "netrev serving").await;
     // Nothing is left for them once the last events are flushed (`netrev serve` exits next;
     // a service stopped inside a program that goes on must not leave them running).
-    live.stop();
+    // It waits for the live thread's last checkpoint: off the async workers.
+    let stopping = live.clone();
+    if tokio::task::spawn_blocking(move || stopping.stop())
+        .await
+        .is_err()
+    {
+        tracing::error!("stopping the live state panicked");
+    }
     delivering.stop();
     served
 }

@@ -59,6 +59,14 @@ impl Key {
         hex::encode(self.0)
     }
 
+    /// A name of the data root this key belongs to (each root has its own key), which tells
+    /// nothing of the key: for node-local files that must not be used with another root.
+    pub fn fingerprint(&self) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("any key length");
+        mac.update(b"netrev data root");
+        hex::encode(&mac.finalize().into_bytes()[..8])
+    }
+
     pub fn from_hex(text: &str) -> Option<Self> {
         let text = text.trim();
         if text.len() != KEY_LEN * 2 {
@@ -276,6 +284,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_fingerprint_names_its_key_only() {
+        let key = Key::random();
+        assert_eq!(key.fingerprint(), key.clone().fingerprint());
+        assert_ne!(key.fingerprint(), Key::random().fingerprint());
+        assert!(!key.to_hex().contains(&key.fingerprint()));
+        assert_eq!(key.fingerprint().len(), 16);
     }
 
     #[test]

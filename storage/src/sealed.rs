@@ -23,9 +23,23 @@ pub fn write(
     magic: &[u8],
     body: impl FnOnce(&mut dyn Write) -> Result<()>,
 ) -> Result<u64> {
-    let io = |op: &'static str| move |e: std::io::Error| Error::io(op, path, e);
     let tmp = path.with_extension("tmp");
-    let file = std::fs::File::create(&tmp).map_err(io("create"))?;
+    let written = write_to(path, &tmp, magic, body);
+    if written.is_err() {
+        // A large one must not stay behind on a full disk.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn write_to(
+    path: &Path,
+    tmp: &Path,
+    magic: &[u8],
+    body: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<u64> {
+    let io = |op: &'static str| move |e: std::io::Error| Error::io(op, path, e);
+    let file = std::fs::File::create(tmp).map_err(io("create"))?;
     let mut out = Crc {
         inner: BufWriter::with_capacity(1 << 20, file),
         crc: 0,
@@ -42,7 +56,7 @@ pub fn write(
     file.sync_all().map_err(io("fsync"))?;
     let size = file.metadata().map_err(io("stat"))?.len();
     drop(file);
-    std::fs::rename(&tmp, path).map_err(io("rename"))?;
+    std::fs::rename(tmp, path).map_err(io("rename"))?;
     crate::store::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
     Ok(size)
 }
