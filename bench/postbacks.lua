@@ -4,7 +4,6 @@
 -- With WRK_DELAY_MS set, each connection waits that long between requests (a paced load of
 -- about connections * 1000 / WRK_DELAY_MS postbacks per second); without it, full speed.
 local counter = 0
-local thread_id = 0
 local threads = {}
 local pause = tonumber(os.getenv("WRK_DELAY_MS") or "")
 if pause then
@@ -21,7 +20,8 @@ end
 function request()
   counter = counter + 1
   local n = counter % 3
-  local cid = string.format("bench-%d-%d", thread_id, counter)
+  -- thread_id is the global that setup() gives each thread's own Lua state.
+  local cid = string.format("bench-%d-%d", thread_id or 0, counter)
   if n == 0 then
     return wrk.format("GET", "/api/click?source=src" .. (counter % 7) .. "&campaign=c1&cost=0.0123&country=DE")
   elseif n == 1 then
