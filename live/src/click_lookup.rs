@@ -157,6 +157,13 @@ impl std::fmt::Debug for ParquetClicks {
 }
 
 impl ParquetClicks {
+    /// [`ParquetClicks::new`] over `files` as a snapshot of `store` names them: on the local
+    /// file system for a local root, in the remote store otherwise.
+    pub fn over(store: &netrev_storage::Store, files: &HashSet<Path>) -> Self {
+        let remote = store.local_root().is_none().then(|| store.object_store());
+        ParquetClicks::new(files, remote)
+    }
+
     /// A lookup over the `clicks` files among `files`, each under a `clicks/date=YYYY-MM-DD/`
     /// partition: paths of the local file system, or of `remote` when given.
     pub fn new(files: &HashSet<Path>, remote: Option<Arc<dyn ObjectStore>>) -> Self {

@@ -100,6 +100,16 @@ impl Live {
         }
     }
 
+    /// Before a snapshot of the raw files is listed for a new state: the ingestor's flushed
+    /// sequence, every event up to which is in a file the listing holds; the live thread keeps
+    /// the events above it for the new state (until it is taken, or the floor let go).
+    fn pin_floor(&self, ingestor: &Ingestor) -> u64 {
+        let mut floor = self.floor.lock().expect("floor lock");
+        let f = ingestor.flushed_seq();
+        *floor = Some(f);
+        f
+    }
+
     fn is_stopped(&self) -> bool {
         *self.stopped.0.lock().expect("stop lock")
     }
@@ -351,18 +361,11 @@ fn rebase_loop(
                         secs = started.elapsed().as_secs_f64(),
                         "recompute done (the live stats kept)"
                     );
-                    let message = Rebased::Refreshed {
-                        files: last.files.clone(),
-                        foreign,
-                        horizon: None,
-                    };
-                    if rebased.send(message).is_err() {
-                        return;
-                    }
-                    let mut last = last;
-                    if compact_closed_days(&rt, ingestor, store, &mut last, today, rebased) {
-                        save_seen(ingestor, config, &last);
-                        seen = Some(last);
+                    let kept = (last, foreign, None);
+                    match state_kept(&rt, ingestor, store, config, today, rebased, kept) {
+                        Err(Gone) => return,
+                        Ok(None) => continue,
+                        Ok(Some(last)) => seen = Some(last),
                     }
                     retry = RECOMPUTE_RETRY;
                     match config.rebase_every {
@@ -376,15 +379,14 @@ fn rebase_loop(
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, retry_in = ?retry, "recompute failed");
                     restored_files = Some(base);
-                    if live.sleep_unless_stopped(retry) {
+                    if wait_to_retry(live, config, &mut retry) {
                         return;
                     }
-                    retry = (retry * 2).min(config.rebase_every.unwrap_or(retry * 2));
                     continue;
                 }
                 Err(join) => {
                     tracing::error!(error = %join, "the recompute panicked; a full one rebuilds the live stats");
-                    if live.sleep_unless_stopped(retry) {
+                    if wait_to_retry(live, config, &mut retry) {
                         return;
                     }
                     continue;
@@ -418,21 +420,12 @@ fn rebase_loop(
                         .rows
                         .iter()
                         .any(|r| r.table == netrev_storage::Table::Clicks && r.date < horizon);
-                    let message = Rebased::Refreshed {
-                        files: pass.seen.files.clone(),
-                        foreign,
-                        horizon: (!buffered_before).then_some(horizon),
-                    };
-                    if rebased.send(message).is_err() {
-                        return;
+                    let kept = (pass.seen, foreign, (!buffered_before).then_some(horizon));
+                    match state_kept(&rt, ingestor, store, config, today, rebased, kept) {
+                        Err(Gone) => return,
+                        Ok(None) => continue,
+                        Ok(Some(last)) => seen = Some(last),
                     }
-                    let mut last = pass.seen;
-                    if !compact_closed_days(&rt, ingestor, store, &mut last, today, rebased) {
-                        // The next recompute, at once, is full (it reads the files anew).
-                        continue;
-                    }
-                    save_seen(ingestor, config, &last);
-                    seen = Some(last);
                     retry = RECOMPUTE_RETRY;
                     match config.rebase_every {
                         Some(every) if !live.sleep_unless_stopped(every) => continue,
@@ -450,15 +443,14 @@ fn rebase_loop(
                 }
                 Ok(Err(e)) => {
                     tracing::error!(error = %e, retry_in = ?retry, "recompute by difference failed; the next one is full");
-                    if live.sleep_unless_stopped(retry) {
+                    if wait_to_retry(live, config, &mut retry) {
                         return;
                     }
-                    retry = (retry * 2).min(config.rebase_every.unwrap_or(retry * 2));
                     continue;
                 }
                 Err(join) => {
                     tracing::error!(error = %join, "the recompute by difference panicked; the next one is full");
-                    if live.sleep_unless_stopped(retry) {
+                    if wait_to_retry(live, config, &mut retry) {
                         return;
                     }
                     continue;
@@ -471,12 +463,7 @@ fn rebase_loop(
                 // into files with them, so the first snapshot holds them.
                 ingestor.flush().await.map_err(|e| e.to_string())?;
             }
-            let flushed = {
-                let mut floor = live.floor.lock().expect("floor lock");
-                let f = ingestor.flushed_seq();
-                *floor = Some(f);
-                f
-            };
+            let flushed = live.pin_floor(ingestor);
             let store = store.clone();
             // A pass runs as a task of its own: a panic in it is a failed pass.
             let pass =
@@ -526,13 +513,51 @@ fn rebase_loop(
             Err(e) => {
                 *live.floor.lock().expect("floor lock") = None;
                 tracing::error!(error = %e, retry_in = ?retry, "recompute failed");
-                if live.sleep_unless_stopped(retry) {
+                if wait_to_retry(live, config, &mut retry) {
                     return;
                 }
-                retry = (retry * 2).min(config.rebase_every.unwrap_or(retry * 2));
             }
         }
     }
+}
+
+/// The live thread is gone (the service stops).
+struct Gone;
+
+/// After a recompute that kept the live state (by difference, or the first after a restore):
+/// hands the live thread the files it read (`last`), the events of other nodes' files and the
+/// new horizon, compacts the closed days and saves what it read. Returns what the next
+/// recompute starts from, `None` when it must be full (a compaction failed; then at once).
+fn state_kept(
+    rt: &tokio::runtime::Runtime,
+    ingestor: &Ingestor,
+    store: &Store,
+    config: &LiveConfig,
+    today: NaiveDate,
+    rebased: &std::sync::mpsc::Sender<Rebased>,
+    (mut last, foreign, horizon): (Seen, Vec<Event>, Option<NaiveDate>),
+) -> Result<Option<Seen>, Gone> {
+    let message = Rebased::Refreshed {
+        files: last.files.clone(),
+        foreign,
+        horizon,
+    };
+    rebased.send(message).map_err(|_| Gone)?;
+    if !compact_closed_days(rt, ingestor, store, &mut last, today, rebased) {
+        return Ok(None);
+    }
+    save_seen(ingestor, config, &last);
+    Ok(Some(last))
+}
+
+/// Waits `retry` after a failed recompute, and doubles it (up to the schedule's interval) for
+/// the next failure; returns whether the service stopped meanwhile.
+fn wait_to_retry(live: &Live, config: &LiveConfig, retry: &mut Duration) -> bool {
+    if live.sleep_unless_stopped(*retry) {
+        return true;
+    }
+    *retry = (*retry * 2).min(config.rebase_every.unwrap_or(*retry * 2));
+    false
 }
 
 /// Foreign events (other nodes', imports) read since the last recompute beyond which a full
@@ -655,10 +680,7 @@ async fn tables_beside(
     horizon: NaiveDate,
 ) -> netrev_pipeline::Result<(Seen, Vec<Event>)> {
     let (_, kept) = recompute::recompute_kept(store, false, &mut |_| {}).await?;
-    let seen = kept.seen.clone();
-    if let Err(e) = kept.finish(store).await {
-        tracing::warn!(error = %e, "cleaning up after the recompute");
-    }
+    let seen = kept.finish(store).await;
     let added: Vec<Path> = seen
         .files
         .iter()
@@ -749,12 +771,7 @@ async fn restore(
         return Ok(None);
     };
     // Every event up to it is in a file listed next; later ones are kept for the state.
-    let flushed = {
-        let mut floor = live.floor.lock().expect("floor lock");
-        let f = ingestor.flushed_seq();
-        *floor = Some(f);
-        f
-    };
+    let flushed = live.pin_floor(ingestor);
     let files = incremental::raw_files_now(store)
         .await
         .map_err(|e| e.to_string())?;
@@ -780,8 +797,7 @@ async fn restore(
     {
         return Err(why);
     }
-    let remote = store.local_root().is_none().then(|| store.object_store());
-    let mut lookup = ParquetClicks::new(&files, remote);
+    let mut lookup = ParquetClicks::over(store, &files);
     // Reported to the webhooks through the log's replay, not from here.
     let mut unannounced = Vec::new();
     let mut changed = BTreeSet::new();
@@ -1138,12 +1154,8 @@ pub async fn recompute_live(
         table: "live state",
     });
     let built = LiveStats::from_session(kept.ctx(), &kept.stats, horizon).await;
-    let remote = store.local_root().is_none().then(|| store.object_store());
-    let lookup = ParquetClicks::new(&kept.seen.files, remote);
-    let seen = kept.seen.clone();
-    if let Err(e) = kept.finish(store).await {
-        tracing::warn!(error = %e, "cleaning up after the recompute");
-    }
+    let lookup = ParquetClicks::over(store, &kept.seen.files);
+    let seen = kept.finish(store).await;
     Ok((report, built?, lookup, seen))
 }
 

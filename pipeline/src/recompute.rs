@@ -201,9 +201,14 @@ impl Kept {
         &self.session.ctx
     }
 
-    /// Lets the session go, with what it wrote besides the tables.
-    pub async fn finish(self, store: &Store) -> Result<()> {
-        self.session.finish(store).await
+    /// Lets the session go, with what it wrote besides the tables, and returns what it read.
+    /// A failure to clean up is logged, not returned: it leaves a scratch folder for a later
+    /// recompute.
+    pub async fn finish(self, store: &Store) -> crate::incremental::Seen {
+        if let Err(e) = self.session.finish(store).await {
+            tracing::warn!(error = %e, "cleaning up after the recompute");
+        }
+        self.seen
     }
 }
 

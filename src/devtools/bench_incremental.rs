@@ -87,8 +87,7 @@ pub async fn run(data: &str) -> anyhow::Result<()> {
     }
     std::fs::remove_dir(&aside)?;
     let (_, kept) = first?;
-    let seen = kept.seen.clone();
-    kept.finish(&store).await?;
+    let seen = kept.finish(&store).await;
 
     let started = Instant::now();
     let pass = recompute_incremental(&store, &seen, &mut |_| {}).await?;

@@ -215,6 +215,19 @@ async fn a_restart_restores_the_live_state_from_its_checkpoint() {
     assert!(restored(&log).expect("restored from an older one") >= 30);
     server.stop();
 
+    // An import while it was stopped: files it does not cover, whose events it is given.
+    let now = chrono::Utc::now().to_rfc3339();
+    let csv = format!("cid,vid,ts,source,cost\nimp-1,vi1,{now},fb,0.10\nimp-2,vi2,{now},fb,0.10\n");
+    let f = write(tmp.path(), "clicks.csv", &csv);
+    ok(netrev(
+        &data,
+        &["import", "--table", "clicks", f.to_str().unwrap()],
+    ));
+    let server = start();
+    let third = stats(&server, &http, "group_by=source").await;
+    assert_eq!(restored(&log), Some(2), "the imported clicks only");
+    server.stop();
+
     // A damaged one: refused, and a full recompute instead.
     let mut damaged = std::fs::read(&checkpoint).unwrap();
     let at = damaged.len() / 2;
@@ -225,7 +238,7 @@ async fn a_restart_restores_the_live_state_from_its_checkpoint() {
     assert_eq!(restored(&log), None);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("checkpoint cannot be used"), "{text}");
-    assert_eq!(fb(&third)["clicks"], 18);
+    assert_eq!(fb(&third)["clicks"], 20);
     assert_eq!(fb(&third)["refunds"], 9);
     // Once its recompute is done, the other derived tables are a full recompute's too.
     let deadline = Instant::now() + Duration::from_secs(30);
