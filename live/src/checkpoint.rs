@@ -93,39 +93,33 @@ pub fn write(
         horizon: state.horizon(),
         covered: covered.iter().map(|p| p.to_string()).collect(),
     };
-    let mut failed = None;
     let written = sealed::write(path, MAGIC, |out| {
         sealed::write_json(out, &meta)?;
         // The sections one after another, each an IPC stream (an empty one too).
         let sections = sections();
         let mut at = 0;
         let mut writer = Some(StreamWriter::try_new(&mut *out, &sections[0].1)?);
-        let parts = state.write_parts(CHUNK, &mut |part, batch| {
-            while sections[at].0 != part {
-                let w = writer.take().expect("a writer").into_inner()?;
-                at += 1;
-                writer = Some(StreamWriter::try_new(w, &sections[at].1)?);
-            }
-            writer.as_mut().expect("a writer").write(&batch)?;
-            Ok(())
-        });
-        if let Err(e) = parts {
-            failed = Some(e);
-            return Err(netrev_storage::Error::Corrupt {
+        state
+            .write_parts(CHUNK, &mut |part, batch| {
+                while sections[at].0 != part {
+                    let w = writer.take().expect("a writer").into_inner()?;
+                    at += 1;
+                    writer = Some(StreamWriter::try_new(w, &sections[at].1)?);
+                }
+                writer.as_mut().expect("a writer").write(&batch)?;
+                Ok(())
+            })
+            .map_err(|e| netrev_storage::Error::Corrupt {
                 path: path.display().to_string(),
-                what: "the state could not be encoded".into(),
-            });
-        }
+                what: format!("encoding the state: {e}"),
+            })?;
         let w = writer.take().expect("a writer").into_inner()?;
         for (_, schema) in &sections[at + 1..] {
             sealed::write_stream(w, schema, [])?;
         }
         Ok(())
-    });
-    match (written, failed) {
-        (_, Some(e)) => Err(e),
-        (written, None) => Ok(written?),
-    }
+    })?;
+    Ok(written)
 }
 
 /// Reads the checkpoint at `path` written by `owner`: `None` when there is none; an error when

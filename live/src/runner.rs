@@ -260,8 +260,9 @@ pub fn start(
 const RECOMPUTE_RETRY: Duration = Duration::from_secs(30);
 
 /// Runs the recompute at start and then on schedule, on a thread and runtime of its own (the
-/// SQL jobs are CPU-heavy; on the ingest runtime they would delay acknowledgements). The
-/// first is full and rebuilds the live state from its snapshot; the scheduled ones rebuild by
+/// SQL jobs are CPU-heavy; on the ingest runtime they would delay acknowledgements). At start
+/// the live state is restored from its checkpoint when it can be (see the module's docs), else
+/// the first recompute is full and rebuilds it from its snapshot; the scheduled ones rebuild by
 /// difference what the events since the last one touched ([`incremental`]) and hand the live
 /// state what it was not fed (other nodes' files, imports), or run in full when they cannot
 /// (the last one's files were replaced). A failed run is logged and retried sooner, with
@@ -281,13 +282,10 @@ fn rebase_loop(
     let mut first = true;
     // What the last recompute read, for the next one by difference.
     let mut seen: Option<Seen> = None;
-    // The raw files of a live state restored from its checkpoint: the derived tables still
-    // need a full recompute, which leaves the state be and hands it the events of other
-    // nodes' files it finds beyond these.
-    let mut restored_files: Option<Arc<HashSet<Path>>> = None;
-    // The raw files a restored state holds, for the first pass by difference after it: their
-    // events are not handed to it again.
-    let mut held_files: Option<Arc<HashSet<Path>>> = None;
+    // The raw files of a live state restored from its checkpoint, until a recompute after it
+    // is done: their events are not handed to it again. Without `seen` that recompute is
+    // full (but for `stats_hourly`), the state kept.
+    let mut held: Option<Arc<HashSet<Path>>> = None;
     if config.checkpoint_every.is_some() {
         let path = ingestor.wal_dir().join(checkpoint::FILE_NAME);
         let started = Instant::now();
@@ -326,16 +324,12 @@ fn rebase_loop(
                     &ingestor.wal_dir().join(incremental::SEEN_FILE),
                     &checkpoint::owner(ingestor.node(), ingestor.click_id_key()),
                 ) {
-                    Ok(Some(last)) => {
-                        seen = Some(last);
-                        held_files = Some(files);
-                    }
-                    Ok(None) => restored_files = Some(files),
+                    Ok(last) => seen = last,
                     Err(e) => {
                         tracing::warn!(error = %e, "what the last recompute read is unknown; the derived tables are recomputed in full");
-                        restored_files = Some(files);
                     }
                 }
+                held = Some(files);
             }
             Ok(None) => {}
             Err(e) => {
@@ -347,80 +341,20 @@ fn rebase_loop(
     loop {
         let started = Instant::now();
         let (today, horizon) = live_days(store, config);
-        if let Some(files) = restored_files.take() {
-            let base = files.clone();
-            let (owned, node) = (store.clone(), ingestor.node().to_string());
-            let outcome = rt.block_on(async move {
-                tokio::spawn(async move { tables_beside(&owned, &files, &node, horizon).await })
-                    .await
-            });
-            match outcome {
-                Ok(Ok((last, foreign))) => {
-                    tracing::info!(
-                        foreign = foreign.len(),
-                        secs = started.elapsed().as_secs_f64(),
-                        "recompute done (the live stats kept)"
-                    );
-                    let kept = (last, foreign, None);
-                    match state_kept(&rt, ingestor, store, config, today, rebased, kept) {
-                        Err(Gone) => return,
-                        Ok(None) => continue,
-                        Ok(Some(last)) => seen = Some(last),
-                    }
-                    retry = RECOMPUTE_RETRY;
-                    match config.rebase_every {
-                        Some(every) if !live.sleep_unless_stopped(every) => continue,
-                        _ => return,
-                    }
-                }
-                Ok(Err(netrev_pipeline::Error::Stale(why))) => {
-                    tracing::info!(%why, "a full recompute rebuilds the live stats");
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, retry_in = ?retry, "recompute failed");
-                    restored_files = Some(base);
-                    if wait_to_retry(live, config, &mut retry) {
-                        return;
-                    }
-                    continue;
-                }
-                Err(join) => {
-                    tracing::error!(error = %join, "the recompute panicked; a full one rebuilds the live stats");
-                    if wait_to_retry(live, config, &mut retry) {
-                        return;
-                    }
-                    continue;
-                }
-            }
-        }
-        if let Some(last) = seen.take() {
-            let (owned, node) = (store.clone(), ingestor.node().to_string());
-            let held = held_files.take();
-            let base = held.clone();
+        // A recompute that keeps the state: by difference, or the first after a restore.
+        if seen.is_some() || held.is_some() {
+            let last = seen.take();
+            let by_difference = last.is_some();
+            let (owned, node, base) = (store.clone(), ingestor.node().to_string(), held.clone());
             let outcome = rt.block_on(async move {
                 tokio::spawn(async move {
-                    by_difference(&owned, &last, base.as_deref(), &node, horizon).await
+                    keeping_state(&owned, last.as_ref(), base.as_deref(), &node, horizon).await
                 })
                 .await
             });
             match outcome {
-                Ok(Ok((pass, foreign))) => {
-                    tracing::info!(
-                        touched = pass.touched,
-                        click_ids = pass.click_ids,
-                        visitors = pass.visitors,
-                        new_files = pass.added.len(),
-                        foreign = foreign.len(),
-                        secs = started.elapsed().as_secs_f64(),
-                        "recompute by difference done"
-                    );
-                    // Clicks still buffered are in no file: their day stays in memory.
-                    let buffered_before = pass
-                        .seen
-                        .rows
-                        .iter()
-                        .any(|r| r.table == netrev_storage::Table::Clicks && r.date < horizon);
-                    let kept = (pass.seen, foreign, (!buffered_before).then_some(horizon));
+                Ok(Ok(kept)) => {
+                    held = None;
                     match state_kept(&rt, ingestor, store, config, today, rebased, kept) {
                         Err(Gone) => return,
                         Ok(None) => continue,
@@ -432,24 +366,30 @@ fn rebase_loop(
                         _ => return,
                     }
                 }
-                Ok(Err(netrev_pipeline::Error::Stale(why))) if held.is_some() => {
+                Ok(Err(netrev_pipeline::Error::Stale(why))) if by_difference && held.is_some() => {
                     // Just restored: the tables in full, the state kept.
                     tracing::info!(%why, "a full recompute of the tables instead of one by difference");
-                    restored_files = held;
                     continue;
                 }
                 Ok(Err(netrev_pipeline::Error::Stale(why))) => {
-                    tracing::info!(%why, "a full recompute instead of one by difference");
+                    tracing::info!(%why, "a full recompute rebuilds the live stats");
+                    held = None;
                 }
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, retry_in = ?retry, "recompute by difference failed; the next one is full");
+                    // The first recompute after a restore is tried again as such; one by
+                    // difference gives way to a full one.
+                    if by_difference {
+                        held = None;
+                    }
+                    tracing::error!(error = %e, retry_in = ?retry, by_difference, "recompute failed");
                     if wait_to_retry(live, config, &mut retry) {
                         return;
                     }
                     continue;
                 }
                 Err(join) => {
-                    tracing::error!(error = %join, "the recompute by difference panicked; the next one is full");
+                    held = None;
+                    tracing::error!(error = %join, "the recompute panicked; a full one rebuilds the live stats");
                     if wait_to_retry(live, config, &mut retry) {
                         return;
                     }
@@ -646,49 +586,69 @@ fn compact_closed_days(
     true
 }
 
-/// A recompute by difference, and the events of the new files (but those the live state
-/// `held` already) that `node` (this server) did not write; [`netrev_pipeline::Error::Stale`] (a full recompute instead) when the live state
-/// cannot take those events (see [`refused`]).
-async fn by_difference(
+/// A recompute that keeps the live state: by difference from what the last one read (`last`),
+/// or without it in full but for `stats_hourly` (after a restore). Returns what it read, the
+/// events of the files it found new that `node` did not write and the state does not hold
+/// already (those of `held`), and the horizon the state may move on to;
+/// [`netrev_pipeline::Error::Stale`] (a full recompute instead) when the pass cannot run by
+/// difference or the live state cannot take those events (see [`refused`]).
+async fn keeping_state(
     store: &Store,
-    last: &Seen,
+    last: Option<&Seen>,
     held: Option<&HashSet<Path>>,
     node: &str,
     horizon: NaiveDate,
-) -> netrev_pipeline::Result<(incremental::Pass, Vec<Event>)> {
-    let pass = incremental::recompute_incremental(store, last, &mut |_| {}).await?;
-    let added: Vec<Path> = match held {
-        Some(held) => pass
-            .added
-            .iter()
-            .filter(|f| !held.contains(*f))
-            .cloned()
-            .collect(),
-        None => pass.added.clone(),
+) -> netrev_pipeline::Result<(Seen, Vec<Event>, Option<NaiveDate>)> {
+    let started = Instant::now();
+    // What a pass by difference rebuilt: touched click IDs, click IDs and visitors, new files.
+    let mut rebuilt = None;
+    let (seen, added, moved) = match last {
+        Some(last) => {
+            let pass = incremental::recompute_incremental(store, last, &mut |_| {}).await?;
+            rebuilt = Some((
+                pass.touched,
+                pass.click_ids,
+                pass.visitors,
+                pass.added.len(),
+            ));
+            // Clicks still buffered are in no file: their day stays in memory.
+            let buffered_before = pass
+                .seen
+                .rows
+                .iter()
+                .any(|r| r.table == netrev_storage::Table::Clicks && r.date < horizon);
+            (pass.seen, pass.added, (!buffered_before).then_some(horizon))
+        }
+        None => {
+            let (_, kept) = recompute::recompute_kept(store, false, &mut |_| {}).await?;
+            let seen = kept.finish(store).await;
+            let files = seen.files.iter().cloned().collect();
+            (seen, files, None)
+        }
     };
-    let foreign = foreign_events(store, &added, node, horizon).await?;
-    Ok((pass, foreign))
-}
-
-/// A full recompute of the derived tables for a live state restored from its checkpoint over
-/// the raw files `base`: what it read, and the events of the files beside `base` that `node`
-/// did not write (as [`by_difference`]).
-async fn tables_beside(
-    store: &Store,
-    base: &HashSet<Path>,
-    node: &str,
-    horizon: NaiveDate,
-) -> netrev_pipeline::Result<(Seen, Vec<Event>)> {
-    let (_, kept) = recompute::recompute_kept(store, false, &mut |_| {}).await?;
-    let seen = kept.finish(store).await;
-    let added: Vec<Path> = seen
-        .files
-        .iter()
-        .filter(|f| !base.contains(*f))
-        .cloned()
+    let added: Vec<Path> = added
+        .into_iter()
+        .filter(|f| held.is_none_or(|h| !h.contains(f)))
         .collect();
     let foreign = foreign_events(store, &added, node, horizon).await?;
-    Ok((seen, foreign))
+    let secs = started.elapsed().as_secs_f64();
+    match rebuilt {
+        Some((touched, click_ids, visitors, new_files)) => tracing::info!(
+            touched,
+            click_ids,
+            visitors,
+            new_files,
+            foreign = foreign.len(),
+            secs,
+            "recompute by difference done"
+        ),
+        None => tracing::info!(
+            foreign = foreign.len(),
+            secs,
+            "recompute done (the live stats kept)"
+        ),
+    }
+    Ok((seen, foreign, moved))
 }
 
 /// The events of those of the raw files `added` that `node` did not write; `Stale` when the
