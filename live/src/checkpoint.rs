@@ -15,8 +15,8 @@
 //! previous one; one that is damaged, another node's or another version's is refused and the
 //! restart recomputes in full.
 //!
-//! Layout: a magic line, the [`Meta`] as JSON, four Arrow IPC streams (rows, conversions,
-//! refunds, clicks), a CRC-32C.
+//! Layout: a magic line, the [`Meta`] as JSON, five Arrow IPC streams (rows, conversions,
+//! refunds, clicks, what the state spilled), a CRC-32C.
 
 use std::collections::HashSet;
 use std::path::Path as FsPath;
@@ -28,14 +28,14 @@ use object_store::path::Path;
 
 use netrev_storage::{Table, sealed};
 
-use crate::state::{Builder, LiveStats, Part, stats_schema};
+use crate::state::{Builder, LiveStats, Part, spilled_schema, stats_schema};
 use crate::{Error, Result};
 
 /// The first bytes of a checkpoint file.
 const MAGIC: &[u8] = b"netrev live state\n";
 
 /// Changed whenever what a checkpoint holds, or means, changes: an older one is not read.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// Rows per record batch written.
 const CHUNK: usize = 64 * 1024;
@@ -69,12 +69,13 @@ pub fn owner(node: &str, key: &netrev_storage::clickid::Key) -> String {
 }
 
 /// The sections of the file, in order, with their schemas.
-fn sections() -> [(Part, SchemaRef); 4] {
+fn sections() -> [(Part, SchemaRef); 5] {
     [
         (Part::Rows, stats_schema()),
         (Part::Conversions, Table::Conversions.schema()),
         (Part::Refunds, Table::Refunds.schema()),
         (Part::Clicks, Table::Clicks.schema()),
+        (Part::Spilled, spilled_schema()),
     ]
 }
 
@@ -155,6 +156,7 @@ pub fn read(path: &FsPath, owner: &str) -> Result<Option<Checkpoint>> {
                     Part::Clicks => built.clicks(&batch),
                     Part::Conversions => built.events(Table::Conversions, &batch),
                     Part::Refunds => built.events(Table::Refunds, &batch),
+                    Part::Spilled => built.spilled(&batch),
                 }
                 .map_err(|e| netrev_storage::Error::Corrupt {
                     path: String::new(),

@@ -20,6 +20,7 @@
 pub mod checkpoint;
 pub mod click_lookup;
 pub mod runner;
+pub mod spill;
 pub mod state;
 
 pub use runner::{Feed, FeedReceiver, Live, LiveConfig, feed, start};

@@ -61,6 +61,9 @@ pub struct LiveConfig {
     /// when the service stops, and a start restores the state from one instead of
     /// recomputing in full. `None`: no checkpoints.
     pub checkpoint_every: Option<Duration>,
+    /// Bytes (estimated) the events waiting for a click not known yet may take
+    /// ([`LiveStats::limit_pending`]).
+    pub pending_max: usize,
 }
 
 /// What the HTTP handlers read.
@@ -290,7 +293,14 @@ fn rebase_loop(
         let path = ingestor.wal_dir().join(checkpoint::FILE_NAME);
         let started = Instant::now();
         let (_, horizon) = live_days(store, config);
-        match rt.block_on(restore(live, ingestor, store, &path, horizon)) {
+        match rt.block_on(restore(
+            live,
+            ingestor,
+            store,
+            &path,
+            horizon,
+            config.pending_max,
+        )) {
             Ok(Some(RestoredState {
                 state,
                 lookup,
@@ -718,6 +728,7 @@ async fn restore(
     store: &Store,
     path: &std::path::Path,
     horizon: NaiveDate,
+    pending_max: usize,
 ) -> Result<Option<RestoredState>, String> {
     // Events replayed from the write-ahead log are only in the ingest buffer: into files.
     ingestor.flush().await.map_err(|e| e.to_string())?;
@@ -730,6 +741,7 @@ async fn restore(
     let Some(mut cp) = read else {
         return Ok(None);
     };
+    cp.state.limit_pending(pending_max);
     // Every event up to it is in a file listed next; later ones are kept for the state.
     let flushed = live.pin_floor(ingestor);
     let files = incremental::raw_files_now(store)
@@ -762,6 +774,18 @@ async fn restore(
     let mut unannounced = Vec::new();
     let mut changed = BTreeSet::new();
     for e in &events {
+        let changes = cp
+            .state
+            .apply_with(e, &mut lookup, &mut unannounced)
+            .map_err(|err| format!("applying an event of {}: {err}", e.cid()))?;
+        changed.extend(changes.iter().map(|c| c.key().date()));
+    }
+    // Clicks that arrived for events the state had left to the files: those events again.
+    let arrived = cp.state.take_arrived();
+    let spilled = incremental::events_of_clicks(store, files.clone(), Vec::new(), &arrived)
+        .await
+        .map_err(|e| e.to_string())?;
+    for e in &spilled {
         let changes = cp
             .state
             .apply_with(e, &mut lookup, &mut unannounced)
@@ -878,6 +902,9 @@ fn apply_loop(
     // What the checkpoint on disk holds: this node's events up to a sequence, and the files
     // it covers that the sequence does not tell; one holding the same is not written again.
     let mut on_disk: Option<(u64, HashSet<Path>)> = None;
+    // Click IDs whose click arrived while events of theirs were left to the raw files
+    // ([`LiveStats::take_arrived`]): those events are read back and applied.
+    let mut arrived: BTreeSet<String> = BTreeSet::new();
     loop {
         // Once stopped, what is left is applied, and the state checkpointed.
         let stopping = live.is_stopped();
@@ -948,6 +975,9 @@ fn apply_loop(
                 on_disk: restored,
             }) => {
                 let mut state = *state;
+                state.limit_pending(config.pending_max);
+                // The snapshot holds their events and clicks both.
+                arrived.clear();
                 let mut new_lookup: Box<dyn ClickLookup + Send> = found;
                 let mut failed = Vec::new();
                 for (_, e) in log.iter().filter(|(seq, _)| *seq > flushed) {
@@ -980,6 +1010,20 @@ fn apply_loop(
             Err(TryRecvError::Empty) => {}
             // The recompute thread ends after its last rebase when there is no schedule.
             Err(TryRecvError::Disconnected) => {}
+        }
+        if let Some(state) = live.state.write().expect("live lock").as_mut() {
+            arrived.extend(state.take_arrived());
+        }
+        // At once, or after a failed read on the schedule of the partitions' writes.
+        if !arrived.is_empty() && (last_persist.elapsed() >= config.persist_every || stopping) {
+            let outputs = (&mut dirty, &mut retry, &mut Vec::new());
+            if let Err(e) =
+                apply_spilled(live, store, &rt, &log, lookup.as_mut(), &arrived, outputs)
+            {
+                tracing::warn!(error = %e, click_ids = arrived.len(), "reading events left to the raw files failed; will retry");
+            } else {
+                arrived.clear();
+            }
         }
         if !attributed.is_empty() {
             match webhooks.hooks.attributed(&attributed) {
@@ -1041,6 +1085,7 @@ fn apply_loop(
             if (checkpoint_due || scheduled || stopping)
                 && dirty.is_empty()
                 && retry.is_empty()
+                && arrived.is_empty()
                 && written_during_rebase.is_empty()
                 && !rebasing
             {
@@ -1076,6 +1121,55 @@ fn apply_loop(
             return;
         }
     }
+}
+
+/// Applies the conversions and refunds of the click IDs `arrived` (whose click arrived after
+/// the state had left events of theirs to the raw files), read from the raw files, the ingest
+/// buffer and `log`. They are not announced to the webhooks: like those of other nodes'
+/// files, through which their clicks come.
+fn apply_spilled(
+    live: &Live,
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+    log: &VecDeque<(u64, Event)>,
+    lookup: &mut dyn ClickLookup,
+    arrived: &BTreeSet<String>,
+    out: Outputs<'_>,
+) -> netrev_pipeline::Result<()> {
+    let started = Instant::now();
+    let cids: Vec<String> = arrived.iter().cloned().collect();
+    // The buffer before the files: a flush in between puts rows in both, not in neither.
+    let buffered = store.unpersisted();
+    let found = rt.block_on(async {
+        let files = incremental::raw_files_now(store).await?;
+        incremental::events_of_clicks(store, files, buffered, &cids).await
+    })?;
+    let logged = log
+        .iter()
+        .map(|(_, e)| e)
+        .filter(|e| !matches!(e, Event::Click(_)) && arrived.contains(e.cid()));
+    let mut guard = live.state.write().expect("live lock");
+    let Some(state) = guard.as_mut() else {
+        return Ok(());
+    };
+    let (dirty, failed, attributed) = out;
+    let mut events = 0;
+    for e in found.iter().chain(logged) {
+        apply(
+            state,
+            e,
+            lookup,
+            (&mut *dirty, &mut *failed, &mut *attributed),
+        );
+        events += 1;
+    }
+    tracing::info!(
+        click_ids = cids.len(),
+        events,
+        secs = started.elapsed().as_secs_f64(),
+        "events left to the raw files applied, their clicks arrived"
+    );
+    Ok(())
 }
 
 /// Where [`apply`] puts what follows from an event: the partitions it changed, the event

@@ -43,6 +43,7 @@ use rust_decimal::Decimal;
 use netrev_storage::model::{self, date_of_micros};
 use netrev_storage::{Click, Conversion, Event, Refund, RefundType, Table, clickid};
 
+use crate::spill::SpillFilter;
 use crate::{Error, Result};
 
 /// Microseconds in an hour: the window size.
@@ -193,6 +194,22 @@ impl CidKey {
         match clickid::bits(cid) {
             Some(b) => CidKey::Native(b),
             None => CidKey::Other(cid.into()),
+        }
+    }
+
+    /// The ID as the spill filter takes it: the same for every spelling of one ID.
+    fn spill_id(&self) -> Vec<u8> {
+        match self {
+            CidKey::Native(b) => [&[0][..], &b.to_le_bytes()].concat(),
+            CidKey::Other(t) => [&[1][..], t.as_bytes()].concat(),
+        }
+    }
+
+    /// The ID as text.
+    fn text(&self) -> String {
+        match self {
+            CidKey::Native(bits) => clickid::from_bits(*bits),
+            CidKey::Other(text) => text.to_string(),
         }
     }
 
@@ -366,6 +383,85 @@ impl ClickState {
     }
 }
 
+/// The events waiting for a click not known yet (click states without their click), held in
+/// memory up to a cap; beyond it they are left to the raw files (*spilled*), their click IDs
+/// noted in a [`SpillFilter`], and read back from the files when their click arrives.
+#[derive(Debug)]
+struct Waiting {
+    /// The estimated memory of the waiting click states ([`waiting_bytes`]).
+    bytes: usize,
+    cap: usize,
+    /// Events left to the raw files.
+    spilled: u64,
+    filter: Option<SpillFilter>,
+    /// Click IDs whose click arrived while events of theirs may have been spilled.
+    arrived: Vec<String>,
+}
+
+impl Waiting {
+    /// Whether `bytes` more fit under the cap.
+    fn room(&self, bytes: usize) -> bool {
+        self.bytes.saturating_add(bytes) <= self.cap
+    }
+}
+
+impl Default for Waiting {
+    fn default() -> Self {
+        Waiting {
+            bytes: 0,
+            cap: usize::MAX,
+            spilled: 0,
+            filter: None,
+            arrived: Vec::new(),
+        }
+    }
+}
+
+/// The memory of a click state, its map slot and key, beyond its events (measured with 100k
+/// conversions of unknown clicks: see `bench/live`).
+const STATE_BYTES: usize = 2 * size_of::<(CidKey, ClickState)>();
+
+fn text_len(t: &Option<String>) -> usize {
+    t.as_ref().map_or(0, String::len)
+}
+
+/// The memory of one conversion in a click state: its map slot (maps grow by doubling) and
+/// text.
+fn conversion_bytes(c: &Conversion) -> usize {
+    2 * size_of::<(Option<String>, Conversion)>()
+        + c.cid.len()
+        + 2 * text_len(&c.txid)
+        + text_len(&c.kind)
+}
+
+/// The memory of one refund in a click state.
+fn refund_bytes(r: &Refund) -> usize {
+    2 * size_of::<(RefundKey, Refund)>()
+        + r.cid.len()
+        + 2 * text_len(&r.txid)
+        + 2 * text_len(&r.reference)
+}
+
+fn event_bytes(event: &Event) -> usize {
+    match event {
+        Event::Click(_) => 0,
+        Event::Conversion(c) => conversion_bytes(c),
+        Event::Refund(r) => refund_bytes(r),
+    }
+}
+
+/// The estimated memory a click state without its click takes (counted against the cap).
+fn waiting_bytes(key: &CidKey, s: &ClickState) -> usize {
+    let key_text = match key {
+        CidKey::Other(t) => t.len(),
+        CidKey::Native(_) => 0,
+    };
+    STATE_BYTES
+        + key_text
+        + s.conversions.values().map(conversion_bytes).sum::<usize>()
+        + s.refunds.values().map(refund_bytes).sum::<usize>()
+}
+
 /// How much a live state holds, for the memory figures.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Sizes {
@@ -377,6 +473,11 @@ pub struct Sizes {
     pub rows: usize,
     /// Visitors with money, whose totals are kept for the webhooks.
     pub visitors: usize,
+    /// Estimated memory of the events waiting for a click not known yet (at most
+    /// `--live-pending-max-mib`).
+    pub pending_bytes: usize,
+    /// Events of unknown clicks left to the raw files since the state was built.
+    pub spilled_events: u64,
 }
 
 /// Keys numbered in the order first seen; the key → number map holds only numbers, hashed by
@@ -450,6 +551,8 @@ pub struct LiveStats {
     visitors: HashMap<Arc<str>, VisitorTotals>,
     /// Native clicks of days before this one may be found only through the lookup.
     horizon: Option<NaiveDate>,
+    /// The events waiting for their click: how much memory they take, and those spilled.
+    waiting: Waiting,
 }
 
 impl LiveStats {
@@ -660,8 +763,13 @@ impl LiveStats {
                 if !wins {
                     return Ok(Vec::new());
                 }
+                let waiting = self.states[&key].click.is_none();
+                if waiting {
+                    let bytes = waiting_bytes(&key, &self.states[&key]);
+                    self.waiting.bytes = self.waiting.bytes.saturating_sub(bytes);
+                    self.arrived(&key, cid);
+                }
                 let state = self.states.get_mut(&key).expect("checked");
-                let waiting = state.click.is_none();
                 state.click = Some(new);
                 let changes = self.refresh(&key);
                 if waiting {
@@ -679,6 +787,9 @@ impl LiveStats {
             {
                 return Ok(Vec::new());
             }
+            if old.is_none() {
+                self.arrived(&key, cid);
+            }
             let mut changes = Vec::new();
             if let Some(old) = &old {
                 self.remove(old.window, &click_only(old), &mut changes);
@@ -687,11 +798,21 @@ impl LiveStats {
             self.index.insert(key, new);
             return Ok(changes);
         }
+        // The waiting memory of the click ID's state before the event (none when it has its
+        // click); an event that would take it past the cap is spilled.
+        let mut before = 0;
         if !self.states.contains_key(&key) {
             let click = match self.index.get(&key) {
                 Some(e) => Some(e.clone()),
                 None => self.looked_up(&key, cid, lookup)?,
             };
+            if click.is_none() {
+                let empty = waiting_bytes(&key, &ClickState::default());
+                if !self.waiting.room(empty + event_bytes(event)) {
+                    self.spill(&key, 1);
+                    return Ok(Vec::new());
+                }
+            }
             self.index.remove(&key);
             let contribution = click.as_ref().map(|e| (e.window, click_only(e)));
             self.states.insert(
@@ -702,6 +823,12 @@ impl LiveStats {
                     ..ClickState::default()
                 },
             );
+        } else if self.states[&key].click.is_none() {
+            if !self.waiting.room(event_bytes(event)) {
+                self.spill(&key, 1);
+                return Ok(Vec::new());
+            }
+            before = waiting_bytes(&key, &self.states[&key]);
         }
         let state = self.states.get_mut(&key).expect("inserted above");
         // Whether the event changed the state, and whether it is a new one (not an earlier
@@ -730,6 +857,9 @@ impl LiveStats {
         };
         if !changed {
             return Ok(Vec::new());
+        }
+        if state.click.is_none() {
+            self.waiting.bytes = self.waiting.bytes - before + waiting_bytes(&key, state);
         }
         let changes = self.refresh(&key);
         if new {
@@ -874,7 +1004,69 @@ impl LiveStats {
             click_states: self.states.len(),
             rows: self.rows.len(),
             visitors: self.visitors.len(),
+            pending_bytes: self.waiting.bytes,
+            spilled_events: self.waiting.spilled,
         }
+    }
+
+    /// Leaves `events` events of click ID `key` to the raw files.
+    fn spill(&mut self, key: &CidKey, events: u64) {
+        self.waiting
+            .filter
+            .get_or_insert_with(SpillFilter::default)
+            .insert(&key.spill_id());
+        self.waiting.spilled += events;
+    }
+
+    /// Notes that the click of `key` arrived, if events of its may have been spilled.
+    fn arrived(&mut self, key: &CidKey, cid: &str) {
+        if let Some(f) = &self.waiting.filter
+            && f.may_hold(&key.spill_id())
+        {
+            self.waiting.arrived.push(cid.to_string());
+        }
+    }
+
+    /// Holds the events waiting for a click not known yet in at most `cap` bytes (estimated)
+    /// from now on: those beyond it, of the click IDs whose latest event is oldest first, are
+    /// left to the raw files.
+    pub fn limit_pending(&mut self, cap: usize) {
+        self.waiting.cap = cap;
+        if self.waiting.bytes <= cap {
+            return;
+        }
+        let mut waiting: Vec<(i64, CidKey, usize, u64)> = self
+            .states
+            .iter()
+            .filter(|(_, s)| s.click.is_none())
+            .map(|(k, s)| {
+                let latest = s
+                    .conversions
+                    .values()
+                    .map(|c| c.ts)
+                    .chain(s.refunds.values().map(|r| r.ts))
+                    .max()
+                    .unwrap_or(i64::MIN);
+                let events = (s.conversions.len() + s.refunds.len()) as u64;
+                (latest, k.clone(), waiting_bytes(k, s), events)
+            })
+            .collect();
+        waiting.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (_, key, bytes, events) in waiting {
+            if self.waiting.bytes <= cap {
+                break;
+            }
+            self.states.remove(&key);
+            self.waiting.bytes -= bytes;
+            self.spill(&key, events);
+        }
+    }
+
+    /// The click IDs whose click arrived while events of theirs may have been spilled (see
+    /// [`LiveStats::limit_pending`]): the caller must apply their conversions and refunds
+    /// again, from the raw files and the events not yet in one, for the state to hold them.
+    pub fn take_arrived(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.waiting.arrived)
     }
 
     /// The live state of a batch recompute: `stats` are the rows of the `stats_hourly` view of
@@ -921,7 +1113,7 @@ impl LiveStats {
     /// Hands the state to `sink` as record batches of about `chunk` rows, section by
     /// section: the hourly rows ([`stats_schema`]), then the conversions, the refunds and the
     /// clicks it holds (the columns of `conversions`, `refunds` and `clicks`), the winning copy
-    /// of each. [`Builder`] makes the same state of them again (a checkpoint).
+    /// of each, and what it spilled. [`Builder`] makes the same state of them again (a checkpoint).
     pub fn write_parts(
         &self,
         chunk: usize,
@@ -974,6 +1166,19 @@ impl LiveStats {
         if !clicks.is_empty() {
             sink(Part::Clicks, model::to_batch(Table::Clicks, &clicks)?)?;
         }
+        if let Some(filter) = &self.waiting.filter {
+            let spilled = i64::try_from(self.waiting.spilled).unwrap_or(i64::MAX);
+            let batch = RecordBatch::try_new(
+                spilled_schema(),
+                vec![
+                    Arc::new(arrow::array::BinaryArray::from_vec(vec![
+                        &filter.to_bytes(),
+                    ])),
+                    Arc::new(Int64Array::from(vec![spilled])),
+                ],
+            )?;
+            sink(Part::Spilled, batch)?;
+        }
         Ok(())
     }
 
@@ -983,10 +1188,7 @@ impl LiveStats {
         let w = &self.windows.keys[e.window as usize];
         let text = |d: &Dimension| d.as_deref().map(str::to_owned);
         Click {
-            cid: match key {
-                CidKey::Native(bits) => clickid::from_bits(*bits),
-                CidKey::Other(text) => text.to_string(),
-            },
+            cid: key.text(),
             vid: e.vid.to_string(),
             ts: e.ts,
             source: text(&w.source),
@@ -1029,6 +1231,17 @@ pub enum Part {
     Conversions,
     Refunds,
     Clicks,
+    /// What it left to the raw files ([`spilled_schema`]): none, or one row.
+    Spilled,
+}
+
+/// The section of a state's spilled events: the filter of their click IDs
+/// ([`SpillFilter::to_bytes`]) and how many there were.
+pub fn spilled_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("filter", DataType::Binary, false),
+        Field::new("events", DataType::Int64, false),
+    ]))
 }
 
 /// Builds a live state from the rows of `stats_hourly`, the winning copies of the conversions
@@ -1125,7 +1338,35 @@ impl Builder {
         for credit in credits {
             live.credit(None, Some(credit));
         }
+        live.waiting.bytes = live
+            .states
+            .iter()
+            .filter(|(_, s)| s.click.is_none())
+            .map(|(k, s)| waiting_bytes(k, s))
+            .sum();
         live
+    }
+
+    /// Takes what a state had spilled ([`spilled_schema`]), from its [`Part::Spilled`].
+    pub fn spilled(&mut self, batch: &RecordBatch) -> Result<()> {
+        let bad = |what: &str| Error::DataRoot(format!("spilled events: {what}"));
+        let (Some(filter), Some(events)) = (
+            batch
+                .column_by_name("filter")
+                .and_then(|c| c.as_binary_opt::<i32>()),
+            batch
+                .column_by_name("events")
+                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
+        ) else {
+            return Err(bad("not the columns written"));
+        };
+        for r in 0..batch.num_rows() {
+            let filter =
+                SpillFilter::from_bytes(filter.value(r)).ok_or_else(|| bad("filter size"))?;
+            self.live.waiting.filter = Some(filter);
+            self.live.waiting.spilled = u64::try_from(events.value(r)).map_err(|_| bad("count"))?;
+        }
+        Ok(())
     }
 }
 
@@ -1364,5 +1605,83 @@ pub fn apply_changes(rows: &mut HashMap<WindowKey, Measures>, changes: &[Change]
                 rows.remove(k);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn click(cid: &str) -> Event {
+        Event::Click(Click {
+            cid: cid.into(),
+            vid: format!("v-{cid}"),
+            ts: 1_795_000_000_000_000,
+            source: Some("s".into()),
+            campaign: None,
+            link: None,
+            country: None,
+            device: None,
+            cost: Decimal::ZERO,
+            subs: Default::default(),
+        })
+    }
+
+    fn sale(cid: &str, ts: i64) -> Event {
+        Event::Conversion(Conversion {
+            cid: cid.into(),
+            ts: 1_795_000_000_000_000 + ts,
+            amount: Decimal::new(4999, 2),
+            txid: Some(format!("t-{cid}")),
+            kind: None,
+        })
+    }
+
+    fn conversions(live: &LiveStats) -> i64 {
+        live.rows().map(|(_, m)| m.conversions).sum()
+    }
+
+    #[test]
+    fn events_past_the_cap_are_spilled_and_taken_again_when_their_click_arrives() {
+        let one =
+            waiting_bytes(&CidKey::new("a"), &ClickState::default()) + event_bytes(&sale("a", 0));
+        let mut live = LiveStats::new();
+        live.limit_pending(one);
+        live.apply(&sale("a", 0), &mut NoLookup).unwrap();
+        assert_eq!(live.sizes().pending_bytes, one);
+        // No room for a second: left to the files.
+        live.apply(&sale("b", 1), &mut NoLookup).unwrap();
+        assert_eq!(
+            (live.sizes().click_states, live.sizes().spilled_events),
+            (1, 1)
+        );
+        assert_eq!(live.sizes().pending_bytes, one);
+
+        // A's click: its sale was held, nothing to read again.
+        live.apply(&click("a"), &mut NoLookup).unwrap();
+        assert!(live.take_arrived().is_empty());
+        assert_eq!(live.sizes().pending_bytes, 0);
+        assert_eq!(conversions(&live), 1);
+        // B's click: its sale must be read again, and then counts.
+        live.apply(&click("b"), &mut NoLookup).unwrap();
+        assert_eq!(live.take_arrived(), vec!["b".to_string()]);
+        assert_eq!(conversions(&live), 1);
+        live.apply(&sale("b", 1), &mut NoLookup).unwrap();
+        assert_eq!(conversions(&live), 2);
+        assert!(live.take_arrived().is_empty());
+
+        // A lower cap on a state that holds more: the oldest waiting are spilled first.
+        let mut live = LiveStats::new();
+        for (i, cid) in ["old", "mid", "new"].into_iter().enumerate() {
+            live.apply(&sale(cid, i as i64), &mut NoLookup).unwrap();
+        }
+        let held = live.sizes().pending_bytes;
+        live.limit_pending(held - 1);
+        assert_eq!(live.sizes().spilled_events, 1);
+        for (cid, spilled) in [("old", true), ("mid", false), ("new", false)] {
+            live.apply(&click(cid), &mut NoLookup).unwrap();
+            assert_eq!(!live.take_arrived().is_empty(), spilled, "{cid}");
+        }
+        assert_eq!(conversions(&live), 2);
     }
 }

@@ -464,6 +464,38 @@ pub async fn events_in(store: &Store, files: &[Path]) -> Result<Vec<netrev_stora
     Ok(out)
 }
 
+/// The conversions and refunds of the click IDs `cids` in the raw `files` (a snapshot of
+/// `store`'s) and the buffered `rows`: for a live state that left them to the files and now
+/// has their click.
+pub async fn events_of_clicks(
+    store: &Store,
+    files: Arc<HashSet<Path>>,
+    rows: Vec<Unpersisted>,
+    cids: &[String],
+) -> Result<Vec<netrev_storage::Event>> {
+    use datafusion::prelude::{col, lit};
+    if cids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ctx = crate::session_over_files(store, files, rows).await?;
+    let mut out = Vec::new();
+    for chunk in cids.chunks(10_000) {
+        let list: Vec<_> = chunk.iter().map(|c| lit(c.as_str())).collect();
+        for table in [Table::Conversions, Table::Refunds] {
+            let found = ctx
+                .table(table.name())
+                .await?
+                .filter(col("cid").in_list(list.clone(), false))?
+                .collect()
+                .await?;
+            for b in found {
+                out.extend(netrev_storage::model::from_batch(table, &b).map_err(Error::Storage)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The buffered `rows` that `before` (rows buffered earlier) does not hold.
 fn not_in(rows: &[Unpersisted], before: &[Unpersisted]) -> Result<Vec<Unpersisted>> {
     let held: HashSet<(&str, u64)> = before

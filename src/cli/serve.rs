@@ -158,6 +158,11 @@ struct LiveArgs {
     /// state from it instead of recomputing in full (0: no checkpoints).
     #[arg(long, env = "NETREV_LIVE_CHECKPOINT_SECS", default_value_t = 300)]
     live_checkpoint_secs: u64,
+    /// MiB of memory (estimated) the conversions and refunds waiting for a click not known yet
+    /// may take; beyond it they are left to the raw files, and read back from them if their
+    /// click arrives from another node or an import.
+    #[arg(long, env = "NETREV_LIVE_PENDING_MAX_MIB", default_value_t = 32)]
+    live_pending_max_mib: usize,
 }
 
 /// The HTTP server's timeouts, connection limits and rate limit.
@@ -340,6 +345,7 @@ impl From<LiveArgs> for netrev_live::LiveConfig {
                 .then(|| Duration::from_secs(a.recompute_interval_secs)),
             checkpoint_every: (a.live_checkpoint_secs > 0)
                 .then(|| Duration::from_secs(a.live_checkpoint_secs)),
+            pending_max: a.live_pending_max_mib.saturating_mul(1 << 20),
         }
     }
 }

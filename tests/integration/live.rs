@@ -263,6 +263,70 @@ async fn a_restart_restores_the_live_state_from_its_checkpoint() {
     assert_eq!(served, tables());
 }
 
+/// Conversions of click IDs not known yet, past `--live-pending-max-mib`, are left to the raw
+/// files; when their clicks arrive by an import, the recompute that brings those clicks has
+/// them read back, and the stats count them as a batch recompute does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_past_the_pending_cap_are_read_back_when_their_clicks_arrive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("serve.log");
+    let http = client();
+    let args = [
+        "--live-pending-max-mib",
+        "0",
+        "--recompute-interval-secs",
+        "1",
+        "--live-persist-ms",
+        "100",
+    ];
+    let server = Server::start_logged(&data, &args, &[("NETREV_LOG", "info")], &log);
+    // Once the live state is built.
+    stats(&server, &http, "group_by=source").await;
+    for i in 0..20 {
+        let q = format!("cid=ext-{i}&amount=10&txid=T{i}");
+        get_ok(&http, server.url(&format!("/api/conversion?{q}"))).await;
+    }
+    get_ok(
+        &http,
+        server.url("/api/conversion/refund?cid=ext-3&amount=4"),
+    )
+    .await;
+    let health = server.health(&http).await;
+    assert_eq!(health["live"]["state"]["spilled_events"], 21, "{health}");
+    assert_eq!(health["live"]["state"]["pending_bytes"], 0, "{health}");
+    assert_eq!(health["live"]["state"]["click_states"], 0, "{health}");
+
+    let now = chrono::Utc::now().to_rfc3339();
+    let mut csv = String::from("cid,vid,ts,source,cost\n");
+    for i in 0..20 {
+        csv.push_str(&format!("ext-{i},vx{i},{now},imp,0.5\n"));
+    }
+    let f = write(tmp.path(), "clicks.csv", &csv);
+    ok(netrev(
+        &data,
+        &["import", "--table", "clicks", f.to_str().unwrap()],
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = stats(&server, &http, "group_by=source").await;
+        if answer["totals"]["conversions"] == 20 {
+            assert_eq!(answer["totals"]["clicks"], 20);
+            assert_eq!(answer["totals"]["gross_revenue"], "200.00");
+            assert_eq!(answer["totals"]["refund_amount"], "4.00");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not read back: {answer}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("events left to the raw files applied"),
+        "{text}"
+    );
+    files_equal_batch(&data, server).await;
+}
+
 /// The days of clicks, and the default range of `/api/stats`, are those of the service's
 /// clock: a click at 23:59:59.5 UTC and one a second later fall on two UTC days, on one day in
 /// New York, and a conversion or refund counts on its click's day however late it comes.
