@@ -77,6 +77,12 @@ def main():
                   f"| {restored} s ({live['large_restored_peak_rss_mib']:,} MiB) "
                   f"| full recompute: {full} s ({live['large_peak_rss_mib']:,} MiB) | {restored / max(full, 1e-9):.3f} "
                   f"| ≤ 5 s | {verdict(restored <= 5)} |")
+        if "unknown_growth_mib" in live:
+            g, u, n = live["unknown_growth_mib"], live["unknown_growth_uncapped_mib"], live["unknown_recorded"]
+            f, fu = live["unknown_further_mib"], live["unknown_further_uncapped_mib"]
+            print(f"| 3 | RSS growth from {n:,} conversions of made-up click IDs (each further as many) "
+                  f"| {g:,} MiB ({f:.0f} MiB) | without the cap: {u:,} MiB ({fu:.0f} MiB) | {g / max(u, 1):.2f} "
+                  f"| ≤ 64 MiB per 100,000 | {verdict(g * 100_000 <= 64 * max(n, 1))} |")
     if query:
         r = query["duckdb_p50_ms"] / query["netrev_p50_ms"]
         ok = query["netrev_p50_ms"] <= 20 and r >= 20 and query["same_answer"]
