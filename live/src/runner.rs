@@ -66,6 +66,9 @@ pub struct LiveConfig {
     pub pending_max: usize,
 }
 
+/// The default of `--live-pending-max-mib`.
+pub const PENDING_MAX_MIB: usize = 32;
+
 /// What the HTTP handlers read.
 pub struct Live {
     /// `None` until the first rebase is done.
@@ -415,11 +418,11 @@ fn rebase_loop(
             }
             let flushed = live.pin_floor(ingestor);
             let store = store.clone();
+            let pending_max = config.pending_max;
             // A pass runs as a task of its own: a panic in it is a failed pass.
-            let pass =
-                tokio::spawn(
-                    async move { recompute_live(&store, Some(horizon), &mut |_| {}).await },
-                );
+            let pass = tokio::spawn(async move {
+                recompute_live(&store, Some(horizon), pending_max, &mut |_| {}).await
+            });
             match pass.await {
                 Ok(Ok(built)) => Ok((built, flushed)),
                 Ok(Err(e)) => Err(e.to_string()),
@@ -905,6 +908,8 @@ fn apply_loop(
     // Click IDs whose click arrived while events of theirs were left to the raw files
     // ([`LiveStats::take_arrived`]): those events are read back and applied.
     let mut arrived: BTreeSet<String> = BTreeSet::new();
+    // When reading them last failed: tried again on the partitions' schedule, not every turn.
+    let mut spilled_read_failed: Option<Instant> = None;
     loop {
         // Once stopped, what is left is applied, and the state checkpointed.
         let stopping = live.is_stopped();
@@ -1011,18 +1016,20 @@ fn apply_loop(
             // The recompute thread ends after its last rebase when there is no schedule.
             Err(TryRecvError::Disconnected) => {}
         }
-        if let Some(state) = live.state.write().expect("live lock").as_mut() {
-            arrived.extend(state.take_arrived());
-        }
-        // At once, or after a failed read on the schedule of the partitions' writes.
-        if !arrived.is_empty() && (last_persist.elapsed() >= config.persist_every || stopping) {
+        // At once; after a failed read, on the partitions' schedule.
+        take_arrived(live, &mut arrived);
+        let due = spilled_read_failed.is_none_or(|t| t.elapsed() >= config.persist_every);
+        if !arrived.is_empty() && (due || stopping) {
             let outputs = (&mut dirty, &mut retry, &mut Vec::new());
-            if let Err(e) =
-                apply_spilled(live, store, &rt, &log, lookup.as_mut(), &arrived, outputs)
-            {
-                tracing::warn!(error = %e, click_ids = arrived.len(), "reading events left to the raw files failed; will retry");
-            } else {
-                arrived.clear();
+            match apply_spilled(live, store, &rt, &log, lookup.as_mut(), &arrived, outputs) {
+                Ok(()) => {
+                    arrived.clear();
+                    spilled_read_failed = None;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, click_ids = arrived.len(), "reading events left to the raw files failed; will retry");
+                    spilled_read_failed = Some(Instant::now());
+                }
             }
         }
         if !attributed.is_empty() {
@@ -1074,6 +1081,8 @@ fn apply_loop(
             }
         }
         if let Some(every) = config.checkpoint_every {
+            // Clicks applied since (a retried lookup) may wait for their spilled events too.
+            take_arrived(live, &mut arrived);
             let received = live.received_seq.load(Ordering::Acquire);
             let scheduled = last_checkpoint.elapsed() >= every
                 && on_disk.as_ref().is_none_or(|(seq, _)| received > *seq);
@@ -1120,6 +1129,14 @@ fn apply_loop(
         if stopping {
             return;
         }
+    }
+}
+
+/// Adds to `arrived` the click IDs whose click the state took while events of theirs may have
+/// been spilled ([`LiveStats::take_arrived`]).
+fn take_arrived(live: &Live, arrived: &mut BTreeSet<String>) {
+    if let Some(state) = live.state.write().expect("live lock").as_mut() {
+        arrived.extend(state.take_arrived());
     }
 }
 
@@ -1197,17 +1214,19 @@ fn apply(
 
 /// A full recompute, and the live state of its snapshot with a lookup over the snapshot's
 /// click files, and what it read (for a recompute by difference next). Clicks before
-/// `horizon` are left to the lookup.
+/// `horizon` are left to the lookup; events waiting for a click not known yet take at most
+/// `pending_max` bytes.
 pub async fn recompute_live(
     store: &Store,
     horizon: Option<NaiveDate>,
+    pending_max: usize,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> crate::Result<(Report, LiveStats, ParquetClicks, Seen)> {
     let (report, kept) = recompute::recompute_kept(store, true, progress).await?;
     progress(Progress::Computing {
         table: "live state",
     });
-    let built = LiveStats::from_session(kept.ctx(), &kept.stats, horizon).await;
+    let built = LiveStats::from_session(kept.ctx(), &kept.stats, horizon, pending_max).await;
     let lookup = ParquetClicks::over(store, &kept.seen.files);
     let seen = kept.finish(store).await;
     Ok((report, built?, lookup, seen))

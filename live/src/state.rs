@@ -205,6 +205,14 @@ impl CidKey {
         }
     }
 
+    /// Which spill filter the ID goes to ([`Waiting::filters`]).
+    fn kind(&self) -> usize {
+        match self {
+            CidKey::Native(_) => 0,
+            CidKey::Other(_) => 1,
+        }
+    }
+
     /// The ID as text.
     fn text(&self) -> String {
         match self {
@@ -391,9 +399,14 @@ struct Waiting {
     /// The estimated memory of the waiting click states ([`waiting_bytes`]).
     bytes: usize,
     cap: usize,
-    /// Events left to the raw files.
-    spilled: u64,
-    filter: Option<SpillFilter>,
+    /// Events left to the raw files (a repeat counts again), by the kind of their click ID.
+    spilled: [u64; 2],
+    /// The click IDs of the events left to the raw files: netrev IDs apart from foreign ones.
+    /// A postback's netrev ID must pass its MAC, so only issued IDs reach the first; anyone
+    /// can make up a foreign ID, and a flood of them fills only the second, whose "maybe"s
+    /// then cost a read of the files for foreign clicks (imports, other trackers) alone, not
+    /// for this node's own.
+    filters: [Option<SpillFilter>; 2],
     /// Click IDs whose click arrived while events of theirs may have been spilled.
     arrived: Vec<String>,
 }
@@ -410,8 +423,8 @@ impl Default for Waiting {
         Waiting {
             bytes: 0,
             cap: usize::MAX,
-            spilled: 0,
-            filter: None,
+            spilled: [0; 2],
+            filters: [None, None],
             arrived: Vec::new(),
         }
     }
@@ -1005,22 +1018,21 @@ impl LiveStats {
             rows: self.rows.len(),
             visitors: self.visitors.len(),
             pending_bytes: self.waiting.bytes,
-            spilled_events: self.waiting.spilled,
+            spilled_events: self.waiting.spilled.iter().sum(),
         }
     }
 
     /// Leaves `events` events of click ID `key` to the raw files.
     fn spill(&mut self, key: &CidKey, events: u64) {
-        self.waiting
-            .filter
+        self.waiting.filters[key.kind()]
             .get_or_insert_with(SpillFilter::default)
             .insert(&key.spill_id());
-        self.waiting.spilled += events;
+        self.waiting.spilled[key.kind()] += events;
     }
 
     /// Notes that the click of `key` arrived, if events of its may have been spilled.
     fn arrived(&mut self, key: &CidKey, cid: &str) {
-        if let Some(f) = &self.waiting.filter
+        if let Some(f) = &self.waiting.filters[key.kind()]
             && f.may_hold(&key.spill_id())
         {
             self.waiting.arrived.push(cid.to_string());
@@ -1051,7 +1063,7 @@ impl LiveStats {
                 (latest, k.clone(), waiting_bytes(k, s), events)
             })
             .collect();
-        waiting.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        waiting.sort_unstable_by_key(|w| w.0);
         for (_, key, bytes, events) in waiting {
             if self.waiting.bytes <= cap {
                 break;
@@ -1072,28 +1084,27 @@ impl LiveStats {
     /// The live state of a batch recompute: `stats` are the rows of the `stats_hourly` view of
     /// `ctx` (already computed by the recompute), and the per-click state is read from the
     /// deduplicated views of the same session. Clicks without conversions or refunds of days
-    /// before `horizon` are left to the lookup (which must read the same snapshot).
+    /// before `horizon` are left to the lookup (which must read the same snapshot). The events
+    /// waiting for a click not known yet are held up to `pending_max` bytes
+    /// ([`LiveStats::limit_pending`]) and the rest spilled, without all being held first: the
+    /// click IDs of the events are read first, then the clicks, then the events.
     pub async fn from_session(
         ctx: &SessionContext,
         stats: &[RecordBatch],
         horizon: Option<NaiveDate>,
+        pending_max: usize,
     ) -> Result<LiveStats> {
         let mut built = Builder::new(horizon);
         for batch in stats {
             built.rows(batch)?;
         }
-        for (sql, table) in [
-            (
-                r#"SELECT cid, ts, amount, txid, "type" FROM conversions_dedup"#,
-                Table::Conversions,
-            ),
-            (
-                r#"SELECT cid, ts, amount, txid, "type", "ref" FROM refunds_dedup"#,
-                Table::Refunds,
-            ),
+        for sql in [
+            "SELECT cid FROM conversions_dedup",
+            "SELECT cid FROM refunds_dedup",
         ] {
-            for b in ctx.sql(sql).await?.collect().await? {
-                built.events(table, &b)?;
+            let mut cids = ctx.sql(sql).await?.execute_stream().await?;
+            while let Some(batch) = cids.next().await {
+                built.note_event_cids(&batch?, pending_max)?;
             }
         }
         let mut clicks = ctx
@@ -1107,7 +1118,27 @@ impl LiveStats {
         while let Some(batch) = clicks.next().await {
             built.clicks(&batch?)?;
         }
-        Ok(built.finish())
+        // Every click with events has its state: the rest wait, up to the cap.
+        built.noted = None;
+        built.capped = true;
+        for (sql, table) in [
+            (
+                r#"SELECT cid, ts, amount, txid, "type" FROM conversions_dedup"#,
+                Table::Conversions,
+            ),
+            (
+                r#"SELECT cid, ts, amount, txid, "type", "ref" FROM refunds_dedup"#,
+                Table::Refunds,
+            ),
+        ] {
+            let mut events = ctx.sql(sql).await?.execute_stream().await?;
+            while let Some(batch) = events.next().await {
+                built.events(table, &batch?)?;
+            }
+        }
+        let mut live = built.finish();
+        live.waiting.cap = pending_max;
+        Ok(live)
     }
 
     /// Hands the state to `sink` as record batches of about `chunk` rows, section by
@@ -1166,15 +1197,22 @@ impl LiveStats {
         if !clicks.is_empty() {
             sink(Part::Clicks, model::to_batch(Table::Clicks, &clicks)?)?;
         }
-        if let Some(filter) = &self.waiting.filter {
-            let spilled = i64::try_from(self.waiting.spilled).unwrap_or(i64::MAX);
+        let (mut kinds, mut filters, mut counts) = (Vec::new(), Vec::new(), Vec::new());
+        for (kind, filter) in self.waiting.filters.iter().enumerate() {
+            if let Some(filter) = filter {
+                kinds.push(kind as i64);
+                filters.push(filter.to_bytes());
+                counts.push(i64::try_from(self.waiting.spilled[kind]).unwrap_or(i64::MAX));
+            }
+        }
+        if !kinds.is_empty() {
+            let filters: Vec<&[u8]> = filters.iter().map(Vec::as_slice).collect();
             let batch = RecordBatch::try_new(
                 spilled_schema(),
                 vec![
-                    Arc::new(arrow::array::BinaryArray::from_vec(vec![
-                        &filter.to_bytes(),
-                    ])),
-                    Arc::new(Int64Array::from(vec![spilled])),
+                    Arc::new(Int64Array::from(kinds)),
+                    Arc::new(arrow::array::BinaryArray::from_vec(filters)),
+                    Arc::new(Int64Array::from(counts)),
                 ],
             )?;
             sink(Part::Spilled, batch)?;
@@ -1231,14 +1269,15 @@ pub enum Part {
     Conversions,
     Refunds,
     Clicks,
-    /// What it left to the raw files ([`spilled_schema`]): none, or one row.
+    /// What it left to the raw files ([`spilled_schema`]): a row per kind of click ID.
     Spilled,
 }
 
-/// The section of a state's spilled events: the filter of their click IDs
-/// ([`SpillFilter::to_bytes`]) and how many there were.
+/// The section of a state's spilled events: per kind of click ID (0 netrev, 1 foreign), the
+/// filter of their click IDs ([`SpillFilter::to_bytes`]) and how many there were.
 pub fn spilled_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
+        Field::new("kind", DataType::Int64, false),
         Field::new("filter", DataType::Binary, false),
         Field::new("events", DataType::Int64, false),
     ]))
@@ -1251,6 +1290,14 @@ pub struct Builder {
     live: LiveStats,
     /// Whether clicks the horizon leaves to the lookup are left out.
     sift: bool,
+    /// A build from a recompute's session ([`LiveStats::from_session`]): the click IDs of every
+    /// conversion and refund, noted before the clicks are taken, so that the clicks with
+    /// events are known when the events come (and those waiting for a click not known yet
+    /// are held up to the cap, the rest spilled, instead of all being held first).
+    noted: Option<HashSet<CidKey>>,
+    /// Whether the events given now are held up to the cap (those of click IDs without a
+    /// click), after the clicks of a build with noted click IDs.
+    capped: bool,
 }
 
 impl Builder {
@@ -1263,6 +1310,8 @@ impl Builder {
                 ..LiveStats::default()
             },
             sift: true,
+            noted: None,
+            capped: false,
         }
     }
 
@@ -1287,10 +1336,40 @@ impl Builder {
         Ok(())
     }
 
-    /// Takes the conversions or refunds (`table`) of `batch`: winning copies, one per key.
+    /// Notes the click IDs in `batch` (a `cid` column of the conversions or refunds to come),
+    /// so that the clicks with events are known as they are taken; the events whose click is
+    /// not known will be held up to `cap` bytes.
+    fn note_event_cids(&mut self, batch: &RecordBatch, cap: usize) -> Result<()> {
+        let cids = batch
+            .column_by_name("cid")
+            .ok_or_else(|| Error::DataRoot("events without the column cid".into()))?;
+        let cids = utf8(cids)?;
+        let noted = self.noted.get_or_insert_with(HashSet::new);
+        noted.extend(cids.as_string::<i32>().iter().flatten().map(CidKey::new));
+        self.live.waiting.cap = cap;
+        Ok(())
+    }
+
+    /// Takes the conversions or refunds (`table`) of `batch`: winning copies, one per key. In
+    /// a build from a session, given after the clicks: those of click IDs without a click
+    /// wait up to the cap, and the rest are spilled.
     pub fn events(&mut self, table: Table, batch: &RecordBatch) -> Result<()> {
         for e in netrev_storage::model::from_batch(table, batch)? {
-            let state = self.live.states.entry(CidKey::new(e.cid())).or_default();
+            let key = CidKey::new(e.cid());
+            if self.capped && self.live.states.get(&key).is_none_or(|s| s.click.is_none()) {
+                let live = &mut self.live;
+                let base = match live.states.contains_key(&key) {
+                    true => 0,
+                    false => waiting_bytes(&key, &ClickState::default()),
+                };
+                let bytes = base + event_bytes(&e);
+                if !live.waiting.room(bytes) {
+                    live.spill(&key, 1);
+                    continue;
+                }
+                live.waiting.bytes += bytes;
+            }
+            let state = self.live.states.entry(key).or_default();
             match e {
                 Event::Conversion(c) => {
                     state.conversions.insert(c.txid.clone(), c);
@@ -1312,13 +1391,15 @@ impl Builder {
         for r in 0..columns.len() {
             let key = CidKey::new(columns.cid(r));
             let row = columns.row(r);
-            if self.sift && !live.states.contains_key(&key) && !live.keeps(&key, row.ts) {
+            let with_events = live.states.contains_key(&key)
+                || self.noted.as_ref().is_some_and(|n| n.contains(&key));
+            if self.sift && !with_events && !live.keeps(&key, row.ts) {
                 continue;
             }
             let entry = live.entry(row);
-            match live.states.get_mut(&key) {
-                Some(state) => state.click = Some(entry),
-                None => {
+            match with_events {
+                true => live.states.entry(key).or_default().click = Some(entry),
+                false => {
                     live.index.insert(key, entry);
                 }
             }
@@ -1350,7 +1431,10 @@ impl Builder {
     /// Takes what a state had spilled ([`spilled_schema`]), from its [`Part::Spilled`].
     pub fn spilled(&mut self, batch: &RecordBatch) -> Result<()> {
         let bad = |what: &str| Error::DataRoot(format!("spilled events: {what}"));
-        let (Some(filter), Some(events)) = (
+        let (Some(kinds), Some(filter), Some(events)) = (
+            batch
+                .column_by_name("kind")
+                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
             batch
                 .column_by_name("filter")
                 .and_then(|c| c.as_binary_opt::<i32>()),
@@ -1361,10 +1445,18 @@ impl Builder {
             return Err(bad("not the columns written"));
         };
         for r in 0..batch.num_rows() {
+            let kind = match kinds.value(r) {
+                k @ (0 | 1) => k as usize,
+                other => return Err(bad(&format!("kind {other}"))),
+            };
+            let waiting = &mut self.live.waiting;
+            if waiting.filters[kind].is_some() {
+                return Err(bad(&format!("kind {kind} twice")));
+            }
             let filter =
                 SpillFilter::from_bytes(filter.value(r)).ok_or_else(|| bad("filter size"))?;
-            self.live.waiting.filter = Some(filter);
-            self.live.waiting.spilled = u64::try_from(events.value(r)).map_err(|_| bad("count"))?;
+            waiting.filters[kind] = Some(filter);
+            waiting.spilled[kind] = u64::try_from(events.value(r)).map_err(|_| bad("count"))?;
         }
         Ok(())
     }

@@ -161,7 +161,7 @@ struct LiveArgs {
     /// MiB of memory (estimated) the conversions and refunds waiting for a click not known yet
     /// may take; beyond it they are left to the raw files, and read back from them if their
     /// click arrives from another node or an import.
-    #[arg(long, env = "NETREV_LIVE_PENDING_MAX_MIB", default_value_t = 32)]
+    #[arg(long, env = "NETREV_LIVE_PENDING_MAX_MIB", default_value_t = netrev_live::runner::PENDING_MAX_MIB)]
     live_pending_max_mib: usize,
 }
 

@@ -61,8 +61,13 @@ pub async fn run(data: &str, batch: usize, days: u32) -> anyhow::Result<()> {
     let today = chrono::Utc::now().date_naive();
     let horizon = today - chrono::Days::new(u64::from(days.max(1) - 1));
     let started = Instant::now();
-    let (_, mut state, mut lookup, _) =
-        netrev_live::runner::recompute_live(&store, Some(horizon), &mut |_| {}).await?;
+    let (_, mut state, mut lookup, _) = netrev_live::runner::recompute_live(
+        &store,
+        Some(horizon),
+        netrev_live::runner::PENDING_MAX_MIB << 20,
+        &mut |_| {},
+    )
+    .await?;
     let rebase_secs = started.elapsed().as_secs_f64();
     let (rss_after_rebase, _) = rss_mib();
     let sizes = state.sizes();

@@ -324,7 +324,22 @@ async fn events_past_the_pending_cap_are_read_back_when_their_clicks_arrive() {
         text.contains("events left to the raw files applied"),
         "{text}"
     );
+    // Sales whose click never comes.
+    for i in 0..5 {
+        let q = format!("cid=never-{i}&amount=7&txid=N{i}");
+        get_ok(&http, server.url(&format!("/api/conversion?{q}"))).await;
+    }
+    let served = stats(&server, &http, "group_by=source").await;
     files_equal_batch(&data, server).await;
+
+    // A full recompute at start (no checkpoint) holds none of them either.
+    let args = ["--live-pending-max-mib", "0", "--live-checkpoint-secs", "0"];
+    let server = Server::start(&data, &args);
+    assert_eq!(stats(&server, &http, "group_by=source").await, served);
+    let health = server.health(&http).await;
+    assert_eq!(health["live"]["state"]["spilled_events"], 5, "{health}");
+    assert_eq!(health["live"]["state"]["pending_bytes"], 0, "{health}");
+    server.stop();
 }
 
 /// The days of clicks, and the default range of `/api/stats`, are those of the service's

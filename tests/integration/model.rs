@@ -401,7 +401,7 @@ proptest! {
         let mut live = rt.block_on(async {
             let ctx = session_of(stored).await;
             let stats = ctx.sql("SELECT * FROM stats_hourly").await.unwrap().collect().await.unwrap();
-            LiveStats::from_session(&ctx, &stats, Some(first_day + chrono::Days::new(horizon)))
+            LiveStats::from_session(&ctx, &stats, Some(first_day + chrono::Days::new(horizon)), usize::MAX)
                 .await
                 .unwrap()
         });
@@ -520,9 +520,8 @@ proptest! {
         let mut live = rt.block_on(async {
             let ctx = session_of(stored).await;
             let stats = ctx.sql("SELECT * FROM stats_hourly").await.unwrap().collect().await.unwrap();
-            LiveStats::from_session(&ctx, &stats, None).await.unwrap()
+            LiveStats::from_session(&ctx, &stats, None, cap).await.unwrap()
         });
-        live.limit_pending(cap);
         prop_assert!(live.sizes().pending_bytes <= cap);
         let checkpoint_at = checkpoint_at.index(rest.len() + 1);
         for (i, e) in rest.iter().enumerate() {
