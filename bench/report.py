@@ -80,7 +80,8 @@ def main():
         if "unknown_growth_mib" in live:
             g, u, n = live["unknown_growth_mib"], live["unknown_growth_uncapped_mib"], live["unknown_recorded"]
             f, fu = live["unknown_further_mib"], live["unknown_further_uncapped_mib"]
-            print(f"| 3 | RSS growth from {n:,} conversions of made-up click IDs (each further as many) "
+            z = live["unknown_growth_nothing_held_mib"]
+            print(f"| 3 | RSS growth from {n:,} conversions of made-up click IDs (each further as many; holding none of them: {z:,} MiB) "
                   f"| {g:,} MiB ({f:.0f} MiB) | without the cap: {u:,} MiB ({fu:.0f} MiB) | {g / max(u, 1):.2f} "
                   f"| ≤ 64 MiB per 100,000 | {verdict(g * 100_000 <= 64 * max(n, 1))} |")
     if query:

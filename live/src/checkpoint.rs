@@ -35,7 +35,7 @@ use crate::{Error, Result};
 const MAGIC: &[u8] = b"netrev live state\n";
 
 /// Changed whenever what a checkpoint holds, or means, changes: an older one is not read.
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
 
 /// Rows per record batch written.
 const CHUNK: usize = 64 * 1024;

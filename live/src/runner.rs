@@ -776,25 +776,22 @@ async fn restore(
     // Reported to the webhooks through the log's replay, not from here.
     let mut unannounced = Vec::new();
     let mut changed = BTreeSet::new();
-    for e in &events {
-        let changes = cp
-            .state
-            .apply_with(e, &mut lookup, &mut unannounced)
-            .map_err(|err| format!("applying an event of {}: {err}", e.cid()))?;
-        changed.extend(changes.iter().map(|c| c.key().date()));
-    }
+    let mut apply_all = |state: &mut LiveStats, events: &[Event]| {
+        for e in events {
+            let changes = state
+                .apply_with(e, &mut lookup, &mut unannounced)
+                .map_err(|err| format!("applying an event of {}: {err}", e.cid()))?;
+            changed.extend(changes.iter().map(|c| c.key().date()));
+        }
+        Ok::<_, String>(())
+    };
+    apply_all(&mut cp.state, &events)?;
     // Clicks that arrived for events the state had left to the files: those events again.
     let arrived = cp.state.take_arrived();
     let spilled = incremental::events_of_clicks(store, files.clone(), Vec::new(), &arrived)
         .await
         .map_err(|e| e.to_string())?;
-    for e in &spilled {
-        let changes = cp
-            .state
-            .apply_with(e, &mut lookup, &mut unannounced)
-            .map_err(|err| format!("applying an event of {}: {err}", e.cid()))?;
-        changed.extend(changes.iter().map(|c| c.key().date()));
-    }
+    apply_all(&mut cp.state, &spilled)?;
     // The files hold every click of the days before the horizon, unless some wait in the
     // buffer (arrived since the flush above).
     let buffered_before = store
@@ -930,7 +927,7 @@ fn apply_loop(
                     for (i, e) in events.into_iter().enumerate() {
                         if let Some(state) = guard.as_mut() {
                             let out = (&mut dirty, &mut retry, &mut attributed);
-                            apply(state, &e, lookup.as_mut(), out);
+                            apply(state, &e, true, lookup.as_mut(), out);
                         }
                         log.push_back((first + i as u64, e));
                     }
@@ -958,7 +955,7 @@ fn apply_loop(
                     if let Some(state) = guard.as_mut() {
                         for e in step {
                             let out = (&mut dirty, &mut retry, &mut unannounced);
-                            apply(state, e, lookup.as_mut(), out);
+                            apply(state, e, false, lookup.as_mut(), out);
                         }
                     }
                 }
@@ -983,15 +980,16 @@ fn apply_loop(
                 state.limit_pending(config.pending_max);
                 // The snapshot holds their events and clicks both.
                 arrived.clear();
+                spilled_read_failed = None;
                 let mut new_lookup: Box<dyn ClickLookup + Send> = found;
                 let mut failed = Vec::new();
                 for (_, e) in log.iter().filter(|(seq, _)| *seq > flushed) {
                     let out = (&mut dirty, &mut failed, &mut attributed);
-                    apply(&mut state, e, new_lookup.as_mut(), out);
+                    apply(&mut state, e, true, new_lookup.as_mut(), out);
                 }
                 for e in std::mem::take(&mut retry) {
                     let out = (&mut dirty, &mut failed, &mut attributed);
-                    apply(&mut state, &e, new_lookup.as_mut(), out);
+                    apply(&mut state, &e, false, new_lookup.as_mut(), out);
                 }
                 retry = failed;
                 // The first state: events received before it existed were never applied to
@@ -1017,10 +1015,10 @@ fn apply_loop(
             Err(TryRecvError::Disconnected) => {}
         }
         // At once; after a failed read, on the partitions' schedule.
-        take_arrived(live, &mut arrived);
+        collect_arrived(live, &mut arrived);
         let due = spilled_read_failed.is_none_or(|t| t.elapsed() >= config.persist_every);
         if !arrived.is_empty() && (due || stopping) {
-            let outputs = (&mut dirty, &mut retry, &mut Vec::new());
+            let outputs = (&mut dirty, &mut retry);
             match apply_spilled(live, store, &rt, &log, lookup.as_mut(), &arrived, outputs) {
                 Ok(()) => {
                     arrived.clear();
@@ -1064,7 +1062,7 @@ fn apply_loop(
                     let mut failed = Vec::new();
                     for e in std::mem::take(&mut retry) {
                         let out = (&mut dirty, &mut failed, &mut attributed);
-                        apply(state, &e, lookup.as_mut(), out);
+                        apply(state, &e, false, lookup.as_mut(), out);
                     }
                     retry = failed;
                 }
@@ -1082,7 +1080,7 @@ fn apply_loop(
         }
         if let Some(every) = config.checkpoint_every {
             // Clicks applied since (a retried lookup) may wait for their spilled events too.
-            take_arrived(live, &mut arrived);
+            collect_arrived(live, &mut arrived);
             let received = live.received_seq.load(Ordering::Acquire);
             let scheduled = last_checkpoint.elapsed() >= every
                 && on_disk.as_ref().is_none_or(|(seq, _)| received > *seq);
@@ -1134,7 +1132,7 @@ fn apply_loop(
 
 /// Adds to `arrived` the click IDs whose click the state took while events of theirs may have
 /// been spilled ([`LiveStats::take_arrived`]).
-fn take_arrived(live: &Live, arrived: &mut BTreeSet<String>) {
+fn collect_arrived(live: &Live, arrived: &mut BTreeSet<String>) {
     if let Some(state) = live.state.write().expect("live lock").as_mut() {
         arrived.extend(state.take_arrived());
     }
@@ -1142,8 +1140,9 @@ fn take_arrived(live: &Live, arrived: &mut BTreeSet<String>) {
 
 /// Applies the conversions and refunds of the click IDs `arrived` (whose click arrived after
 /// the state had left events of theirs to the raw files), read from the raw files, the ingest
-/// buffer and `log`. They are not announced to the webhooks: like those of other nodes'
-/// files, through which their clicks come.
+/// buffer and `log`; the days they change go to `dirty`, events whose lookup failed to
+/// `failed`. They are not announced to the webhooks: like those of other nodes' files,
+/// through which their clicks come.
 fn apply_spilled(
     live: &Live,
     store: &Store,
@@ -1151,7 +1150,7 @@ fn apply_spilled(
     log: &VecDeque<(u64, Event)>,
     lookup: &mut dyn ClickLookup,
     arrived: &BTreeSet<String>,
-    out: Outputs<'_>,
+    (dirty, failed): (&mut BTreeSet<NaiveDate>, &mut Vec<Event>),
 ) -> netrev_pipeline::Result<()> {
     let started = Instant::now();
     let cids: Vec<String> = arrived.iter().cloned().collect();
@@ -1169,15 +1168,11 @@ fn apply_spilled(
     let Some(state) = guard.as_mut() else {
         return Ok(());
     };
-    let (dirty, failed, attributed) = out;
+    let mut unannounced = Vec::new();
     let mut events = 0;
     for e in found.iter().chain(logged) {
-        apply(
-            state,
-            e,
-            lookup,
-            (&mut *dirty, &mut *failed, &mut *attributed),
-        );
+        let out = (&mut *dirty, &mut *failed, &mut unannounced);
+        apply(state, e, false, lookup, out);
         events += 1;
     }
     tracing::info!(
@@ -1197,13 +1192,20 @@ type Outputs<'a> = (
     &'a mut Vec<Attributed>,
 );
 
+/// Applies `e` to `state`; `logged` when it comes from this node's own log (see
+/// [`LiveStats::apply_logged`]).
 fn apply(
     state: &mut LiveStats,
     e: &Event,
+    logged: bool,
     lookup: &mut dyn ClickLookup,
     (dirty, failed, attributed): Outputs<'_>,
 ) {
-    match state.apply_with(e, lookup, attributed) {
+    let applied = match logged {
+        true => state.apply_logged(e, lookup, attributed),
+        false => state.apply_with(e, lookup, attributed),
+    };
+    match applied {
         Ok(changes) => dirty.extend(changes.iter().map(|c| c.key().date())),
         Err(err) => {
             tracing::warn!(error = %err, cid = e.cid(), "finding an event's click failed; will retry");

@@ -409,6 +409,8 @@ struct Waiting {
     filters: [Option<SpillFilter>; 2],
     /// Click IDs whose click arrived while events of theirs may have been spilled.
     arrived: Vec<String>,
+    /// Set while an event of this node's own log is applied ([`LiveStats::apply_logged`]).
+    logged: bool,
 }
 
 impl Waiting {
@@ -426,6 +428,7 @@ impl Default for Waiting {
             spilled: [0; 2],
             filters: [None, None],
             arrived: Vec::new(),
+            logged: false,
         }
     }
 }
@@ -438,10 +441,11 @@ fn text_len(t: &Option<String>) -> usize {
     t.as_ref().map_or(0, String::len)
 }
 
-/// The memory of one conversion in a click state: its map slot (maps grow by doubling) and
-/// text.
+/// The memory of one conversion in a click state: its map slot (a map's first allocation
+/// has four, and maps grow by doubling: about three per event for the one or two a click
+/// usually has) and text.
 fn conversion_bytes(c: &Conversion) -> usize {
-    2 * size_of::<(Option<String>, Conversion)>()
+    3 * size_of::<(Option<String>, Conversion)>()
         + c.cid.len()
         + 2 * text_len(&c.txid)
         + text_len(&c.kind)
@@ -449,7 +453,7 @@ fn conversion_bytes(c: &Conversion) -> usize {
 
 /// The memory of one refund in a click state.
 fn refund_bytes(r: &Refund) -> usize {
-    2 * size_of::<(RefundKey, Refund)>()
+    3 * size_of::<(RefundKey, Refund)>()
         + r.cid.len()
         + 2 * text_len(&r.txid)
         + 2 * text_len(&r.reference)
@@ -489,7 +493,8 @@ pub struct Sizes {
     /// Estimated memory of the events waiting for a click not known yet (at most
     /// `--live-pending-max-mib`).
     pub pending_bytes: usize,
-    /// Events of unknown clicks left to the raw files since the state was built.
+    /// Times an event of an unknown click was left to the raw files (a repeat counts again;
+    /// kept by the checkpoint, counted anew by a full recompute).
     pub spilled_events: u64,
 }
 
@@ -756,6 +761,23 @@ impl LiveStats {
         self.apply_with(event, lookup, &mut Vec::new())
     }
 
+    /// [`LiveStats::apply_with`] for an event of this node's own write-ahead log. A click there
+    /// was issued by this node just before it was logged: no conversion or refund of its click
+    /// ID can come before it, so none can have been spilled, and the spill filters are not
+    /// asked (a flood of spilled click IDs does not make this node's own clicks read the
+    /// files). Clicks from raw files (other nodes, imports) go through `apply_with`.
+    pub fn apply_logged(
+        &mut self,
+        event: &Event,
+        lookup: &mut dyn ClickLookup,
+        attributed: &mut Vec<Attributed>,
+    ) -> Result<Vec<Change>> {
+        self.waiting.logged = true;
+        let applied = self.apply_with(event, lookup, attributed);
+        self.waiting.logged = false;
+        applied
+    }
+
     /// [`LiveStats::apply`], also adding to `attributed` the conversions and refunds the event
     /// attributed to their click (the event itself, or those waiting for the click it is).
     pub fn apply_with(
@@ -819,12 +841,8 @@ impl LiveStats {
                 Some(e) => Some(e.clone()),
                 None => self.looked_up(&key, cid, lookup)?,
             };
-            if click.is_none() {
-                let empty = waiting_bytes(&key, &ClickState::default());
-                if !self.waiting.room(empty + event_bytes(event)) {
-                    self.spill(&key, 1);
-                    return Ok(Vec::new());
-                }
+            if click.is_none() && self.admit_waiting(&key, event).is_none() {
+                return Ok(Vec::new());
             }
             self.index.remove(&key);
             let contribution = click.as_ref().map(|e| (e.window, click_only(e)));
@@ -837,8 +855,7 @@ impl LiveStats {
                 },
             );
         } else if self.states[&key].click.is_none() {
-            if !self.waiting.room(event_bytes(event)) {
-                self.spill(&key, 1);
+            if self.admit_waiting(&key, event).is_none() {
                 return Ok(Vec::new());
             }
             before = waiting_bytes(&key, &self.states[&key]);
@@ -1022,6 +1039,22 @@ impl LiveStats {
         }
     }
 
+    /// Whether `event`, of click ID `key` whose click is not known (no state yet, or a waiting
+    /// one), fits under the cap of waiting events: the bytes it adds; `None` when it is
+    /// spilled instead.
+    fn admit_waiting(&mut self, key: &CidKey, event: &Event) -> Option<usize> {
+        let base = match self.states.contains_key(key) {
+            true => 0,
+            false => waiting_bytes(key, &ClickState::default()),
+        };
+        let bytes = base + event_bytes(event);
+        if self.waiting.room(bytes) {
+            return Some(bytes);
+        }
+        self.spill(key, 1);
+        None
+    }
+
     /// Leaves `events` events of click ID `key` to the raw files.
     fn spill(&mut self, key: &CidKey, events: u64) {
         self.waiting.filters[key.kind()]
@@ -1032,6 +1065,9 @@ impl LiveStats {
 
     /// Notes that the click of `key` arrived, if events of its may have been spilled.
     fn arrived(&mut self, key: &CidKey, cid: &str) {
+        if self.waiting.logged {
+            return;
+        }
         if let Some(f) = &self.waiting.filters[key.kind()]
             && f.may_hold(&key.spill_id())
         {
@@ -1085,9 +1121,10 @@ impl LiveStats {
     /// `ctx` (already computed by the recompute), and the per-click state is read from the
     /// deduplicated views of the same session. Clicks without conversions or refunds of days
     /// before `horizon` are left to the lookup (which must read the same snapshot). The events
-    /// waiting for a click not known yet are held up to `pending_max` bytes
-    /// ([`LiveStats::limit_pending`]) and the rest spilled, without all being held first: the
-    /// click IDs of the events are read first, then the clicks, then the events.
+    /// waiting for a click not known yet are held up to `pending_max` bytes, in the order the
+    /// session gives them (not newest first, as [`LiveStats::limit_pending`] keeps them), and
+    /// the rest spilled, without all being held first: the click IDs of the events are read
+    /// first, then the clicks, then the events.
     pub async fn from_session(
         ctx: &SessionContext,
         stats: &[RecordBatch],
@@ -1095,6 +1132,7 @@ impl LiveStats {
         pending_max: usize,
     ) -> Result<LiveStats> {
         let mut built = Builder::new(horizon);
+        built.live.waiting.cap = pending_max;
         for batch in stats {
             built.rows(batch)?;
         }
@@ -1104,7 +1142,7 @@ impl LiveStats {
         ] {
             let mut cids = ctx.sql(sql).await?.execute_stream().await?;
             while let Some(batch) = cids.next().await {
-                built.note_event_cids(&batch?, pending_max)?;
+                built.note_event_cids(&batch?)?;
             }
         }
         let mut clicks = ctx
@@ -1136,9 +1174,7 @@ impl LiveStats {
                 built.events(table, &batch?)?;
             }
         }
-        let mut live = built.finish();
-        live.waiting.cap = pending_max;
-        Ok(live)
+        Ok(built.finish())
     }
 
     /// Hands the state to `sink` as record batches of about `chunk` rows, section by
@@ -1284,8 +1320,10 @@ pub fn spilled_schema() -> SchemaRef {
 }
 
 /// Builds a live state from the rows of `stats_hourly`, the winning copies of the conversions
-/// and refunds, then the clicks (of a recompute's session, or of a checkpoint); in that order,
-/// as clicks are kept by whether their click ID has events.
+/// and refunds, and the clicks, as clicks are kept by whether their click ID has events: from a
+/// checkpoint, the rows, the events, then the clicks ([`Builder::exact`]); from a recompute's
+/// session, the rows, the events' click IDs, the clicks, then the events
+/// ([`LiveStats::from_session`]).
 pub struct Builder {
     live: LiveStats,
     /// Whether clicks the horizon leaves to the lookup are left out.
@@ -1337,16 +1375,14 @@ impl Builder {
     }
 
     /// Notes the click IDs in `batch` (a `cid` column of the conversions or refunds to come),
-    /// so that the clicks with events are known as they are taken; the events whose click is
-    /// not known will be held up to `cap` bytes.
-    fn note_event_cids(&mut self, batch: &RecordBatch, cap: usize) -> Result<()> {
+    /// so that the clicks with events are known as they are taken.
+    fn note_event_cids(&mut self, batch: &RecordBatch) -> Result<()> {
         let cids = batch
             .column_by_name("cid")
             .ok_or_else(|| Error::DataRoot("events without the column cid".into()))?;
         let cids = utf8(cids)?;
         let noted = self.noted.get_or_insert_with(HashSet::new);
         noted.extend(cids.as_string::<i32>().iter().flatten().map(CidKey::new));
-        self.live.waiting.cap = cap;
         Ok(())
     }
 
@@ -1357,17 +1393,11 @@ impl Builder {
         for e in netrev_storage::model::from_batch(table, batch)? {
             let key = CidKey::new(e.cid());
             if self.capped && self.live.states.get(&key).is_none_or(|s| s.click.is_none()) {
-                let live = &mut self.live;
-                let base = match live.states.contains_key(&key) {
-                    true => 0,
-                    false => waiting_bytes(&key, &ClickState::default()),
-                };
-                let bytes = base + event_bytes(&e);
-                if !live.waiting.room(bytes) {
-                    live.spill(&key, 1);
-                    continue;
+                // Winning copies, one per key: each adds its own size.
+                match self.live.admit_waiting(&key, &e) {
+                    Some(bytes) => self.live.waiting.bytes += bytes,
+                    None => continue,
                 }
-                live.waiting.bytes += bytes;
             }
             let state = self.live.states.entry(key).or_default();
             match e {

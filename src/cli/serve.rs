@@ -160,7 +160,7 @@ struct LiveArgs {
     live_checkpoint_secs: u64,
     /// MiB of memory (estimated) the conversions and refunds waiting for a click not known yet
     /// may take; beyond it they are left to the raw files, and read back from them if their
-    /// click arrives from another node or an import.
+    /// click arrives from another node or an import (0: none held).
     #[arg(long, env = "NETREV_LIVE_PENDING_MAX_MIB", default_value_t = netrev_live::runner::PENDING_MAX_MIB)]
     live_pending_max_mib: usize,
 }
