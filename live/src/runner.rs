@@ -983,9 +983,11 @@ fn apply_loop(
                 spilled_read_failed = None;
                 let mut new_lookup: Box<dyn ClickLookup + Send> = found;
                 let mut failed = Vec::new();
+                // Not as clicks of the log: the snapshot may hold another node's conversion of
+                // one of them, which the new state may have spilled.
                 for (_, e) in log.iter().filter(|(seq, _)| *seq > flushed) {
                     let out = (&mut dirty, &mut failed, &mut attributed);
-                    apply(&mut state, e, true, new_lookup.as_mut(), out);
+                    apply(&mut state, e, false, new_lookup.as_mut(), out);
                 }
                 for e in std::mem::take(&mut retry) {
                     let out = (&mut dirty, &mut failed, &mut attributed);

@@ -761,11 +761,14 @@ impl LiveStats {
         self.apply_with(event, lookup, &mut Vec::new())
     }
 
-    /// [`LiveStats::apply_with`] for an event of this node's own write-ahead log. A click there
-    /// was issued by this node just before it was logged: no conversion or refund of its click
-    /// ID can come before it, so none can have been spilled, and the spill filters are not
-    /// asked (a flood of spilled click IDs does not make this node's own clicks read the
-    /// files). Clicks from raw files (other nodes, imports) go through `apply_with`.
+    /// [`LiveStats::apply_with`] for an event of this node's own write-ahead log, applied as
+    /// it is logged to a state that took every event logged before it. A click there was
+    /// issued by this node just before it was logged: no conversion or refund of its click ID
+    /// can have reached the state before it, so none can have been spilled, and the spill
+    /// filters are not asked (a flood of spilled click IDs does not make this node's own
+    /// clicks read the files). Anything else goes through `apply_with`: clicks from raw files
+    /// (other nodes, imports), and the log's events replayed into a state built from a
+    /// snapshot, which may hold another node's conversion of such a click.
     pub fn apply_logged(
         &mut self,
         event: &Event,
