@@ -401,11 +401,11 @@ struct Waiting {
     cap: usize,
     /// Events left to the raw files (a repeat counts again), by the kind of their click ID.
     spilled: [u64; 2],
-    /// The click IDs of the events left to the raw files: netrev IDs apart from foreign ones.
-    /// A postback's netrev ID must pass its MAC, so only issued IDs reach the first; anyone
-    /// can make up a foreign ID, and a flood of them fills only the second, whose "maybe"s
-    /// then cost a read of the files for foreign clicks (imports, other trackers) alone, not
-    /// for this node's own.
+    /// The click IDs of the events left to the raw files: netrev-shaped IDs apart from
+    /// others, so that a flood of made-up foreign IDs does not raise the false "maybe"s for
+    /// other nodes' netrev clicks. Only clicks from raw files ask ([`LiveStats::apply_logged`]),
+    /// so a false "maybe" costs a read of the files at a recompute, never on this node's own
+    /// clicks.
     filters: [Option<SpillFilter>; 2],
     /// Click IDs whose click arrived while events of theirs may have been spilled.
     arrived: Vec<String>,
