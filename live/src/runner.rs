@@ -976,8 +976,8 @@ fn apply_loop(
                 changed,
                 on_disk: restored,
             }) => {
+                // Already held to `config.pending_max` (by its build, or by `restore`).
                 let mut state = *state;
-                state.limit_pending(config.pending_max);
                 // The snapshot holds their events and clicks both.
                 arrived.clear();
                 spilled_read_failed = None;
@@ -1135,6 +1135,12 @@ fn apply_loop(
 /// Adds to `arrived` the click IDs whose click the state took while events of theirs may have
 /// been spilled ([`LiveStats::take_arrived`]).
 fn collect_arrived(live: &Live, arrived: &mut BTreeSet<String>) {
+    // Nearly always none: readers are not held up by a write lock every turn.
+    let any = live.state.read().expect("live lock");
+    if !any.as_ref().is_some_and(LiveStats::has_arrived) {
+        return;
+    }
+    drop(any);
     if let Some(state) = live.state.write().expect("live lock").as_mut() {
         arrived.extend(state.take_arrived());
     }

@@ -200,8 +200,8 @@ impl CidKey {
     /// The ID as the spill filter takes it: the same for every spelling of one ID.
     fn spill_id(&self) -> Vec<u8> {
         match self {
-            CidKey::Native(b) => [&[0][..], &b.to_le_bytes()].concat(),
-            CidKey::Other(t) => [&[1][..], t.as_bytes()].concat(),
+            CidKey::Native(b) => [&[self.kind() as u8][..], &b.to_le_bytes()].concat(),
+            CidKey::Other(t) => [&[self.kind() as u8][..], t.as_bytes()].concat(),
         }
     }
 
@@ -1118,6 +1118,11 @@ impl LiveStats {
     /// again, from the raw files and the events not yet in one, for the state to hold them.
     pub fn take_arrived(&mut self) -> Vec<String> {
         std::mem::take(&mut self.waiting.arrived)
+    }
+
+    /// Whether [`LiveStats::take_arrived`] has any.
+    pub fn has_arrived(&self) -> bool {
+        !self.waiting.arrived.is_empty()
     }
 
     /// The live state of a batch recompute: `stats` are the rows of the `stats_hourly` view of

@@ -333,6 +333,25 @@ fn with_native_ids(events: Vec<Event>) -> Vec<Event> {
         .collect()
 }
 
+/// The live state a full recompute builds of `stored` (as `serve` does at a rebase).
+async fn rebuilt(
+    stored: &[Event],
+    horizon: Option<chrono::NaiveDate>,
+    pending_max: usize,
+) -> LiveStats {
+    let ctx = session_of(stored).await;
+    let stats = ctx
+        .sql("SELECT * FROM stats_hourly")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    LiveStats::from_session(&ctx, &stats, horizon, pending_max)
+        .await
+        .unwrap()
+}
+
 /// `live` written as a checkpoint and read back.
 fn checkpoint_round_trip(live: &LiveStats) -> LiveStats {
     use netrev_live::checkpoint;
@@ -398,13 +417,8 @@ proptest! {
         let (before_checkpoint, after_checkpoint) = rest.split_at(checkpoint_at.index(rest.len() + 1));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let first_day = model::date_of_micros(T0);
-        let mut live = rt.block_on(async {
-            let ctx = session_of(stored).await;
-            let stats = ctx.sql("SELECT * FROM stats_hourly").await.unwrap().collect().await.unwrap();
-            LiveStats::from_session(&ctx, &stats, Some(first_day + chrono::Days::new(horizon)), usize::MAX)
-                .await
-                .unwrap()
-        });
+        let horizon_day = first_day + chrono::Days::new(horizon);
+        let mut live = rt.block_on(rebuilt(stored, Some(horizon_day), usize::MAX));
         let mut lookup = SnapshotClicks::of(stored);
         let replayed = replays.iter().filter(|_| !stored.is_empty()).map(|i| &stored[i.index(stored.len())]);
         let mut attributed = Vec::new();
@@ -517,11 +531,7 @@ proptest! {
         let k = split.index(events.len() + 1);
         let (stored, rest) = events.split_at(k);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let mut live = rt.block_on(async {
-            let ctx = session_of(stored).await;
-            let stats = ctx.sql("SELECT * FROM stats_hourly").await.unwrap().collect().await.unwrap();
-            LiveStats::from_session(&ctx, &stats, None, cap).await.unwrap()
-        });
+        let mut live = rt.block_on(rebuilt(stored, None, cap));
         prop_assert!(live.sizes().pending_bytes <= cap);
         let checkpoint_at = checkpoint_at.index(rest.len() + 1);
         for (i, e) in rest.iter().enumerate() {
