@@ -15,8 +15,9 @@
 //! previous one; one that is damaged, another node's or another version's is refused and the
 //! restart recomputes in full.
 //!
-//! Layout: a magic line, the [`Meta`] as JSON, five Arrow IPC streams (rows, conversions,
-//! refunds, clicks, what the state spilled), a CRC-32C.
+//! Layout: a magic line, the [`Meta`] as JSON, seven Arrow IPC streams (hourly rows from the
+//! horizon day on, the day sums before it, the hourly rows before it encoded by day,
+//! conversions, refunds, clicks, what the state spilled), a CRC-32C.
 
 use std::collections::HashSet;
 use std::path::Path as FsPath;
@@ -28,14 +29,14 @@ use object_store::path::Path;
 
 use netrev_storage::{Table, sealed};
 
-use crate::state::{Builder, LiveStats, Part, spilled_schema, stats_schema};
+use crate::state::{Builder, LiveStats, Part, cold_schema, spilled_schema, stats_schema};
 use crate::{Error, Result};
 
 /// The first bytes of a checkpoint file.
 const MAGIC: &[u8] = b"netrev live state\n";
 
 /// Changed whenever what a checkpoint holds, or means, changes: an older one is not read.
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 /// Rows per record batch written.
 const CHUNK: usize = 64 * 1024;
@@ -69,9 +70,11 @@ pub fn owner(node: &str, key: &netrev_storage::clickid::Key) -> String {
 }
 
 /// The sections of the file, in order, with their schemas.
-fn sections() -> [(Part, SchemaRef); 5] {
+fn sections() -> [(Part, SchemaRef); 7] {
     [
         (Part::Rows, stats_schema()),
+        (Part::Days, stats_schema()),
+        (Part::Cold, cold_schema()),
         (Part::Conversions, Table::Conversions.schema()),
         (Part::Refunds, Table::Refunds.schema()),
         (Part::Clicks, Table::Clicks.schema()),
@@ -153,6 +156,8 @@ pub fn read(path: &FsPath, owner: &str) -> Result<Option<Checkpoint>> {
             sealed::read_stream(input, Some(&schema), &mut |batch| {
                 match part {
                     Part::Rows => built.rows(&batch),
+                    Part::Days => built.days(&batch),
+                    Part::Cold => built.cold(&batch),
                     Part::Clicks => built.clicks(&batch),
                     Part::Conversions => built.events(Table::Conversions, &batch),
                     Part::Refunds => built.events(Table::Refunds, &batch),
@@ -179,7 +184,7 @@ pub fn read(path: &FsPath, owner: &str) -> Result<Option<Checkpoint>> {
         .map(|p| Path::parse(p).map_err(|e| bad(e.to_string())))
         .collect::<Result<_>>()?;
     Ok(Some(Checkpoint {
-        state: built.finish(),
+        state: built.finish()?,
         applied: meta.applied,
         covered,
     }))

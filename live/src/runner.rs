@@ -45,7 +45,7 @@ use object_store::path::Path;
 
 use crate::checkpoint;
 use crate::click_lookup::ParquetClicks;
-use crate::state::{Attributed, AttributionSink, ClickLookup, LiveStats, NoLookup, stats_batch};
+use crate::state::{Attributed, AttributionSink, ClickLookup, LiveStats, NoLookup};
 use netrev_storage::{Event, Store};
 
 #[derive(Debug, Clone)]
@@ -1243,7 +1243,8 @@ pub async fn recompute_live(
 }
 
 /// Rewrites every changed `stats_hourly` partition from the live rows; returns the days
-/// written.
+/// written. The state takes what was written as the rows of a day before the horizon (the
+/// live thread, the only one that changes it, is here meanwhile).
 fn persist(
     live: &Live,
     store: &Store,
@@ -1252,20 +1253,22 @@ fn persist(
 ) -> Vec<NaiveDate> {
     let mut written = Vec::new();
     for date in std::mem::take(dirty) {
-        let rows = match live.state.read().expect("live lock").as_ref() {
-            Some(state) => state.rows_of_date(date),
+        let encoded = match live.state.read().expect("live lock").as_ref() {
+            Some(state) => state.encoded_date(date),
             None => break,
         };
         let written_day = async {
-            let batch = match rows.is_empty() {
-                true => None,
-                false => Some(stats_batch(&rows)?),
-            };
-            recompute::write_stats_partition(store, date, batch).await?;
-            Ok::<_, crate::Error>(())
+            let encoded = encoded?;
+            recompute::write_stats_partition(store, date, encoded.clone()).await?;
+            Ok::<_, crate::Error>(encoded)
         };
         match rt.block_on(written_day) {
-            Ok(()) => written.push(date),
+            Ok(encoded) => {
+                if let Some(state) = live.state.write().expect("live lock").as_mut() {
+                    state.settle_cold(date, encoded);
+                }
+                written.push(date);
+            }
             Err(e) => {
                 tracing::error!(error = %e, %date, "writing a stats_hourly partition failed; will retry");
                 dirty.insert(date);

@@ -21,6 +21,11 @@
 //!   [`ClickLookup`]: netrev click IDs carry their click time, so only that day's Parquet files
 //!   are candidates. About 100–180 bytes per indexed click (see the README's figures).
 //!
+//! - hourly rows are held as such from the horizon day on; the hours of older days (*cold*)
+//!   are held as the day's `stats_hourly` file (Parquet, a few bytes a row) plus the changes
+//!   made since it was last written, and are decoded when read. Their sums by day, and by day
+//!   and one dimension, stay in memory for every day.
+//!
 //! A live state starts from a batch recompute ([`LiveStats::from_session`]): the rows of
 //! `stats_hourly` plus the per-click state, read from the same snapshot of the raw files.
 
@@ -35,6 +40,7 @@ use arrow::array::{
 use arrow::datatypes::{
     DataType, Decimal128Type, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType,
 };
+use bytes::Bytes;
 use chrono::NaiveDate;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
@@ -109,12 +115,18 @@ pub enum Change {
     Append(WindowKey, Measures),
     Update(WindowKey, Measures, Measures),
     Retract(WindowKey, Measures),
+    /// A change to a row of a day before the horizon, whose value is not held as such: what
+    /// is added to it (the row is gone once its clicks are 0).
+    Delta(WindowKey, Measures),
 }
 
 impl Change {
     pub fn key(&self) -> &WindowKey {
         match self {
-            Change::Append(k, _) | Change::Update(k, _, _) | Change::Retract(k, _) => k,
+            Change::Append(k, _)
+            | Change::Update(k, _, _)
+            | Change::Retract(k, _)
+            | Change::Delta(k, _) => k,
         }
     }
 }
@@ -486,8 +498,11 @@ pub struct Sizes {
     pub indexed_clicks: usize,
     /// Click IDs with conversions or refunds.
     pub click_states: usize,
-    /// Rows of `stats_hourly`.
+    /// Rows of `stats_hourly` held as such (from the horizon day on).
     pub rows: usize,
+    /// Days before the horizon whose hourly rows are held encoded, and their bytes.
+    pub cold_days: usize,
+    pub cold_bytes: usize,
     /// Visitors with money, whose totals are kept for the webhooks.
     pub visitors: usize,
     /// Estimated memory of the events waiting for a click not known yet (at most
@@ -527,6 +542,86 @@ impl Interner {
 /// Microseconds in a day.
 const DAY_MICROS: i64 = 24 * HOUR_MICROS;
 
+/// The start of the UTC day of `micros`.
+fn day_of(micros: i64) -> i64 {
+    micros - micros.rem_euclid(DAY_MICROS)
+}
+
+/// The hourly rows of a UTC day before the horizon (a *cold* day): its `stats_hourly` file
+/// as written (Parquet: a few bytes a row, against hundreds for a row in a map) and what was
+/// added to its rows since, until the day's partition is written from both
+/// ([`LiveStats::settle_cold`]).
+#[derive(Debug, Default)]
+struct ColdDay {
+    /// `None`: the day had no rows.
+    encoded: Option<Bytes>,
+    deltas: HashMap<WindowKey, Measures>,
+}
+
+impl ColdDay {
+    /// The day's rows, in key order (the order of its file).
+    fn rows(&self) -> Result<Vec<(WindowKey, Measures)>> {
+        let mut rows = match &self.encoded {
+            Some(bytes) => decode_stats(bytes)?,
+            None => Vec::new(),
+        };
+        if !self.deltas.is_empty() {
+            let mut at: HashMap<&WindowKey, usize> = HashMap::with_capacity(rows.len());
+            for (i, (k, _)) in rows.iter().enumerate() {
+                at.insert(k, i);
+            }
+            let mut added = Vec::new();
+            let mut changed = Vec::new();
+            for (k, d) in &self.deltas {
+                match at.get(k) {
+                    Some(&i) => changed.push((i, d)),
+                    None => added.push((k.clone(), d.clone())),
+                }
+            }
+            drop(at);
+            for (i, d) in changed {
+                rows[i].1.add(d, 1);
+            }
+            rows.extend(added);
+            rows.retain(|(_, m)| m.clicks != 0);
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        Ok(rows)
+    }
+
+    fn bytes(&self) -> usize {
+        self.encoded.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+/// The rows of a `stats_hourly` file's bytes.
+fn decode_stats(bytes: &Bytes) -> Result<Vec<(WindowKey, Measures)>> {
+    let bad = |e: parquet::errors::ParquetError| {
+        Error::DataRoot(format!("the rows of a day before the horizon: {e}"))
+    };
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes.clone(),
+    )
+    .map_err(bad)?
+    .build()
+    .map_err(bad)?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        rows.extend(stats_rows(&batch?)?);
+    }
+    Ok(rows)
+}
+
+/// `rows` (in key order) as the bytes of a `stats_hourly` file; `None` without rows.
+fn encode_stats(rows: &[(WindowKey, Measures)]) -> Result<Option<Bytes>> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(netrev_storage::store::encode_parquet(&[
+        stats_batch(rows)?,
+    ])?))
+}
+
 /// A dimension value as a [`WindowKey`] holds it.
 pub type Dimension = Option<Arc<str>>;
 
@@ -549,7 +644,8 @@ pub struct LiveStats {
     windows: Interner,
     /// Distinct dimension values.
     strings: HashSet<Arc<str>>,
-    /// Rows by (hour, window): in time order, so a day or a range of days is read alone.
+    /// Rows by (hour, window) from the horizon day on (every row without a horizon): in time
+    /// order, so a day or a range of days is read alone.
     rows: BTreeMap<(i64, u32), Measures>,
     /// The same rows summed by UTC day (a [`WindowKey`] whose `hour` is the day's start), for
     /// reads that do not need hours: usually many times fewer rows.
@@ -557,6 +653,9 @@ pub struct LiveStats {
     day_rows: BTreeMap<(i64, u32), Measures>,
     /// The day key of each window.
     window_day: Vec<u32>,
+    /// The hourly rows of the days before the horizon, by day start (`rows` holds the
+    /// others).
+    cold: BTreeMap<i64, ColdDay>,
     /// The day rows summed again over all dimensions but one (source, campaign, link,
     /// country, device): what a read that groups or filters by at most one dimension needs,
     /// a few rows per day.
@@ -584,6 +683,16 @@ impl LiveStats {
             return id;
         }
         // New: share its strings (the interner keeps the first copy of the key, so replace it).
+        let w = self.share(w);
+        let id = u32::try_from(self.windows.keys.len() - 1).expect("fewer than 2^32 windows");
+        let day = self.day_id(&w);
+        self.windows.keys[id as usize] = w;
+        self.window_day.push(day);
+        id
+    }
+
+    /// `w` with its dimension values shared with the state's other keys.
+    fn share(&mut self, w: WindowKey) -> WindowKey {
         let mut share = |s: Option<Arc<str>>| {
             s.map(|s| match self.strings.get(&s) {
                 Some(known) => known.clone(),
@@ -593,28 +702,32 @@ impl LiveStats {
                 }
             })
         };
-        let w = WindowKey {
+        WindowKey {
             hour: w.hour,
             source: share(w.source),
             campaign: share(w.campaign),
             link: share(w.link),
             country: share(w.country),
             device: share(w.device),
-        };
-        let id = u32::try_from(self.windows.keys.len() - 1).expect("fewer than 2^32 windows");
+        }
+    }
+
+    /// The day key of window `w` (whose strings are shared).
+    fn day_id(&mut self, w: &WindowKey) -> u32 {
         let day = WindowKey {
-            hour: w.hour - w.hour.rem_euclid(DAY_MICROS),
+            hour: day_of(w.hour),
             ..w.clone()
         };
-        self.windows.keys[id as usize] = w;
-        let (day_id, _) = self.days.id(&day);
-        self.window_day.push(day_id);
-        id
+        self.days.id(&day).0
     }
 
     /// Adds `m` (`sign` 1) to or takes it from the day rows of window `w`.
     fn add_to_day(&mut self, w: u32, m: &Measures, sign: i64) {
-        let d = self.window_day[w as usize];
+        self.add_to_day_id(self.window_day[w as usize], m, sign);
+    }
+
+    /// Adds `m` (`sign` 1) to or takes it from the day rows of day key `d`.
+    fn add_to_day_id(&mut self, d: u32, m: &Measures, sign: i64) {
         let day = &self.days.keys[d as usize];
         let key = (day.hour, d);
         let row = self.day_rows.entry(key).or_default();
@@ -913,21 +1026,23 @@ impl LiveStats {
         match (old, new) {
             (Some((ow, om)), Some((nw, nm))) if ow == nw => {
                 if om != nm {
-                    let hour = self.windows.keys[ow as usize].hour;
-                    let row = self
-                        .rows
-                        .get_mut(&(hour, ow))
-                        .expect("a contributed row exists");
-                    let before = row.clone();
-                    row.add(&om, -1);
-                    row.add(&nm, 1);
-                    changes.push(Change::Update(
-                        self.windows.keys[ow as usize].clone(),
-                        before,
-                        row.clone(),
-                    ));
+                    let key = self.windows.keys[ow as usize].clone();
                     self.add_to_day(ow, &om, -1);
                     self.add_to_day(ow, &nm, 1);
+                    if self.is_cold(key.hour) {
+                        let mut delta = nm;
+                        delta.add(&om, -1);
+                        self.add_cold(key, delta, &mut changes);
+                    } else {
+                        let row = self
+                            .rows
+                            .get_mut(&(key.hour, ow))
+                            .expect("a contributed row exists");
+                        let before = row.clone();
+                        row.add(&om, -1);
+                        row.add(&nm, 1);
+                        changes.push(Change::Update(key, before, row.clone()));
+                    }
                 }
             }
             (old, new) => {
@@ -942,9 +1057,36 @@ impl LiveStats {
         changes
     }
 
+    /// Whether the row of `hour` is of a day before the horizon (held in [`ColdDay`]s).
+    fn is_cold(&self, hour: i64) -> bool {
+        hour < self.hot_from()
+    }
+
+    /// The start of the first day whose rows are held as such.
+    fn hot_from(&self) -> i64 {
+        self.horizon
+            .map_or(i64::MIN, netrev_storage::model::day_start_micros)
+    }
+
+    /// Adds `delta` to the cold row `key`.
+    fn add_cold(&mut self, key: WindowKey, delta: Measures, changes: &mut Vec<Change>) {
+        let day = self.cold.entry(day_of(key.hour)).or_default();
+        let row = day.deltas.entry(key.clone()).or_default();
+        row.add(&delta, 1);
+        if *row == Measures::default() {
+            day.deltas.remove(&key);
+        }
+        changes.push(Change::Delta(key, delta));
+    }
+
     fn remove(&mut self, w: u32, m: &Measures, changes: &mut Vec<Change>) {
         self.add_to_day(w, m, -1);
         let key = self.windows.keys[w as usize].clone();
+        if self.is_cold(key.hour) {
+            let mut delta = Measures::default();
+            delta.add(m, -1);
+            return self.add_cold(key, delta, changes);
+        }
         let row = self
             .rows
             .get_mut(&(key.hour, w))
@@ -962,6 +1104,9 @@ impl LiveStats {
     fn insert(&mut self, w: u32, m: &Measures, changes: &mut Vec<Change>) {
         self.add_to_day(w, m, 1);
         let key = self.windows.keys[w as usize].clone();
+        if self.is_cold(key.hour) {
+            return self.add_cold(key, m.clone(), changes);
+        }
         match self.rows.get_mut(&(key.hour, w)) {
             Some(row) => {
                 let before = row.clone();
@@ -975,21 +1120,37 @@ impl LiveStats {
         }
     }
 
-    /// The current rows, in hour order.
-    pub fn rows(&self) -> impl Iterator<Item = (&WindowKey, &Measures)> {
-        self.rows_between(i64::MIN, i64::MAX)
+    /// Every row, in hour order (the days before the horizon decoded).
+    pub fn rows(&self) -> Result<Vec<(WindowKey, Measures)>> {
+        let mut cold = Vec::new();
+        Ok(self
+            .rows_between(i64::MIN, i64::MAX, &mut cold)?
+            .map(|(k, m)| (k.clone(), m.clone()))
+            .collect())
     }
 
-    /// The rows of the hours in `[from, to)` (microseconds since the epoch), in hour order.
-    pub fn rows_between(
-        &self,
+    /// The rows of the hours in `[from, to)` (microseconds since the epoch), in hour order:
+    /// those of days before the horizon are decoded into `cold` first (a few milliseconds a
+    /// day), and come first.
+    pub fn rows_between<'a>(
+        &'a self,
         from: i64,
         to: i64,
-    ) -> impl Iterator<Item = (&WindowKey, &Measures)> {
-        let range = (from.min(to), 0)..(to, 0);
-        self.rows
-            .range(range)
-            .map(|((_, w), m)| (&self.windows.keys[*w as usize], m))
+        cold: &'a mut Vec<(WindowKey, Measures)>,
+    ) -> Result<impl Iterator<Item = (&'a WindowKey, &'a Measures)>> {
+        let from = from.min(to);
+        cold.clear();
+        for (_, day) in self.cold.range(from.saturating_sub(DAY_MICROS - 1)..to) {
+            let mut rows = day.rows()?;
+            rows.retain(|(k, _)| (from..to).contains(&k.hour));
+            rows.sort_by_key(|(k, _)| k.hour);
+            cold.extend(rows);
+        }
+        let hot = self
+            .rows
+            .range((from, 0)..(to, 0))
+            .map(|((_, w), m)| (&self.windows.keys[*w as usize], m));
+        Ok(cold.iter().map(|(k, m)| (k, m)).chain(hot))
     }
 
     /// The rows summed by UTC day and one dimension (`0` source, `1` campaign, `2` link,
@@ -1021,14 +1182,57 @@ impl LiveStats {
     }
 
     /// The rows of one UTC day (one `stats_hourly` partition), in the order of the files.
-    pub fn rows_of_date(&self, date: NaiveDate) -> Vec<(WindowKey, Measures)> {
+    pub fn rows_of_date(&self, date: NaiveDate) -> Result<Vec<(WindowKey, Measures)>> {
         let start = netrev_storage::model::day_start_micros(date);
+        if self.is_cold(start) {
+            return self.cold.get(&start).map_or(Ok(Vec::new()), ColdDay::rows);
+        }
         let mut out: Vec<(WindowKey, Measures)> = self
-            .rows_between(start, start + 24 * HOUR_MICROS)
-            .map(|(k, m)| (k.clone(), m.clone()))
+            .rows
+            .range((start, 0)..(start + DAY_MICROS, 0))
+            .map(|((_, w), m)| (self.windows.keys[*w as usize].clone(), m.clone()))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
+        Ok(out)
+    }
+
+    /// Takes `encoded`, the bytes of the `stats_hourly` file just written for `date` from
+    /// [`LiveStats::rows_of_date`] (`None`: none, the day has no rows), as the day's rows when
+    /// it is before the horizon: what was added to them since they were last written is in
+    /// it. The state must not have changed in between.
+    pub fn settle_cold(&mut self, date: NaiveDate, encoded: Option<Bytes>) {
+        let start = netrev_storage::model::day_start_micros(date);
+        if !self.is_cold(start) {
+            return;
+        }
+        match encoded {
+            Some(encoded) => {
+                self.cold.insert(
+                    start,
+                    ColdDay {
+                        encoded: Some(encoded),
+                        deltas: HashMap::new(),
+                    },
+                );
+            }
+            None => {
+                self.cold.remove(&start);
+            }
+        }
+    }
+
+    /// The rows of `date` as the bytes of its `stats_hourly` file, in the order of the files
+    /// (the bytes held, for a day before the horizon without changes since); `None` without
+    /// rows.
+    pub fn encoded_date(&self, date: NaiveDate) -> Result<Option<Bytes>> {
+        let start = netrev_storage::model::day_start_micros(date);
+        if let Some(day) = self.cold.get(&start)
+            && day.deltas.is_empty()
+            && self.is_cold(start)
+        {
+            return Ok(day.encoded.clone());
+        }
+        encode_stats(&self.rows_of_date(date)?)
     }
 
     pub fn sizes(&self) -> Sizes {
@@ -1036,6 +1240,8 @@ impl LiveStats {
             indexed_clicks: self.index.len(),
             click_states: self.states.len(),
             rows: self.rows.len(),
+            cold_days: self.cold.len(),
+            cold_bytes: self.cold.values().map(ColdDay::bytes).sum(),
             visitors: self.visitors.len(),
             pending_bytes: self.waiting.bytes,
             spilled_events: self.waiting.spilled.iter().sum(),
@@ -1182,7 +1388,7 @@ impl LiveStats {
                 built.events(table, &batch?)?;
             }
         }
-        Ok(built.finish())
+        built.finish()
     }
 
     /// Hands the state to `sink` as record batches of about `chunk` rows, section by
@@ -1194,15 +1400,42 @@ impl LiveStats {
         chunk: usize,
         sink: &mut dyn FnMut(Part, RecordBatch) -> Result<()>,
     ) -> Result<()> {
-        let mut rows = Vec::with_capacity(chunk);
-        for (k, m) in self.rows() {
-            rows.push((k.clone(), m.clone()));
-            if rows.len() == chunk {
-                sink(Part::Rows, stats_batch(&std::mem::take(&mut rows))?)?;
+        let hot = self
+            .rows
+            .iter()
+            .map(|((_, w), m)| (&self.windows.keys[*w as usize], m));
+        let cold_days = self.day_rows.range(..(self.hot_from(), 0));
+        let cold_days = cold_days.map(|((_, d), m)| (&self.days.keys[*d as usize], m));
+        for (part, rows) in [
+            (Part::Rows, Box::new(hot) as Box<dyn Iterator<Item = _>>),
+            (Part::Days, Box::new(cold_days)),
+        ] {
+            let mut batch = Vec::with_capacity(chunk);
+            for (k, m) in rows {
+                batch.push((k.clone(), m.clone()));
+                if batch.len() == chunk {
+                    sink(part, stats_batch(&std::mem::take(&mut batch))?)?;
+                }
+            }
+            if !batch.is_empty() {
+                sink(part, stats_batch(&batch)?)?;
             }
         }
-        if !rows.is_empty() {
-            sink(Part::Rows, stats_batch(&rows)?)?;
+        // The days before the horizon, a batch of at most 64 MiB at a time.
+        let (mut days, mut encoded, mut bytes) = (Vec::new(), Vec::new(), 0);
+        for &start in self.cold.keys() {
+            if let Some(e) = self.encoded_date(date_of_micros(start))? {
+                bytes += e.len();
+                days.push(start);
+                encoded.push(e);
+            }
+            if bytes >= 64 << 20 {
+                sink(Part::Cold, cold_batch(&std::mem::take(&mut days), &encoded)?)?;
+                (encoded, bytes) = (Vec::new(), 0);
+            }
+        }
+        if !days.is_empty() {
+            sink(Part::Cold, cold_batch(&days, &encoded)?)?;
         }
         for (part, table) in [
             (Part::Conversions, Table::Conversions),
@@ -1298,6 +1531,97 @@ impl LiveStats {
         }
         self.horizon = Some(horizon);
         self.index.retain(|key, e| keeps(Some(horizon), key, e.ts));
+        if let Err(e) = self.cool() {
+            // Only a row too large for Decimal(18,4) can fail to encode: keep it as it is.
+            tracing::error!(error = %e, "encoding the hourly rows of days before the horizon failed");
+        }
+    }
+
+    /// Encodes the hourly rows of the days before the horizon that are held as such (into
+    /// [`ColdDay`]s), then forgets the windows nothing refers to any more.
+    fn cool(&mut self) -> Result<()> {
+        let hot_from = self.hot_from();
+        let mut cooled: BTreeMap<i64, Vec<(WindowKey, Measures)>> = BTreeMap::new();
+        for ((hour, w), m) in self.rows.range(..(hot_from, 0)) {
+            cooled
+                .entry(day_of(*hour))
+                .or_default()
+                .push((self.windows.keys[*w as usize].clone(), m.clone()));
+        }
+        // Encoded first, then taken: a failure leaves the state as it was.
+        let mut encoded = Vec::with_capacity(cooled.len());
+        for (start, mut rows) in cooled {
+            if let Some(held) = self.cold.get(&start) {
+                // Not so today (a day is cold only before the horizon, which only moves on),
+                // but exact: what the day held is added.
+                let mut all: HashMap<WindowKey, Measures> = rows.into_iter().collect();
+                for (k, m) in held.rows()? {
+                    all.entry(k).or_default().add(&m, 1);
+                }
+                rows = all.into_iter().filter(|(_, m)| m.clicks != 0).collect();
+            }
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            encoded.push((start, encode_stats(&rows)?));
+        }
+        for (start, encoded) in encoded {
+            let day = ColdDay {
+                encoded,
+                deltas: HashMap::new(),
+            };
+            self.cold.insert(start, day);
+        }
+        self.rows = self.rows.split_off(&(hot_from, 0));
+        self.cold.retain(|_, d| d.encoded.is_some() || !d.deltas.is_empty());
+        self.forget_windows();
+        Ok(())
+    }
+
+    /// Renumbers the windows, keeping only those a row held as such or a click refers to.
+    fn forget_windows(&mut self) {
+        let mut used = vec![false; self.windows.keys.len()];
+        for (_, w) in self.rows.keys() {
+            used[*w as usize] = true;
+        }
+        for e in self.index.values() {
+            used[e.window as usize] = true;
+        }
+        for s in self.states.values() {
+            if let Some(e) = &s.click {
+                used[e.window as usize] = true;
+            }
+            if let Some((w, _)) = &s.contribution {
+                used[*w as usize] = true;
+            }
+        }
+        if used.iter().all(|u| *u) {
+            return;
+        }
+        let old = std::mem::take(&mut self.windows);
+        let old_day = std::mem::take(&mut self.window_day);
+        let mut renumbered = vec![u32::MAX; old.keys.len()];
+        for (i, key) in old.keys.into_iter().enumerate() {
+            if used[i] {
+                let (id, _) = self.windows.id(&key);
+                renumbered[i] = id;
+                self.window_day.push(old_day[i]);
+            }
+        }
+        let new = |w: &mut u32| *w = renumbered[*w as usize];
+        self.rows = std::mem::take(&mut self.rows)
+            .into_iter()
+            .map(|((hour, w), m)| ((hour, renumbered[w as usize]), m))
+            .collect();
+        for e in self.index.values_mut() {
+            new(&mut e.window);
+        }
+        for s in self.states.values_mut() {
+            if let Some(e) = &mut s.click {
+                new(&mut e.window);
+            }
+            if let Some((w, _)) = &mut s.contribution {
+                new(w);
+            }
+        }
     }
 
     /// The day before which clicks are left to the lookup.
@@ -1309,12 +1633,37 @@ impl LiveStats {
 /// The sections of a state handed out by [`LiveStats::write_parts`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
+    /// Hourly rows from the horizon day on ([`stats_schema`]).
     Rows,
+    /// The day sums of the days before it ([`stats_schema`], `hour` the day's start).
+    Days,
+    /// Their hourly rows, encoded by day ([`cold_schema`]).
+    Cold,
     Conversions,
     Refunds,
     Clicks,
     /// What it left to the raw files ([`spilled_schema`]): a row per kind of click ID.
     Spilled,
+}
+
+/// The section of the encoded hourly rows of days before the horizon: per day, its start
+/// (microseconds since the epoch) and its rows as a `stats_hourly` file.
+pub fn cold_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("day", DataType::Int64, false),
+        Field::new("encoded", DataType::Binary, false),
+    ]))
+}
+
+fn cold_batch(days: &[i64], encoded: &[Bytes]) -> Result<RecordBatch> {
+    let encoded: Vec<&[u8]> = encoded.iter().map(|b| b.as_ref()).collect();
+    Ok(RecordBatch::try_new(
+        cold_schema(),
+        vec![
+            Arc::new(Int64Array::from(days.to_vec())),
+            Arc::new(arrow::array::BinaryArray::from_vec(encoded)),
+        ],
+    )?)
 }
 
 /// The section of a state's spilled events: per kind of click ID (0 netrev, 1 foreign), the
@@ -1344,6 +1693,10 @@ pub struct Builder {
     /// Whether the events given now are held up to the cap (those of click IDs without a
     /// click), after the clicks of a build with noted click IDs.
     capped: bool,
+    /// The rows of days before the horizon, to be encoded by day: their batches
+    /// ([`stats_schema`]) and, by day start, where each row is (batch, row).
+    cold_batches: Vec<RecordBatch>,
+    cold_rows: BTreeMap<i64, Vec<(u32, u32)>>,
 }
 
 impl Builder {
@@ -1358,6 +1711,8 @@ impl Builder {
             sift: true,
             noted: None,
             capped: false,
+            cold_batches: Vec::new(),
+            cold_rows: BTreeMap::new(),
         }
     }
 
@@ -1370,14 +1725,69 @@ impl Builder {
         }
     }
 
-    /// Takes the `stats_hourly` rows of `batch`.
+    /// Takes the `stats_hourly` rows of `batch`: those of days before the horizon are added
+    /// to the day sums now and encoded by day at [`Builder::finish`].
     pub fn rows(&mut self, batch: &RecordBatch) -> Result<()> {
         let live = &mut self.live;
-        for (key, m) in stats_rows(batch)? {
+        let hot_from = live.hot_from();
+        let number = u32::try_from(self.cold_batches.len()).expect("fewer than 2^32 batches");
+        let mut cold = false;
+        for (r, (key, m)) in stats_rows(batch)?.into_iter().enumerate() {
+            if key.hour < hot_from {
+                let day = day_of(key.hour);
+                let key = live.share(key);
+                let d = live.day_id(&key);
+                live.add_to_day_id(d, &m, 1);
+                let row = u32::try_from(r).expect("fewer than 2^32 rows in a batch");
+                self.cold_rows.entry(day).or_default().push((number, row));
+                cold = true;
+                continue;
+            }
             let hour = key.hour;
             let w = live.intern(key);
             live.add_to_day(w, &m, 1);
             live.rows.insert((hour, w), m);
+        }
+        if cold {
+            self.cold_batches.push(conform(batch)?);
+        }
+        Ok(())
+    }
+
+    /// Takes the day sums of the days before the horizon ([`Part::Days`]: `stats_hourly`
+    /// rows whose `hour` is the day's start), whose hourly rows come encoded
+    /// ([`Builder::cold`]).
+    pub fn days(&mut self, batch: &RecordBatch) -> Result<()> {
+        let live = &mut self.live;
+        for (key, m) in stats_rows(batch)? {
+            let key = live.share(key);
+            let d = live.day_id(&key);
+            live.add_to_day_id(d, &m, 1);
+        }
+        Ok(())
+    }
+
+    /// Takes the encoded hourly rows of days before the horizon ([`Part::Cold`]).
+    pub fn cold(&mut self, batch: &RecordBatch) -> Result<()> {
+        let bad = |what: &str| Error::DataRoot(format!("the rows of days before the horizon: {what}"));
+        let (Some(days), Some(encoded)) = (
+            batch
+                .column_by_name("day")
+                .and_then(|c| c.as_primitive_opt::<Int64Type>()),
+            batch
+                .column_by_name("encoded")
+                .and_then(|c| c.as_binary_opt::<i32>()),
+        ) else {
+            return Err(bad("not the columns written"));
+        };
+        for r in 0..batch.num_rows() {
+            let day = ColdDay {
+                encoded: Some(Bytes::copy_from_slice(encoded.value(r))),
+                deltas: HashMap::new(),
+            };
+            if self.live.cold.insert(days.value(r), day).is_some() {
+                return Err(bad("a day twice"));
+            }
         }
         Ok(())
     }
@@ -1446,8 +1856,30 @@ impl Builder {
     }
 
     /// The state, each click's contribution and its visitors' totals worked out.
-    pub fn finish(self) -> LiveStats {
+    pub fn finish(self) -> Result<LiveStats> {
         let mut live = self.live;
+        let batches: Vec<&RecordBatch> = self.cold_batches.iter().collect();
+        for (day, at) in self.cold_rows {
+            let at: Vec<(usize, usize)> = at
+                .into_iter()
+                .map(|(b, r)| (b as usize, r as usize))
+                .collect();
+            let rows = arrow::compute::interleave_record_batch(&batches, &at)?;
+            let mut rows = stats_rows(&rows)?;
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            if let Some(held) = live.cold.get(&day) {
+                return Err(Error::DataRoot(format!(
+                    "the rows of {} given both as rows and encoded ({} bytes)",
+                    date_of_micros(day),
+                    held.bytes()
+                )));
+            }
+            let day_rows = ColdDay {
+                encoded: encode_stats(&rows)?,
+                deltas: HashMap::new(),
+            };
+            live.cold.insert(day, day_rows);
+        }
         let mut credits = Vec::new();
         for state in live.states.values_mut() {
             state.contribution = state.contribution();
@@ -1463,7 +1895,8 @@ impl Builder {
             .filter(|(_, s)| s.click.is_none())
             .map(|(k, s)| waiting_bytes(k, s))
             .sum();
-        live
+        live.forget_windows();
+        Ok(live)
     }
 
     /// Takes what a state had spilled ([`spilled_schema`]), from its [`Part::Spilled`].
@@ -1573,6 +2006,19 @@ impl ClickColumns {
             vid: Arc::from(self.vids.as_string::<i32>().value(r)),
         }
     }
+}
+
+/// `batch`'s `stats_hourly` columns as [`stats_schema`] has them.
+fn conform(batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = stats_schema();
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields() {
+        let c = batch.column_by_name(f.name()).ok_or_else(|| {
+            Error::DataRoot(format!("stats_hourly rows without the column {}", f.name()))
+        })?;
+        columns.push(arrow::compute::cast(c, f.data_type())?);
+    }
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 fn utf8(a: &arrow::array::ArrayRef) -> Result<arrow::array::ArrayRef> {
@@ -1734,6 +2180,13 @@ pub fn apply_changes(rows: &mut HashMap<WindowKey, Measures>, changes: &[Change]
             Change::Retract(k, _) => {
                 rows.remove(k);
             }
+            Change::Delta(k, d) => {
+                let row = rows.entry(k.clone()).or_default();
+                row.add(d, 1);
+                if row.clicks == 0 {
+                    rows.remove(k);
+                }
+            }
         }
     }
 }
@@ -1768,7 +2221,7 @@ mod tests {
     }
 
     fn conversions(live: &LiveStats) -> i64 {
-        live.rows().map(|(_, m)| m.conversions).sum()
+        live.rows().unwrap().iter().map(|(_, m)| m.conversions).sum()
     }
 
     #[test]

@@ -435,21 +435,21 @@ impl Writing {
     }
 }
 
-/// Replaces one `stats_hourly` partition with `batch` (all of that day's rows, as the live
-/// state holds them), or removes it when there is none.
+/// Replaces one `stats_hourly` partition with `encoded` (a Parquet file of all of that day's
+/// rows, as the live state holds them), or removes it when there is none.
 pub async fn write_stats_partition(
     store: &Store,
     date: NaiveDate,
-    batch: Option<RecordBatch>,
+    encoded: Option<bytes::Bytes>,
 ) -> Result<()> {
     let d = DERIVED
         .iter()
         .find(|d| d.name == "stats_hourly")
         .expect("stats_hourly is derived");
     let path = file_path(d, Some(date));
-    match batch {
+    match encoded {
         None => Ok(store.delete(&path).await?),
-        Some(batch) => Ok(store.write_parquet(&path, &[batch]).await?),
+        Some(encoded) => Ok(store.put_durable(&path, encoded).await?),
     }
 }
 

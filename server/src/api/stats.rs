@@ -373,6 +373,8 @@ pub async fn stats(
         let guard = live.state.read().expect("live lock");
         let state = guard.as_ref()?;
         let (from, to) = req.hours();
+        // The hourly rows of days before the live state's horizon, decoded for this read.
+        let mut cold = Vec::new();
         let mut grouped: HashMap<Group, Measures> = HashMap::new();
         let mut totals = Measures::default();
         // Days in UTC without hours: the day rows say the same with fewer rows; with at most
@@ -411,7 +413,13 @@ pub async fn stats(
             let rows: Box<dyn Iterator<Item = (&WindowKey, &Measures)>> = if daily {
                 Box::new(state.days_between(from, to))
             } else {
-                Box::new(state.rows_between(from, to))
+                match state.rows_between(from, to, &mut cold) {
+                    Ok(rows) => Box::new(rows),
+                    Err(e) => {
+                        let e = ApiError::Internal(format!("reading the hourly rows: {e}"));
+                        return Some(e.into_response());
+                    }
+                }
             };
             for (k, m) in rows.filter(|(k, _)| req.matches(k)) {
                 grouped.entry(req.group(k)).or_default().add(m, 1);
