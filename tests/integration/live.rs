@@ -487,6 +487,16 @@ async fn a_refund_for_a_click_out_of_memory_is_found_in_parquet() {
     assert_eq!(before["totals"]["clicks"], 50);
     let health = server.health(&http).await;
     assert_eq!(health["live"]["state"]["indexed_clicks"], 0, "{health}");
+    // Their hourly rows too are held encoded, not as rows.
+    assert_eq!(health["live"]["state"]["rows"], 0, "{health}");
+    assert!(
+        health["live"]["state"]["cold_days"].as_u64().unwrap() >= 1,
+        "{health}"
+    );
+    assert!(
+        health["live"]["state"]["cold_bytes"].as_u64().unwrap() > 0,
+        "{health}"
+    );
 
     let cid = &cids[7];
     get_ok(
@@ -511,6 +521,20 @@ async fn a_refund_for_a_click_out_of_memory_is_found_in_parquet() {
     assert_eq!(row["refund_amount"], "25.00");
     assert_eq!(row["refund_rate"], 100.0);
     assert_eq!(after["totals"]["net_revenue"], "75.00");
+    // By hour, and in a zone whose days are not UTC days: the encoded hours with the
+    // changes made since, decoded for the read.
+    for q in [
+        format!("from={day}&to={day}&group_by=hour"),
+        format!(
+            "from={}&to={day}&tz=America/New_York&group_by=source",
+            old.date_naive().pred_opt().unwrap()
+        ),
+    ] {
+        let hours = stats(&server, &http, &q).await;
+        assert_eq!(hours["totals"]["clicks"], 50, "{q}: {hours}");
+        assert_eq!(hours["totals"]["conversions"], 1, "{q}: {hours}");
+        assert_eq!(hours["totals"]["refund_amount"], "25.00", "{q}: {hours}");
+    }
     files_equal_batch(&data, server).await;
 }
 
