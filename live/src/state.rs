@@ -551,7 +551,7 @@ fn day_of(micros: i64) -> i64 {
 /// as written (Parquet: a few bytes a row, against hundreds for a row in a map) and what was
 /// added to its rows since, until the day's partition is written from both
 /// ([`LiveStats::settle_cold`]).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct ColdDay {
     /// `None`: the day had no rows.
     encoded: Option<Bytes>,
@@ -594,17 +594,36 @@ impl ColdDay {
     }
 }
 
+/// The hours in `[from, to)` of a day before the horizon, apart from the state
+/// ([`LiveStats::cold_between`]).
+#[derive(Debug)]
+pub struct ColdHours {
+    day: ColdDay,
+    from: i64,
+    to: i64,
+}
+
+impl ColdHours {
+    /// Its rows, decoded (a few milliseconds for a day of tens of thousands of rows), in hour
+    /// order.
+    pub fn rows(&self) -> Result<Vec<(WindowKey, Measures)>> {
+        let mut rows = self.day.rows()?;
+        rows.retain(|(k, _)| (self.from..self.to).contains(&k.hour));
+        rows.sort_by_key(|(k, _)| k.hour);
+        Ok(rows)
+    }
+}
+
 /// The rows of a `stats_hourly` file's bytes.
 fn decode_stats(bytes: &Bytes) -> Result<Vec<(WindowKey, Measures)>> {
     let bad = |e: parquet::errors::ParquetError| {
         Error::DataRoot(format!("the rows of a day before the horizon: {e}"))
     };
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        bytes.clone(),
-    )
-    .map_err(bad)?
-    .build()
-    .map_err(bad)?;
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
+            .map_err(bad)?
+            .build()
+            .map_err(bad)?;
     let mut rows = Vec::new();
     for batch in reader {
         rows.extend(stats_rows(&batch?)?);
@@ -668,6 +687,10 @@ pub struct LiveStats {
     visitors: HashMap<Arc<str>, VisitorTotals>,
     /// Native clicks of days before this one may be found only through the lookup.
     horizon: Option<NaiveDate>,
+    /// The start of the first day whose hourly rows are in `rows` (those of the days before
+    /// it are in `cold`): the horizon's, once the rows of the days before it are encoded
+    /// (until then, an earlier day's; `None`: every row in `rows`).
+    hot_from: Option<i64>,
     /// The events waiting for their click: how much memory they take, and those spilled.
     waiting: Waiting,
 }
@@ -1064,8 +1087,7 @@ impl LiveStats {
 
     /// The start of the first day whose rows are held as such.
     fn hot_from(&self) -> i64 {
-        self.horizon
-            .map_or(i64::MIN, netrev_storage::model::day_start_micros)
+        self.hot_from.unwrap_or(i64::MIN)
     }
 
     /// Adds `delta` to the cold row `key`.
@@ -1138,19 +1160,40 @@ impl LiveStats {
         to: i64,
         cold: &'a mut Vec<(WindowKey, Measures)>,
     ) -> Result<impl Iterator<Item = (&'a WindowKey, &'a Measures)>> {
-        let from = from.min(to);
         cold.clear();
-        for (_, day) in self.cold.range(from.saturating_sub(DAY_MICROS - 1)..to) {
-            let mut rows = day.rows()?;
-            rows.retain(|(k, _)| (from..to).contains(&k.hour));
-            rows.sort_by_key(|(k, _)| k.hour);
-            cold.extend(rows);
+        for day in self.cold_between(from, to) {
+            cold.extend(day.rows()?);
         }
-        let hot = self
-            .rows
-            .range((from, 0)..(to, 0))
-            .map(|((_, w), m)| (&self.windows.keys[*w as usize], m));
-        Ok(cold.iter().map(|(k, m)| (k, m)).chain(hot))
+        Ok(cold
+            .iter()
+            .map(|(k, m)| (k, m))
+            .chain(self.hot_rows_between(from, to)))
+    }
+
+    /// The rows held as such (of the days from the horizon on) of the hours in `[from, to)`,
+    /// in hour order.
+    pub fn hot_rows_between(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> impl Iterator<Item = (&WindowKey, &Measures)> {
+        self.rows
+            .range((from.min(to), 0)..(to, 0))
+            .map(|((_, w), m)| (&self.windows.keys[*w as usize], m))
+    }
+
+    /// The days before the horizon with hours in `[from, to)`, in day order: copies that share
+    /// the state's bytes, to be decoded ([`ColdHours::rows`]) without holding the state.
+    pub fn cold_between(&self, from: i64, to: i64) -> Vec<ColdHours> {
+        let from = from.min(to);
+        self.cold
+            .range(from.saturating_sub(DAY_MICROS - 1)..to)
+            .map(|(_, day)| ColdHours {
+                day: day.clone(),
+                from,
+                to,
+            })
+            .collect()
     }
 
     /// The rows summed by UTC day and one dimension (`0` source, `1` campaign, `2` link,
@@ -1161,11 +1204,11 @@ impl LiveStats {
         dimension: usize,
         from: i64,
         to: i64,
-    ) -> impl Iterator<Item = (i64, Option<&str>, &Measures)> {
+    ) -> impl Iterator<Item = (i64, &Dimension, &Measures)> {
         let range = (from.min(to), None)..(to, None);
         self.by_dimension[dimension]
             .range(range)
-            .map(|((day, v), m)| (*day, v.as_deref(), m))
+            .map(|((day, v), m)| (*day, v, m))
     }
 
     /// The rows summed by UTC day for the days starting in `[from, to)` (microseconds since the
@@ -1430,7 +1473,10 @@ impl LiveStats {
                 encoded.push(e);
             }
             if bytes >= 64 << 20 {
-                sink(Part::Cold, cold_batch(&std::mem::take(&mut days), &encoded)?)?;
+                sink(
+                    Part::Cold,
+                    cold_batch(&std::mem::take(&mut days), &encoded)?,
+                )?;
                 (encoded, bytes) = (Vec::new(), 0);
             }
         }
@@ -1531,16 +1577,16 @@ impl LiveStats {
         }
         self.horizon = Some(horizon);
         self.index.retain(|key, e| keeps(Some(horizon), key, e.ts));
-        if let Err(e) = self.cool() {
-            // Only a row too large for Decimal(18,4) can fail to encode: keep it as it is.
+        if let Err(e) = self.cool(netrev_storage::model::day_start_micros(horizon)) {
+            // Only a row too large for Decimal(18,4) can fail to encode: the rows stay as
+            // they are, held as such, and the next move of the horizon tries again.
             tracing::error!(error = %e, "encoding the hourly rows of days before the horizon failed");
         }
     }
 
-    /// Encodes the hourly rows of the days before the horizon that are held as such (into
-    /// [`ColdDay`]s), then forgets the windows nothing refers to any more.
-    fn cool(&mut self) -> Result<()> {
-        let hot_from = self.hot_from();
+    /// Encodes the hourly rows of the days before `hot_from` that are held as such (into
+    /// [`ColdDay`]s), then forgets the windows nothing refers to any more. All or nothing.
+    fn cool(&mut self, hot_from: i64) -> Result<()> {
         let mut cooled: BTreeMap<i64, Vec<(WindowKey, Measures)>> = BTreeMap::new();
         for ((hour, w), m) in self.rows.range(..(hot_from, 0)) {
             cooled
@@ -1571,7 +1617,9 @@ impl LiveStats {
             self.cold.insert(start, day);
         }
         self.rows = self.rows.split_off(&(hot_from, 0));
-        self.cold.retain(|_, d| d.encoded.is_some() || !d.deltas.is_empty());
+        self.hot_from = Some(hot_from);
+        self.cold
+            .retain(|_, d| d.encoded.is_some() || !d.deltas.is_empty());
         self.forget_windows();
         Ok(())
     }
@@ -1706,6 +1754,7 @@ impl Builder {
         Builder {
             live: LiveStats {
                 horizon,
+                hot_from: horizon.map(netrev_storage::model::day_start_micros),
                 ..LiveStats::default()
             },
             sift: true,
@@ -1769,7 +1818,8 @@ impl Builder {
 
     /// Takes the encoded hourly rows of days before the horizon ([`Part::Cold`]).
     pub fn cold(&mut self, batch: &RecordBatch) -> Result<()> {
-        let bad = |what: &str| Error::DataRoot(format!("the rows of days before the horizon: {what}"));
+        let bad =
+            |what: &str| Error::DataRoot(format!("the rows of days before the horizon: {what}"));
         let (Some(days), Some(encoded)) = (
             batch
                 .column_by_name("day")
@@ -2221,7 +2271,11 @@ mod tests {
     }
 
     fn conversions(live: &LiveStats) -> i64 {
-        live.rows().unwrap().iter().map(|(_, m)| m.conversions).sum()
+        live.rows()
+            .unwrap()
+            .iter()
+            .map(|(_, m)| m.conversions)
+            .sum()
     }
 
     #[test]
@@ -2266,5 +2320,37 @@ mod tests {
             assert_eq!(!live.take_arrived().is_empty(), spilled, "{cid}");
         }
         assert_eq!(conversions(&live), 2);
+    }
+
+    #[test]
+    fn a_day_that_cannot_be_encoded_stays_held_as_such() {
+        let day = date_of_micros(1_795_000_000_000_000);
+        let mut live = LiveStats {
+            horizon: Some(day),
+            hot_from: Some(netrev_storage::model::day_start_micros(day)),
+            ..LiveStats::new()
+        };
+        live.apply(&click("a"), &mut NoLookup).unwrap();
+        // More than Decimal(18,4) holds in one row: the day cannot be written as Parquet.
+        for i in 0..2 {
+            let sale = Event::Conversion(Conversion {
+                cid: "a".into(),
+                ts: 1_795_000_000_000_000 + i,
+                amount: Decimal::new(99_999_999_999_999, 0),
+                txid: Some(format!("t{i}")),
+                kind: None,
+            });
+            live.apply(&sale, &mut NoLookup).unwrap();
+        }
+        let before = live.rows().unwrap();
+        live.advance_horizon(day.succ_opt().unwrap());
+        assert_eq!(live.horizon(), day.succ_opt());
+        assert_eq!((live.sizes().rows, live.sizes().cold_days), (1, 0));
+        assert_eq!(live.rows().unwrap(), before);
+        assert_eq!(live.rows_of_date(day).unwrap(), before);
+        // A change to it goes on to the row held as such.
+        let changes = live.apply(&click("b"), &mut NoLookup).unwrap();
+        assert!(matches!(changes[..], [Change::Update(..)]), "{changes:?}");
+        assert_eq!(live.rows().unwrap()[0].1.clicks, 2);
     }
 }

@@ -16,7 +16,7 @@ use chrono_tz::Tz;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Map, Value, json};
 
-use netrev_live::state::{Measures, WindowKey};
+use netrev_live::state::{Dimension, Measures, WindowKey};
 use netrev_storage::csv::neutralise_csv_formula;
 
 use crate::api::{ApiError, date_param};
@@ -171,7 +171,7 @@ impl Request {
     fn matches(&self, k: &WindowKey) -> bool {
         self.filters
             .iter()
-            .all(|(f, v)| dim(k, f) == Some(v.as_str()))
+            .all(|(f, v)| dim(k, f).as_deref() == Some(v.as_str()))
     }
 
     /// The hours the request covers, from the start of `from` to the end of `to` in the
@@ -183,9 +183,9 @@ impl Request {
         )
     }
 
-    /// A row's group: day and hour (when grouped by them) and the grouped dimensions, borrowed
-    /// from the row (nothing allocated per row).
-    fn group<'a>(&self, k: &'a WindowKey) -> Group<'a> {
+    /// A row's group: day and hour (when grouped by them) and the grouped dimensions, shared
+    /// with the row (nothing allocated per row).
+    fn group(&self, k: &WindowKey) -> Group {
         let mut g = Group::default();
         for name in &self.group_by {
             match *name {
@@ -193,7 +193,7 @@ impl Request {
                 "hour" => g.hour = Some(k.hour),
                 other => {
                     let i = GROUPS.iter().position(|n| n == &other).expect("validated") - 2;
-                    g.dims[i] = Some(dim(k, other));
+                    g.dims[i] = Some(dim(k, other).clone());
                 }
             }
         }
@@ -223,14 +223,14 @@ fn start_of_day(d: NaiveDate, tz: Tz) -> i64 {
 
 /// A group key; `None` fields are not grouped by.
 #[derive(Debug, Default, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-struct Group<'a> {
+struct Group {
     day: Option<i64>,
     hour: Option<i64>,
     /// source, campaign, link, country, device: `Some(value)` when grouped by it.
-    dims: [Option<Option<&'a str>>; 5],
+    dims: [Option<Dimension>; 5],
 }
 
-impl Group<'_> {
+impl Group {
     /// The value of one group column: a local date, an hour's local start with its offset
     /// (`Z` in UTC), or a dimension.
     fn value(&self, name: &str, tz: Tz) -> Option<String> {
@@ -249,20 +249,20 @@ impl Group<'_> {
             }),
             other => {
                 let i = GROUPS.iter().position(|n| n == &other)? - 2;
-                self.dims[i].flatten().map(str::to_string)
+                self.dims[i].as_ref()?.as_deref().map(str::to_string)
             }
         }
     }
 }
 
-fn dim<'a>(k: &'a WindowKey, name: &str) -> Option<&'a str> {
+fn dim<'a>(k: &'a WindowKey, name: &str) -> &'a Dimension {
     match name {
-        "source" => k.source.as_deref(),
-        "campaign" => k.campaign.as_deref(),
-        "link" => k.link.as_deref(),
-        "country" => k.country.as_deref(),
-        "device" => k.device.as_deref(),
-        _ => None,
+        "source" => &k.source,
+        "campaign" => &k.campaign,
+        "link" => &k.link,
+        "country" => &k.country,
+        "device" => &k.device,
+        _ => &None,
     }
 }
 
@@ -353,6 +353,11 @@ fn csv_field(v: &Value, text: bool) -> String {
     }
 }
 
+/// Reads decoding the hours of days before the live state's horizon at once: one per core.
+static COLD_DECODES: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+});
+
 pub async fn stats(
     State(live): State<Arc<Live>>,
     Query(params): Query<HashMap<String, String>>,
@@ -373,7 +378,8 @@ pub async fn stats(
         let guard = live.state.read().expect("live lock");
         let state = guard.as_ref()?;
         let (from, to) = req.hours();
-        // The hourly rows of days before the live state's horizon, decoded for this read.
+        // The days before the live state's horizon whose hours are read: decoded after the
+        // lock is let go.
         let mut cold = Vec::new();
         let mut grouped: HashMap<Group, Measures> = HashMap::new();
         let mut totals = Measures::default();
@@ -396,7 +402,7 @@ pub async fn stats(
                 .map(|(_, v)| v.as_str());
             let grouped_by = req.group_by.contains(&name);
             for (day, value, m) in state.days_by_dimension(i, from, to) {
-                if filter.is_some_and(|f| value != Some(f)) {
+                if filter.is_some_and(|f| value.as_deref() != Some(f)) {
                     continue;
                 }
                 let mut g = Group::default();
@@ -404,7 +410,7 @@ pub async fn stats(
                     g.day = Some(day_number(day, req.tz));
                 }
                 if grouped_by {
-                    g.dims[i] = Some(value);
+                    g.dims[i] = Some(value.clone());
                 }
                 grouped.entry(g).or_default().add(m, 1);
                 totals.add(m, 1);
@@ -413,15 +419,28 @@ pub async fn stats(
             let rows: Box<dyn Iterator<Item = (&WindowKey, &Measures)>> = if daily {
                 Box::new(state.days_between(from, to))
             } else {
-                match state.rows_between(from, to, &mut cold) {
-                    Ok(rows) => Box::new(rows),
-                    Err(e) => {
-                        let e = ApiError::Internal(format!("reading the hourly rows: {e}"));
-                        return Some(e.into_response());
-                    }
-                }
+                cold = state.cold_between(from, to);
+                Box::new(state.hot_rows_between(from, to))
             };
             for (k, m) in rows.filter(|(k, _)| req.matches(k)) {
+                grouped.entry(req.group(k)).or_default().add(m, 1);
+                totals.add(m, 1);
+            }
+        }
+        drop(guard);
+        for day in cold {
+            // One day decoded at a time, by at most as many reads at once as there are
+            // cores: memory stays that of a few days' rows, whatever the range.
+            let _permit = futures::executor::block_on(COLD_DECODES.acquire())
+                .expect("the semaphore is never closed");
+            let rows = match day.rows() {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let e = ApiError::Internal(format!("reading the hourly rows: {e}"));
+                    return Some(e.into_response());
+                }
+            };
+            for (k, m) in rows.iter().filter(|(k, _)| req.matches(k)) {
                 grouped.entry(req.group(k)).or_default().add(m, 1);
                 totals.add(m, 1);
             }
@@ -530,8 +549,8 @@ mod tests {
             ("fb", "summer-sale"),
         ] {
             let mut g = Group::default();
-            g.dims[0] = Some(Some(source));
-            g.dims[1] = Some(Some(campaign));
+            g.dims[0] = Some(Some(source.into()));
+            g.dims[1] = Some(Some(campaign.into()));
             grouped.insert(g, m.clone());
         }
         assert_eq!(
