@@ -559,6 +559,14 @@ struct ColdDay {
 }
 
 impl ColdDay {
+    /// A day as its file holds it, with no changes since.
+    fn written(encoded: Option<Bytes>) -> Self {
+        ColdDay {
+            encoded,
+            deltas: HashMap::new(),
+        }
+    }
+
     /// The day's rows, in key order (the order of its file).
     fn rows(&self) -> Result<Vec<(WindowKey, Measures)>> {
         let mut rows = match &self.encoded {
@@ -1231,9 +1239,8 @@ impl LiveStats {
             return self.cold.get(&start).map_or(Ok(Vec::new()), ColdDay::rows);
         }
         let mut out: Vec<(WindowKey, Measures)> = self
-            .rows
-            .range((start, 0)..(start + DAY_MICROS, 0))
-            .map(|((_, w), m)| (self.windows.keys[*w as usize].clone(), m.clone()))
+            .hot_rows_between(start, start + DAY_MICROS)
+            .map(|(k, m)| (k.clone(), m.clone()))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
@@ -1249,19 +1256,9 @@ impl LiveStats {
             return;
         }
         match encoded {
-            Some(encoded) => {
-                self.cold.insert(
-                    start,
-                    ColdDay {
-                        encoded: Some(encoded),
-                        deltas: HashMap::new(),
-                    },
-                );
-            }
-            None => {
-                self.cold.remove(&start);
-            }
-        }
+            Some(_) => self.cold.insert(start, ColdDay::written(encoded)),
+            None => self.cold.remove(&start),
+        };
     }
 
     /// The rows of `date` as the bytes of its `stats_hourly` file, in the order of the files
@@ -1595,26 +1592,14 @@ impl LiveStats {
                 .push((self.windows.keys[*w as usize].clone(), m.clone()));
         }
         // Encoded first, then taken: a failure leaves the state as it was.
+        // (None of these days is cold yet: cold days are all before the old `hot_from`.)
         let mut encoded = Vec::with_capacity(cooled.len());
         for (start, mut rows) in cooled {
-            if let Some(held) = self.cold.get(&start) {
-                // Not so today (a day is cold only before the horizon, which only moves on),
-                // but exact: what the day held is added.
-                let mut all: HashMap<WindowKey, Measures> = rows.into_iter().collect();
-                for (k, m) in held.rows()? {
-                    all.entry(k).or_default().add(&m, 1);
-                }
-                rows = all.into_iter().filter(|(_, m)| m.clicks != 0).collect();
-            }
             rows.sort_by(|a, b| a.0.cmp(&b.0));
             encoded.push((start, encode_stats(&rows)?));
         }
         for (start, encoded) in encoded {
-            let day = ColdDay {
-                encoded,
-                deltas: HashMap::new(),
-            };
-            self.cold.insert(start, day);
+            self.cold.insert(start, ColdDay::written(encoded));
         }
         self.rows = self.rows.split_off(&(hot_from, 0));
         self.hot_from = Some(hot_from);
@@ -1831,10 +1816,7 @@ impl Builder {
             return Err(bad("not the columns written"));
         };
         for r in 0..batch.num_rows() {
-            let day = ColdDay {
-                encoded: Some(Bytes::copy_from_slice(encoded.value(r))),
-                deltas: HashMap::new(),
-            };
+            let day = ColdDay::written(Some(Bytes::copy_from_slice(encoded.value(r))));
             if self.live.cold.insert(days.value(r), day).is_some() {
                 return Err(bad("a day twice"));
             }
@@ -1924,11 +1906,8 @@ impl Builder {
                     held.bytes()
                 )));
             }
-            let day_rows = ColdDay {
-                encoded: encode_stats(&rows)?,
-                deltas: HashMap::new(),
-            };
-            live.cold.insert(day, day_rows);
+            live.cold
+                .insert(day, ColdDay::written(encode_stats(&rows)?));
         }
         let mut credits = Vec::new();
         for state in live.states.values_mut() {
