@@ -230,8 +230,21 @@ async fn submit(state: &AppState, event: Event) -> Result<Outcome, PostbackError
 async fn click(State(state): State<AppState>, req: Request) -> Result<Response, PostbackError> {
     let params = read_params(&state, req).await?;
     let fields = postback::click(&params)?;
-    let now = state.ingestor.clock().now_micros();
-    let (cid, millis) = state.ingestor.issue_click_id((now / 1000) as u64);
+    let (cid, vid) = record_click(&state.ingestor, fields)
+        .await
+        .map_err(PostbackError::Unavailable)?;
+    Ok(axum::Json(json!({"ok": true, "cid": cid, "vid": vid})).into_response())
+}
+
+/// Records a click as `/api/click` does (also the tracking links' `/r/{slug}`): netrev issues
+/// its click ID, whose millisecond is the click time, and a visitor ID when `fields` has none;
+/// answers both once the click is durable.
+pub async fn record_click(
+    ingestor: &Ingestor,
+    fields: postback::ClickFields,
+) -> Result<(String, String), Rejected> {
+    let now = ingestor.clock().now_micros();
+    let (cid, millis) = ingestor.issue_click_id((now / 1000) as u64);
     // The ID's millisecond is the click time; keep the microseconds when they agree.
     let ts = if (now / 1000) as u64 == millis {
         now
@@ -240,8 +253,8 @@ async fn click(State(state): State<AppState>, req: Request) -> Result<Response, 
     };
     let click = fields.into_click(cid, ts, postback::new_vid);
     let (cid, vid) = (click.cid.clone(), click.vid.clone());
-    submit(&state, Event::Click(click)).await?;
-    Ok(axum::Json(json!({"ok": true, "cid": cid, "vid": vid})).into_response())
+    ingestor.submit(Event::Click(click)).await?;
+    Ok((cid, vid))
 }
 
 async fn conversion(

@@ -11,16 +11,18 @@
 //!
 //! Layout: [`serve`] (wiring: opens the data root, the ingestor, the live state, the
 //! webhooks; health) → [`http_server`] (hyper with timeouts and connection limits) → `guard`
-//! (Host and JSON rules), `rate_limit`, [`api`], `dashboard`.
+//! (Host and JSON rules), `rate_limit`, [`api`], [`links`] (the tracking links' visits),
+//! `dashboard`.
 
 pub mod api;
 mod dashboard;
 mod guard;
 pub mod http_server;
+pub mod links;
 mod rate_limit;
 pub mod serve;
 
-pub use serve::{InProcess, ServeConfig, SqlConfig, run_bare, spawn, startup};
+pub use serve::{InProcess, LinksConfig, ServeConfig, SqlConfig, run_bare, spawn, startup};
 
 /// Why the service could not start or stopped.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,11 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+/// The address a request counts against (the peer, or behind a trusted proxy the client it
+/// names), put in the request's extensions for the handlers (the tracking links' country).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
 /// Buckets kept before idle ones (full again) are dropped.
 const MAX_BUCKETS: usize = 100_000;
 
@@ -82,13 +87,14 @@ impl RateLimit {
 pub async fn limit(
     State(limit): State<Arc<RateLimit>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
+    let client = limit.client(peer.ip(), request.headers());
+    request.extensions_mut().insert(ClientAddr(client));
     if limit.rate <= 0.0 {
         return next.run(request).await;
     }
-    let client = limit.client(peer.ip(), request.headers());
     match limit.take(client, Instant::now()) {
         Ok(()) => next.run(request).await,
         Err(wait) => {

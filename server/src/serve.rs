@@ -32,6 +32,8 @@ pub struct ServeConfig {
     pub webhooks: netrev_webhooks::deliver::DeliveryConfig,
     /// Timeouts (header, body, idle, HTTP/2 keep-alive) and connection limits.
     pub http: crate::http_server::Limits,
+    /// Tracking links: how many, and where a visit's country comes from.
+    pub links: LinksConfig,
     /// Postbacks per second and burst per client address, and the trusted proxies.
     pub rate_limit: (f64, f64, Vec<std::net::IpAddr>),
     /// Host names the API and dashboard answer besides the loopback ones when there is no
@@ -43,6 +45,17 @@ pub struct ServeConfig {
     /// For benchmarks: the service's clock runs this many times as fast as real time (event
     /// times, days, flush times); 1 in production.
     pub clock_speed: u32,
+}
+
+/// Tracking links' settings.
+#[derive(Debug, Default)]
+pub struct LinksConfig {
+    /// Most links kept (`--links-max`).
+    pub max: usize,
+    /// A header a trusted proxy sets to the visitor's country (`CF-IPCountry`).
+    pub geoip_header: Option<String>,
+    /// A MaxMind-format country or city database.
+    pub geoip_db: Option<std::path::PathBuf>,
 }
 
 /// Where analysts' queries run and what bounds them ([`netrev_pipeline::analysts`]).
@@ -234,12 +247,24 @@ async fn serve(
         ),
         "starting the live state",
     )?;
+    let links = Arc::new(starting(
+        crate::links::Links::open(store.clone(), config.links.max).await,
+        "loading the tracking links",
+    )?);
+    let geo = Arc::new(
+        crate::links::Geo::open(
+            config.links.geoip_header.as_deref(),
+            config.links.geoip_db.as_deref(),
+        )
+        .map_err(Error::Config)?,
+    );
+    let redirects = crate::links::router(links.clone(), ingestor.clone(), geo);
     let api_key = config.api_key.as_deref().map(netrev_ingest::Secret::new);
     let guard = Arc::new(crate::guard::Guard {
         check_host: api_key.is_none(),
         allowed_hosts: config.allowed_hosts.clone(),
     });
-    let app = postback_routes(&ingestor, &config.postbacks, config.rate_limit)
+    let app = postback_routes(&ingestor, &config.postbacks, config.rate_limit, redirects)
         .merge(Router::new().route("/api/health", get(health)).with_state((
             ingestor.clone(),
             live.clone(),
@@ -251,6 +276,7 @@ async fn serve(
                     store,
                     live.clone(),
                     hooks,
+                    links,
                     api_key,
                     analysts,
                 ))
@@ -295,18 +321,20 @@ async fn serve_until(
     Ok(())
 }
 
-/// The postback and IPN routes behind the per-client rate limit.
+/// The postback and IPN routes, and `more` (the tracking links' visits), behind the
+/// per-client rate limit.
 fn postback_routes(
     ingestor: &Arc<Ingestor>,
     postbacks: &PostbackConfig,
     (rate, burst, trusted): (f64, f64, Vec<std::net::IpAddr>),
+    more: Router,
 ) -> Router {
-    netrev_ingest::http::router(ingestor.clone(), postbacks).layer(
-        axum::middleware::from_fn_with_state(
+    netrev_ingest::http::router(ingestor.clone(), postbacks)
+        .merge(more)
+        .layer(axum::middleware::from_fn_with_state(
             crate::rate_limit::RateLimit::new(rate, burst, trusted),
             crate::rate_limit::limit,
-        ),
-    )
+        ))
 }
 
 /// An extra ingest node: postbacks into its own write-ahead log and raw files named after its
@@ -323,7 +351,13 @@ async fn run_ingest_only(
         "starting ingest",
     )?;
     let api_key = Arc::new(config.api_key.as_deref().map(netrev_ingest::Secret::new));
-    let app = postback_routes(&ingestor, &config.postbacks, config.rate_limit).merge(
+    let app = postback_routes(
+        &ingestor,
+        &config.postbacks,
+        config.rate_limit,
+        Router::new(),
+    )
+    .merge(
         Router::new()
             .route("/api/health", get(ingest_health))
             .with_state((ingestor.clone(), api_key)),

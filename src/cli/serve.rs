@@ -51,6 +51,25 @@ pub struct ServeArgs {
     sql: AnalystArgs,
     #[command(flatten)]
     webhooks: WebhookArgs,
+    #[command(flatten)]
+    links: LinkArgs,
+}
+
+/// Tracking links (`/r/{slug}`).
+#[derive(Debug, Args)]
+struct LinkArgs {
+    /// Most tracking links kept (all are held in memory and in `meta/links.json`, rewritten
+    /// whole on each change).
+    #[arg(long, env = "NETREV_LINKS_MAX", default_value_t = netrev_server::links::LINKS_MAX)]
+    links_max: usize,
+    /// A request header a trusted proxy sets to the visitor's two-letter country, such as
+    /// `CF-IPCountry`; believed whenever present, so set it only behind such a proxy.
+    #[arg(long, env = "NETREV_GEOIP_HEADER")]
+    geoip_header: Option<String>,
+    /// A MaxMind-format database (GeoLite2-Country, GeoIP2-City…) giving the visitor's
+    /// country from its address, when the header gives none. Read whole at start.
+    #[arg(long, env = "NETREV_GEOIP_DB")]
+    geoip_db: Option<PathBuf>,
 }
 
 /// The ingest buffer and its write-ahead log.
@@ -284,6 +303,11 @@ impl ServeArgs {
             http: http.into(),
             sql: self.sql.into(),
             webhooks: self.webhooks.into(),
+            links: netrev_server::LinksConfig {
+                max: self.links.links_max,
+                geoip_header: self.links.geoip_header,
+                geoip_db: self.links.geoip_db,
+            },
             data: self.data.data,
             listen: self.listen,
             api_key: secret(self.api_key, self.api_key_file)?,

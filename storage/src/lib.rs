@@ -32,6 +32,7 @@ pub mod failpoint;
 pub mod model;
 pub mod money;
 pub mod sealed;
+pub mod settings;
 pub mod store;
 
 pub use clock::Clock;

@@ -496,18 +496,32 @@ for s, c, g, r in rows:
                 &path
                     .replace("{vid}", "v1")
                     .replace("{id}", "wh_none")
+                    .replace("{slug}", "none")
                     .replace("{message}", "msg_none")
                     .replace("{network}", "jvzoo"),
             );
             let req = match method.as_str() {
                 "get" => http.get(url),
                 "post" => http.post(url).json(&json!({"sql": "SELECT 1"})),
-                // 404 names the missing endpoint, unlike an unknown route's empty 404.
-                "delete" => {
-                    let r = http.delete(url).bearer_auth(KEY).send().await.unwrap();
-                    assert_eq!(r.status(), 404);
+                // 404 names the missing endpoint or link, unlike an unknown route's empty 404.
+                "delete" | "patch" => {
+                    let req = if method == "delete" {
+                        http.delete(url)
+                    } else {
+                        http.patch(url).json(&json!({}))
+                    };
+                    let r = req.bearer_auth(KEY).send().await.unwrap();
+                    assert_eq!(r.status(), 404, "{method} {path}");
                     let body: Value = r.json().await.unwrap();
-                    assert_eq!(body["field"], "id", "{path}");
+                    assert!(
+                        ["id", "slug"].contains(&body["field"].as_str().unwrap()),
+                        "{path}"
+                    );
+                    continue;
+                }
+                "head" => {
+                    let r = http.head(url).send().await.unwrap();
+                    assert_eq!(r.status(), 404, "{method} {path}");
                     continue;
                 }
                 other => panic!("unexpected method {other}"),

@@ -17,6 +17,7 @@ mod hardening;
 mod harness;
 mod ipn;
 mod jobs;
+mod links;
 mod live;
 mod model;
 mod persist;

@@ -228,6 +228,69 @@ async fn refunds_are_signed_retried_and_410_disables() {
     .await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(ids(&inbox).len(), 5);
+
+    // PATCH re-enables it and changes its events: conversions only now.
+    let patch = |body: Value| {
+        http.patch(server.url(&format!("/api/webhooks/{id}")))
+            .json(&body)
+            .send()
+    };
+    let r = patch(json!({"enabled": true, "events": ["conversion"], "description": "CRM"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let changed: Value = r.json().await.unwrap();
+    assert_eq!(changed["disabled"], false, "{changed}");
+    assert_eq!(changed["events"], json!(["conversion"]));
+    assert_eq!(changed["description"], "CRM");
+    assert!(changed.get("secret").is_none(), "{changed}");
+    postback(
+        &server,
+        &http,
+        &format!("/api/conversion/refund?cid={cid}&amount=1&txid=R4"),
+    )
+    .await;
+    postback(
+        &server,
+        &http,
+        &format!("/api/conversion?cid={cid}&amount=7&txid=T2"),
+    )
+    .await;
+    wait_for("the conversion after re-enabling", || {
+        ids(&inbox).len() >= 6
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = inbox.lock().unwrap().received.clone();
+    assert_eq!(received.len(), 6);
+    let last: Value = serde_json::from_slice(&received[5].1).unwrap();
+    assert_eq!(last["type"], "conversion.created", "{last}");
+    // Bad changes are refused and change nothing; an unknown endpoint is 404.
+    for (bad, field) in [
+        (json!({"events": []}), "events"),
+        (json!({"events": ["sale"]}), "events"),
+        (json!({"url": "ftp://x.example/"}), "url"),
+        (json!({"enabled": "yes"}), "enabled"),
+        (json!({"enable": true}), "body"),
+    ] {
+        let r = patch(bad.clone()).await.unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["field"], field, "{bad}: {e}");
+    }
+    let list = get_json(&server, &http, "/api/webhooks").await;
+    assert_eq!(
+        list["webhooks"][0]["events"],
+        json!(["conversion"]),
+        "{list}"
+    );
+    let r = http
+        .patch(server.url("/api/webhooks/wh_none"))
+        .json(&json!({"enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@
 //! until it is delivered, given up, or its endpoint disabled; one message id per event, so a
 //! receiver can drop repeats.
 //!
-//! - Settings → Webhooks: `POST/GET /api/webhooks`, `DELETE /api/webhooks/{id}`, kept in
+//! - Settings → Webhooks: `POST/GET /api/webhooks`, `PATCH/DELETE /api/webhooks/{id}`, kept in
 //!   `meta/webhooks.json` under the data root (rewritten whole and atomically on every change).
 //! - When the live stats attribute a conversion or refund to its click, [`Hooks::announce`]
 //!   builds one message per subscribed endpoint (with the click's context and the visitor's
@@ -59,7 +59,7 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -211,12 +211,21 @@ impl Endpoint {
 
 /// The endpoints, in memory and in `meta/webhooks.json`.
 pub struct Webhooks {
+    endpoints: netrev_storage::settings::Settings<Vec<Endpoint>>,
     store: netrev_storage::Store,
-    /// The endpoints as last saved; readers take a snapshot.
-    endpoints: RwLock<Arc<Vec<Endpoint>>>,
-    /// Held while a change is saved, so changes apply one after another.
-    writing: tokio::sync::Mutex<()>,
     allow_private: bool,
+}
+
+/// A change to an endpoint (`PATCH /api/webhooks/{id}`): each field given replaces the
+/// endpoint's.
+#[derive(Debug, Default)]
+pub struct Change {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    /// `Some(None)` removes the description.
+    pub description: Option<Option<String>>,
+    /// `true` re-enables an endpoint disabled by a 410 Gone.
+    pub enabled: Option<bool>,
 }
 
 /// A refused endpoint: which field and why.
@@ -236,31 +245,11 @@ fn refused(field: &'static str, error: impl Into<String>) -> Refused {
 impl Webhooks {
     /// Loads the settings of `store` (none yet is fine).
     pub async fn open(store: netrev_storage::Store, allow_private: bool) -> Result<Self> {
-        let path = object_store::path::Path::from(SETTINGS);
-        let endpoints = match store.get(&path).await? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Damaged(format!("{SETTINGS} is not valid: {e}")))?,
-            None => Vec::new(),
-        };
         Ok(Webhooks {
+            endpoints: netrev_storage::settings::Settings::open(store.clone(), SETTINGS).await?,
             store,
-            endpoints: RwLock::new(Arc::new(endpoints)),
-            writing: tokio::sync::Mutex::new(()),
             allow_private,
         })
-    }
-
-    /// Applies `change` to the endpoints and saves them; the change is visible once saved.
-    async fn change<T>(&self, change: impl FnOnce(&mut Vec<Endpoint>) -> T) -> Result<T> {
-        let _writing = self.writing.lock().await;
-        let mut next = self.list().as_ref().clone();
-        let out = change(&mut next);
-        let bytes = serde_json::to_vec_pretty(&next)?;
-        self.store
-            .put_durable(&object_store::path::Path::from(SETTINGS), bytes.into())
-            .await?;
-        *self.endpoints.write().expect("webhooks lock") = Arc::new(next);
-        Ok(out)
     }
 
     /// Validates and adds an endpoint; returns it with its secret.
@@ -270,60 +259,15 @@ impl Webhooks {
         events: &[String],
         description: Option<String>,
     ) -> Result<Endpoint, Result<Refused, Error>> {
-        if url.chars().count() > URL_MAX_CHARS {
-            return Err(Ok(refused(
-                "url",
-                format!("longer than {URL_MAX_CHARS} characters"),
-            )));
-        }
-        let parsed =
-            url::Url::parse(url).map_err(|e| Ok(refused("url", format!("not a URL: {e}"))))?;
-        if parsed.as_str().len() > URL_MAX_CHARS {
-            return Err(Ok(refused(
-                "url",
-                format!("longer than {URL_MAX_CHARS} characters once percent-encoded"),
-            )));
-        }
-        if !["http", "https"].contains(&parsed.scheme()) {
-            return Err(Ok(refused("url", "must be an http or https URL")));
-        }
-        if parsed.host().is_none() {
-            return Err(Ok(refused("url", "has no host")));
-        }
-        if !self.allow_private
-            && let Some(ip) = literal_address(&parsed)
-            && !is_public(ip)
-        {
-            return Err(Ok(refused(
-                "url",
-                format!(
-                    "{ip} is a private, loopback or otherwise internal address \
-                     (serve --webhooks-allow-private allows it, for development)"
-                ),
-            )));
-        }
-        if events.is_empty() {
-            return Err(Ok(refused(
-                "events",
-                "subscribe to at least one of refund, conversion",
-            )));
-        }
-        if let Some(e) = events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
-            return Err(Ok(refused(
-                "events",
-                format!("unknown event {e:?}; refund or conversion"),
-            )));
-        }
+        let url = self.check_url(url).map_err(Ok)?;
+        let events = check_events(events).map_err(Ok)?;
         if let Some(d) = &description {
             check_description(d).map_err(Ok)?;
         }
-        let mut events: Vec<String> = events.to_vec();
-        events.sort();
-        events.dedup();
         let id: [u8; 8] = rand::random();
         let endpoint = Endpoint {
             id: format!("wh_{}", hex::encode(id)),
-            url: parsed.to_string(),
+            url,
             events,
             description,
             secret: new_secret(),
@@ -335,12 +279,93 @@ impl Webhooks {
             disabled: false,
         };
         let added = endpoint.clone();
-        self.change(|all| all.push(added)).await.map_err(Err)?;
+        self.endpoints
+            .change(|all| all.push(added))
+            .await
+            .map_err(|e| Err(e.into()))?;
         Ok(endpoint)
     }
 
+    /// Applies `change` to endpoint `id`, each field validated as on creation: the endpoint
+    /// as it is now, `None` when there is none with that id.
+    pub async fn update(
+        &self,
+        id: &str,
+        change: Change,
+    ) -> Result<Option<Endpoint>, Result<Refused, Error>> {
+        let url = change
+            .url
+            .map(|u| self.check_url(&u))
+            .transpose()
+            .map_err(Ok)?;
+        let events = change
+            .events
+            .map(|e| check_events(&e))
+            .transpose()
+            .map_err(Ok)?;
+        if let Some(Some(d)) = &change.description {
+            check_description(d).map_err(Ok)?;
+        }
+        self.endpoints
+            .change(|all| {
+                let endpoint = all.iter_mut().find(|e| e.id == id)?;
+                if let Some(url) = url {
+                    endpoint.url = url;
+                }
+                if let Some(events) = events {
+                    endpoint.events = events;
+                }
+                if let Some(description) = change.description {
+                    endpoint.description = description;
+                }
+                if let Some(enabled) = change.enabled {
+                    endpoint.disabled = !enabled;
+                }
+                Some(endpoint.clone())
+            })
+            .await
+            .map_err(|e| Err(e.into()))
+    }
+
+    /// An endpoint's URL as stored: an `http` or `https` URL with a host, at most
+    /// [`URL_MAX_CHARS`], and not an internal address unless those are allowed.
+    fn check_url(&self, url: &str) -> Result<String, Refused> {
+        if url.chars().count() > URL_MAX_CHARS {
+            return Err(refused(
+                "url",
+                format!("longer than {URL_MAX_CHARS} characters"),
+            ));
+        }
+        let parsed = url::Url::parse(url).map_err(|e| refused("url", format!("not a URL: {e}")))?;
+        if parsed.as_str().len() > URL_MAX_CHARS {
+            return Err(refused(
+                "url",
+                format!("longer than {URL_MAX_CHARS} characters once percent-encoded"),
+            ));
+        }
+        if !["http", "https"].contains(&parsed.scheme()) {
+            return Err(refused("url", "must be an http or https URL"));
+        }
+        if parsed.host().is_none() {
+            return Err(refused("url", "has no host"));
+        }
+        if !self.allow_private
+            && let Some(ip) = literal_address(&parsed)
+            && !is_public(ip)
+        {
+            return Err(refused(
+                "url",
+                format!(
+                    "{ip} is a private, loopback or otherwise internal address \
+                     (serve --webhooks-allow-private allows it, for development)"
+                ),
+            ));
+        }
+        Ok(parsed.to_string())
+    }
+
     pub fn list(&self) -> Arc<Vec<Endpoint>> {
-        self.endpoints.read().expect("webhooks lock").clone()
+        self.endpoints.get()
     }
 
     pub fn get(&self, id: &str) -> Option<Endpoint> {
@@ -349,24 +374,48 @@ impl Webhooks {
 
     /// Removes an endpoint; `false` when there is none with that id.
     pub async fn delete(&self, id: &str) -> Result<bool> {
-        self.change(|all| {
-            let before = all.len();
-            all.retain(|e| e.id != id);
-            all.len() != before
-        })
-        .await
+        Ok(self
+            .endpoints
+            .change(|all| {
+                let before = all.len();
+                all.retain(|e| e.id != id);
+                all.len() != before
+            })
+            .await?)
     }
 
     /// Disables an endpoint (it answered 410 Gone): nothing more is sent to it.
     pub async fn disable(&self, id: &str) -> Result<bool> {
-        self.change(|all| {
-            all.iter_mut()
-                .find(|e| e.id == id)
-                .map(|e| e.disabled = true)
-                .is_some()
-        })
-        .await
+        Ok(self
+            .endpoints
+            .change(|all| {
+                all.iter_mut()
+                    .find(|e| e.id == id)
+                    .map(|e| e.disabled = true)
+                    .is_some()
+            })
+            .await?)
     }
+}
+
+/// The events subscribed to, sorted and without repeats: at least one, each of [`EVENTS`].
+fn check_events(events: &[String]) -> Result<Vec<String>, Refused> {
+    if events.is_empty() {
+        return Err(refused(
+            "events",
+            "subscribe to at least one of refund, conversion",
+        ));
+    }
+    if let Some(e) = events.iter().find(|e| !EVENTS.contains(&e.as_str())) {
+        return Err(refused(
+            "events",
+            format!("unknown event {e:?}; refund or conversion"),
+        ));
+    }
+    let mut events: Vec<String> = events.to_vec();
+    events.sort();
+    events.dedup();
+    Ok(events)
 }
 
 /// Refuses a description longer than [`DESCRIPTION_MAX_CHARS`] or with control characters

@@ -34,6 +34,11 @@ pub enum ApiError {
         field: &'static str,
         message: String,
     },
+    /// 410: what the path names existed and was turned off (a disabled tracking link).
+    Gone {
+        field: &'static str,
+        message: String,
+    },
     /// 408, connection closed: the request's body did not arrive within the body timeout.
     BodyTooSlow { limit_secs: f64 },
     /// 413: the request's body is larger than the limit of the route.
@@ -135,6 +140,7 @@ impl IntoResponse for ApiError {
                 None,
             ),
             ApiError::NotFound { field, message } => (StatusCode::NOT_FOUND, message, Some(field)),
+            ApiError::Gone { field, message } => (StatusCode::GONE, message, Some(field)),
             ApiError::BodyTooSlow { limit_secs } => (
                 StatusCode::REQUEST_TIMEOUT,
                 format!(

@@ -1,10 +1,12 @@
 //! The query API: `/api/stats` from the live state ([`stats`]), and from the derived tables
 //! as the last recompute wrote them, read-only SQL ([`sql`]), cohorts ([`cohorts`]), visitor
 //! profiles and the refund log ([`tables`]); webhook endpoints and deliveries ([`webhooks`]);
-//! the API key; the OpenAPI description. Every error is an [`ApiError`].
+//! tracking links ([`links`]); the API key; the OpenAPI description. Every error is an [`ApiError`].
 
 mod cohorts;
 mod error;
+mod fields;
+mod links;
 mod sql;
 pub mod stats;
 mod tables;
@@ -45,6 +47,7 @@ pub struct ApiState {
     analysts: Arc<Analysts>,
     webhooks: Arc<netrev_webhooks::Webhooks>,
     outbox: Arc<netrev_webhooks::outbox::Outbox>,
+    links: Arc<crate::links::Links>,
 }
 
 /// The query routes, behind `api_key` when one is configured, plus the OpenAPI description.
@@ -52,6 +55,7 @@ pub fn router(
     store: Store,
     live: Arc<Live>,
     hooks: Arc<netrev_webhooks::Hooks>,
+    links: Arc<crate::links::Links>,
     api_key: Option<Secret>,
     analysts: Arc<Analysts>,
 ) -> Router {
@@ -60,6 +64,7 @@ pub fn router(
         analysts,
         webhooks: hooks.webhooks.clone(),
         outbox: hooks.outbox.clone(),
+        links,
     };
     let protected = Router::new()
         .route("/api/stats", get(stats::stats).with_state(live))
@@ -74,9 +79,17 @@ pub fn router(
         )
         .route(
             "/api/webhooks/{id}",
-            axum::routing::delete(webhooks::delete),
+            axum::routing::delete(webhooks::delete).patch(webhooks::update),
         )
         .route("/api/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route(
+            "/api/links",
+            get(links::list).merge(json_post(links::create)),
+        )
+        .route(
+            "/api/links/{slug}",
+            get(links::get).patch(links::update).delete(links::delete),
+        )
         .route(
             "/api/webhooks/{id}/deliveries/{message}/retry",
             json_post(webhooks::retry_delivery),
@@ -257,6 +270,14 @@ mod tests {
         ("get", "/api/webhooks"),
         ("post", "/api/webhooks"),
         ("delete", "/api/webhooks/{id}"),
+        ("patch", "/api/webhooks/{id}"),
+        ("get", "/api/links"),
+        ("post", "/api/links"),
+        ("get", "/api/links/{slug}"),
+        ("patch", "/api/links/{slug}"),
+        ("delete", "/api/links/{slug}"),
+        ("get", "/r/{slug}"),
+        ("head", "/r/{slug}"),
         ("get", "/api/webhooks/{id}/deliveries"),
         ("post", "/api/webhooks/{id}/deliveries/{message}/retry"),
     ];

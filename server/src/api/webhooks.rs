@@ -1,5 +1,5 @@
-//! `/api/webhooks…`: webhook endpoints (create, list, delete) and their deliveries (list,
-//! retry).
+//! `/api/webhooks…`: webhook endpoints (create, list, change, delete) and their deliveries
+//! (list, retry).
 
 use std::collections::HashMap;
 
@@ -57,6 +57,34 @@ pub(super) async fn list(State(state): State<ApiState>) -> Answer {
     Ok(axum::Json(json!({ "webhooks": all })).into_response())
 }
 
+/// `PATCH /api/webhooks/{id}` with any of `url`, `events`, `description` (`null` removes
+/// it) and `enabled` (`true` re-enables an endpoint a 410 Gone disabled): 200 with the
+/// endpoint (without its secret), or 404.
+pub(super) async fn update(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Answer {
+    let body = super::body(body)?;
+    let fields = super::fields::Fields::read(
+        &body,
+        &["url", "events", "description", "enabled"],
+        r#"{"events": ["refund", "conversion"], "enabled": true}"#,
+    )?;
+    let change = netrev_webhooks::Change {
+        url: fields.string("url")?,
+        events: fields.strings("events")?,
+        description: fields.nullable_string("description")?,
+        enabled: fields.bool("enabled")?,
+    };
+    match state.webhooks.update(&id, change).await {
+        Ok(Some(endpoint)) => Ok(axum::Json(endpoint.public()).into_response()),
+        Ok(None) => Err(no_endpoint(&id)),
+        Err(Ok(r)) => Err(ApiError::invalid(r.field, r.error)),
+        Err(Err(e)) => Err(ApiError::internal(e)),
+    }
+}
+
 /// `DELETE /api/webhooks/{id}`: 204, or 404 when there is no such endpoint.
 pub(super) async fn delete(State(state): State<ApiState>, Path(id): Path<String>) -> Answer {
     if state
@@ -67,10 +95,7 @@ pub(super) async fn delete(State(state): State<ApiState>, Path(id): Path<String>
     {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(ApiError::not_found(
-            "id",
-            format!("no webhook endpoint {id:?}"),
-        ))
+        Err(no_endpoint(&id))
     }
 }
 
