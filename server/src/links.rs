@@ -131,7 +131,8 @@ const OVERRIDES: [&str; 8] = [
 /// link's; `Some(None)` clears an optional one.
 #[derive(Debug, Default)]
 pub struct Change {
-    /// Only on creation; generated when absent.
+    /// Only on creation (generated when absent); ignored by [`Links::update`]: a link's slug
+    /// is in the ads, it never changes.
     pub slug: Option<String>,
     pub url: Option<String>,
     pub source: Option<Option<String>>,
@@ -272,12 +273,6 @@ impl Links {
         slug: &str,
         change: Change,
     ) -> Result<Result<Option<Link>, Refused>, netrev_storage::Error> {
-        if change.slug.is_some() {
-            return Ok(Err(invalid(
-                "slug",
-                "a link's slug cannot change (it is in the ads); create a new link",
-            )));
-        }
         self.links
             .try_change(|all| {
                 let Some(link) = all.get_mut(slug) else {
@@ -582,13 +577,6 @@ async fn visit(
     let Some(link) = r.links.get(&slug) else {
         return ApiError::not_found("slug", format!("no link {slug:?}")).into_response();
     };
-    if !link.enabled {
-        return ApiError::Gone {
-            field: "slug",
-            message: format!("link {slug:?} is disabled"),
-        }
-        .into_response();
-    }
     let visit = match params::parse(uri.query(), &[], BodyKind::Form) {
         Ok(p) => p,
         Err(i) => return PostbackError::Invalid(i).into_response(),
@@ -601,16 +589,6 @@ async fn visit(
     }
     p.insert("link", link.slug.clone());
     let vid = cookie_vid(&headers);
-    if method == Method::HEAD {
-        // A link checker's HEAD records nothing: where a visit would go, without a click.
-        let location = expand(&link.url, |name| match name {
-            "cid" => None,
-            "vid" => vid.as_deref(),
-            "link" => Some(link.slug.as_str()),
-            _ => p.get(name).map(String::as_str),
-        });
-        return found(&location, None);
-    }
     if let Some(vid) = &vid {
         p.insert("vid", vid.clone());
     }
@@ -625,11 +603,27 @@ async fn visit(
     {
         p.insert("device", device.to_string());
     }
+    // The visit's parameters are checked as a click's, also for HEAD and a disabled link.
     let pairs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let fields = match postback::click(&Params::from_pairs(&pairs)) {
         Ok(f) => f,
         Err(i) => return PostbackError::Invalid(i).into_response(),
     };
+    if !link.enabled {
+        return ApiError::Gone {
+            field: "slug",
+            message: format!("link {slug:?} is disabled"),
+        }
+        .into_response();
+    }
+    if method == Method::HEAD {
+        // A link checker's HEAD records nothing: where a visit would go, without a click.
+        let location = expand(&link.url, |name| match name {
+            "cid" => None,
+            _ => p.get(name).map(String::as_str),
+        });
+        return found(&location, None);
+    }
     let (cid, vid) = match netrev_ingest::http::record_click(&r.ingestor, fields).await {
         Ok(ids) => ids,
         Err(rejected) => return PostbackError::Unavailable(rejected).into_response(),

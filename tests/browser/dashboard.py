@@ -6,7 +6,10 @@ Starts `netrev serve` on a small known history (imported, so the start-up recomp
 cohorts), opens the page and checks: the Refund Rate column toggles off and on (and the choice
 survives a reload); grouped by source, the numbers shown equal the API's; a source above the
 refund-rate threshold is marked for review; a refund posted now appears without reloading;
-the Cohort LTV chart draws. Screenshots are saved as artifacts (default target/browser/).
+the Cohort LTV chart draws; in Settings, a link and a refund-only webhook are created, the link
+is followed to an offer page, a refund is posted and its delivery is listed, the postback URL
+builder shows the network's macro. Screenshots are saved as artifacts (default
+target/browser/).
 """
 
 import json
@@ -15,9 +18,12 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -78,6 +84,27 @@ def wait(what, fn, timeout=20):
         time.sleep(0.2)
 
 
+class Receiver(BaseHTTPRequestHandler):
+    """The offer page a link sends visitors to (GET) and a CRM's webhook endpoint (POST)."""
+
+    received = []
+
+    def do_GET(self):  # noqa: N802 - the standard library's name
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<!doctype html><title>offer</title><p>the offer")
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Receiver.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
 def money(s):
     """The page's formatting of a money string (values here are below 1,000, exact cents)."""
     whole, _, frac = s.partition(".")
@@ -90,7 +117,10 @@ def main():
     for table, path in write_history(work).items():
         subprocess.run([BIN, "import", "--data", data, "--table", table, path], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    server = subprocess.Popen([BIN, "serve", "--data", data, "--listen", "127.0.0.1:0"],
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    rport = receiver.server_address[1]
+    server = subprocess.Popen([BIN, "serve", "--data", data, "--listen", "127.0.0.1:0", "--webhooks-allow-private"],
                               stdout=subprocess.PIPE, env=dict(os.environ, NETREV_LOG="warn"), text=True)
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
@@ -162,12 +192,86 @@ def main():
         driver.find_element(By.ID, "vid").send_keys("v1")
         driver.find_element(By.CSS_SELECTOR, "#visitor-form button").click()
         wait("the visitor profile", lambda: "Refund history" in driver.find_element(By.ID, "visitor").text)
+
+        # Settings → Links: create a link.
+        driver.find_element(By.ID, "settings-title").location_once_scrolled_into_view  # noqa: B018
+        driver.find_element(By.ID, "link-slug").send_keys("spring")
+        driver.find_element(By.ID, "link-url").send_keys(f"http://127.0.0.1:{rport}/offer?clickid={{cid}}&s={{sub1}}")
+        driver.find_element(By.ID, "link-source").send_keys("fb")
+        driver.find_element(By.ID, "link-campaign").send_keys("spring")
+        driver.find_element(By.ID, "link-cost").send_keys("0.30")
+        driver.find_element(By.ID, "link-save").click()
+        link_row = lambda: driver.find_element(By.CSS_SELECTOR, "#links tr[data-slug=spring]")  # noqa: E731
+        wait("the link listed", link_row)
+        assert link_row().find_element(By.CSS_SELECTOR, ".tracking-url").text == base + "/r/spring"
+
+        # Settings → Webhooks: a refund-only endpoint; its secret is shown once.
+        driver.find_element(By.ID, "hook-url").send_keys(f"http://127.0.0.1:{rport}/hook")
+        assert driver.find_element(By.ID, "hook-refund").is_selected()
+        assert not driver.find_element(By.ID, "hook-conversion").is_selected()
+        driver.find_element(By.CSS_SELECTOR, "#hook-form button[type=submit]").click()
+        wait("the secret", lambda: driver.find_element(By.ID, "hook-secret-value").text.startswith("whsec_"))
+        hook_row = lambda: driver.find_element(By.CSS_SELECTOR, "#hooks tbody tr")  # noqa: E731
+        wait("the endpoint listed", hook_row)
+        assert hook_row().find_element(By.CSS_SELECTOR, ".event-refund").is_selected()
+        assert not hook_row().find_element(By.CSS_SELECTOR, ".event-conversion").is_selected()
+        assert get(base, "/api/webhooks")["webhooks"][0]["events"] == ["refund"]
+        driver.save_screenshot(os.path.join(SHOTS, "settings.png"))
+
+        # Follow the link: the offer page gets the click ID; a sale and its refund follow.
+        driver.get(base + "/r/spring?sub1=a%26b")
+        wait("the offer page", lambda: "/offer?" in driver.current_url)
+        offer = urllib.parse.parse_qs(urllib.parse.urlparse(driver.current_url).query)
+        cid = offer["clickid"][0]
+        assert offer["s"] == ["a&b"], offer
+        for path in [f"/api/conversion?cid={cid}&amount=30&txid=L1",
+                     f"/api/conversion/refund?cid={cid}&amount=30&txid=LR1&ref=L1"]:
+            urllib.request.urlopen(base + path, timeout=10).read()
+        wait("the refund delivered", lambda: any(m["type"] == "refund.created" for m in Receiver.received))
+        assert [m["type"] for m in Receiver.received] == ["refund.created"], Receiver.received
+        assert Receiver.received[0]["data"]["cid"] == cid
+
+        # The delivery is listed in Settings.
+        driver.get(base + "/")
+        wait("the endpoint listed again", hook_row)
+
+        def delivered():
+            hook_row().find_element(By.CSS_SELECTOR, "button.deliveries").click()
+            time.sleep(0.3)
+            return [tr for tr in driver.find_elements(By.CSS_SELECTOR, "#deliveries tbody tr")
+                    if tr.find_element(By.CSS_SELECTOR, ".type").text == "refund.created"
+                    and tr.find_element(By.CSS_SELECTOR, ".delivery-status").text == "delivered"]
+        wait("the delivery listed", delivered)
+
+        # Edit the link, then disable it: visits are 410.
+        link_row().find_element(By.CSS_SELECTOR, "button.edit").click()
+        campaign = driver.find_element(By.ID, "link-campaign")
+        campaign.clear()
+        campaign.send_keys("autumn")
+        driver.find_element(By.ID, "link-save").click()
+        wait("the edited link", lambda: "autumn" in link_row().text)
+        link_row().find_element(By.CSS_SELECTOR, "button.toggle").click()
+        wait("the disabled link", lambda: link_row().find_element(By.CSS_SELECTOR, ".link-state").text == "Disabled")
+        try:
+            urllib.request.urlopen(base + "/r/spring", timeout=10)
+            raise AssertionError("a disabled link redirected")
+        except urllib.error.HTTPError as e:
+            assert e.code == 410, e.code
+
+        # The postback URL builder.
+        Select(driver.find_element(By.ID, "pb-network")).select_by_value("digistore24")
+        conversion = driver.find_element(By.ID, "pb-conversion").text
+        assert conversion == base + "/api/conversion?cid={cid}&amount={amount}&txid={txid}", conversion
+        driver.find_element(By.ID, "pb-token").send_keys("s3cret")
+        assert driver.find_element(By.ID, "pb-refund").text.endswith("&token=s3cret")
+        assert driver.find_element(By.ID, "pb-offer").text == "&cid={cid}"
         print(f"dashboard browser test passed; screenshots in {SHOTS}")
     finally:
         if driver:
             driver.quit()
         server.terminate()
         server.wait()
+        receiver.shutdown()
 
 
 if __name__ == "__main__":

@@ -33,10 +33,10 @@ impl Fields {
         Ok(Fields(map))
     }
 
-    /// A string field, when given (`null` counts as not given).
+    /// A string field, when given (`null` is refused: the field cannot be cleared).
     pub(super) fn string(&self, name: &'static str) -> Result<Option<String>, ApiError> {
         match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
+            None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
             Some(_) => Err(ApiError::invalid(name, "must be a string")),
         }
@@ -58,7 +58,7 @@ impl Fields {
     /// A boolean field, when given.
     pub(super) fn bool(&self, name: &'static str) -> Result<Option<bool>, ApiError> {
         match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
+            None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
             Some(_) => Err(ApiError::invalid(name, "must be true or false")),
         }
@@ -67,7 +67,7 @@ impl Fields {
     /// A field holding a list of strings, when given.
     pub(super) fn strings(&self, name: &'static str) -> Result<Option<Vec<String>>, ApiError> {
         match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
+            None => Ok(None),
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|v| match v {
@@ -80,13 +80,13 @@ impl Fields {
         }
     }
 
-    /// A money field, when given: a decimal string (`"0.25"`) or a whole number. A number
-    /// with a fraction is refused: JSON readers make it a binary float, which is not exact.
-    pub(super) fn money(&self, name: &'static str) -> Result<Option<String>, ApiError> {
+    /// A money field that `null` clears, when given: a decimal string (`"0.25"`). A JSON
+    /// number is refused: JSON readers make it a binary float, which is not exact.
+    pub(super) fn money(&self, name: &'static str) -> Result<Option<Option<String>>, ApiError> {
         match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(Value::String(s)) => Ok(Some(Some(s.clone()))),
             Some(_) => Err(ApiError::invalid(
                 name,
                 "must be a decimal amount written as a string, such as \"0.25\"",

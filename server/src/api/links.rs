@@ -10,22 +10,23 @@ use super::fields::Fields;
 use super::{Answer, ApiError, ApiState};
 use crate::links::{Change, Link};
 
-/// The fields of a link's body.
+/// The fields of a link's body; `slug` only on creation (it is in the ads: it never changes).
 const FIELDS: [&str; 11] = [
-    "slug", "url", "source", "campaign", "cost", "sub1", "sub2", "sub3", "sub4", "sub5", "enabled",
+    "url", "source", "campaign", "cost", "sub1", "sub2", "sub3", "sub4", "sub5", "enabled", "slug",
 ];
 
 const EXAMPLE: &str = r#"{"slug": "spring", "url": "https://offer.example/?clickid={cid}", "source": "facebook", "campaign": "spring", "cost": "0.25"}"#;
 
-/// The change a body asks for.
-fn change(body: &[u8]) -> Result<Change, ApiError> {
-    let f = Fields::read(body, &FIELDS, EXAMPLE)?;
+/// The change a body asks for: a new link's (`new`, with its slug) or a link's change.
+fn change(body: &[u8], new: bool) -> Result<Change, ApiError> {
+    let known = if new { &FIELDS[..] } else { &FIELDS[..10] };
+    let f = Fields::read(body, known, EXAMPLE)?;
     Ok(Change {
         slug: f.string("slug")?,
         url: f.string("url")?,
         source: f.nullable_string("source")?,
         campaign: f.nullable_string("campaign")?,
-        cost: f.money("cost")?.map(Some),
+        cost: f.money("cost")?,
         subs: [
             f.nullable_string("sub1")?,
             f.nullable_string("sub2")?,
@@ -49,7 +50,7 @@ pub(super) async fn create(
     let body = super::body(body)?;
     let link = state
         .links
-        .create(change(&body)?)
+        .create(change(&body, true)?)
         .await
         .map_err(ApiError::internal)??;
     Ok((StatusCode::CREATED, axum::Json(link.public())).into_response())
@@ -77,7 +78,7 @@ pub(super) async fn update(
     let body = super::body(body)?;
     let link = state
         .links
-        .update(&slug, change(&body)?)
+        .update(&slug, change(&body, false)?)
         .await
         .map_err(ApiError::internal)??
         .ok_or_else(|| no_link(&slug))?;

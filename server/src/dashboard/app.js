@@ -1,5 +1,5 @@
-// The netrev dashboard: the stats table, the Cohort LTV chart and visitor lookup, all read
-// from the query API. Money arrives as exact decimal strings and is only ever rounded as
+// The netrev dashboard: the stats table, the Cohort LTV chart, visitor lookup and Settings
+// (tracking links, webhooks, postback URLs), all through the query API. Money arrives as exact decimal strings and is only ever rounded as
 // decimal text here (half-even, 2 places); numbers are used only to draw the chart.
 "use strict";
 
@@ -90,6 +90,24 @@ async function api(path, { raw = false } = {}) {
     throw new Error(msg);
   }
   return raw ? r : r.json();
+}
+
+/** A request that changes something: JSON body, the answer's JSON (null for 204). */
+async function send(method, path, body) {
+  const headers = { "Content-Type": "application/json" };
+  const key = store.get("key", "");
+  if (key) headers.Authorization = "Bearer " + key;
+  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (r.status === 401) throw new Error("This server needs an API key: enter it at the top.");
+  if (!r.ok) {
+    let msg = r.status + " " + r.statusText;
+    try {
+      const b = await r.json();
+      if (b.error) msg = (b.field && b.field !== "body" ? b.field + ": " : "") + b.error;
+    } catch { /* not JSON */ }
+    throw new Error(msg);
+  }
+  return r.status === 204 ? null : r.json();
 }
 
 function setStatus(id, text, error = false) {
@@ -365,6 +383,301 @@ async function loadVisitor(e) {
   }
 }
 
+// ---- settings: links ---------------------------------------------------------------------
+
+/** A table cell with `text`, or with the given child nodes. */
+function cell(content, cls) {
+  const td = document.createElement("td");
+  if (content instanceof Node) td.append(content); else td.textContent = content ?? "–";
+  if (cls) td.className = cls;
+  return td;
+}
+
+function button(label, onClick, cls) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  if (cls) b.className = cls;
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+async function copy(text, statusId) {
+  try {
+    await navigator.clipboard.writeText(text);
+    setStatus(statusId, "Copied.");
+  } catch {
+    setStatus(statusId, "Copy it by hand: " + text);
+  }
+}
+
+let links = [];
+
+async function loadLinks() {
+  try {
+    links = (await api("/api/links")).links;
+    renderLinks();
+  } catch (err) {
+    setStatus("links-status", err.message, true);
+  }
+}
+
+function renderLinks() {
+  const rows = links.map((l) => {
+    const tr = document.createElement("tr");
+    tr.dataset.slug = l.slug;
+    const url = location.origin + l.path;
+    const tracking = document.createElement("span");
+    const code = document.createElement("code");
+    code.className = "tracking-url";
+    code.textContent = url;
+    tracking.append(code, " ", button("Copy", () => copy(url, "links-status")));
+    const actions = document.createElement("span");
+    actions.append(
+      button("Edit", () => editLink(l), "edit"),
+      button(l.enabled ? "Disable" : "Enable", () => setLink(l.slug, { enabled: !l.enabled }), "toggle"),
+      button("Delete", () => deleteLink(l.slug), "delete"),
+    );
+    tr.append(cell(l.slug), cell(tracking), cell(l.url), cell(l.source), cell(l.campaign),
+      cell(money(l.cost), "num"), cell(l.enabled ? "Enabled" : "Disabled", "link-state"), cell(actions));
+    return tr;
+  });
+  $("links").tBodies[0].replaceChildren(...rows);
+  if (!links.length) setStatus("links-status", "No links yet.");
+}
+
+function editLink(l) {
+  const form = $("link-form");
+  form.dataset.editing = l.slug;
+  $("link-slug").value = l.slug;
+  $("link-slug").disabled = true;
+  $("link-url").value = l.url;
+  $("link-source").value = l.source ?? "";
+  $("link-campaign").value = l.campaign ?? "";
+  $("link-cost").value = l.cost;
+  $("link-save").textContent = "Save link";
+  $("link-cancel").hidden = false;
+}
+
+function resetLinkForm() {
+  const form = $("link-form");
+  form.reset();
+  delete form.dataset.editing;
+  $("link-slug").disabled = false;
+  $("link-save").textContent = "Create link";
+  $("link-cancel").hidden = true;
+}
+
+async function saveLink(e) {
+  e.preventDefault();
+  const editing = $("link-form").dataset.editing;
+  const text = (id) => $(id).value.trim() || null;
+  const body = { url: $("link-url").value.trim(), source: text("link-source"), campaign: text("link-campaign"),
+    cost: text("link-cost") ?? "0" };
+  try {
+    if (editing) {
+      await send("PATCH", "/api/links/" + encodeURIComponent(editing), body);
+      setStatus("links-status", `Saved link ${editing}.`);
+    } else {
+      const slug = text("link-slug");
+      if (slug) body.slug = slug;
+      const l = await send("POST", "/api/links", body);
+      setStatus("links-status", `Created link ${l.slug}: ${location.origin + l.path}`);
+    }
+    resetLinkForm();
+    await loadLinks();
+  } catch (err) {
+    setStatus("links-status", err.message, true);
+  }
+}
+
+async function setLink(slug, change) {
+  try {
+    await send("PATCH", "/api/links/" + encodeURIComponent(slug), change);
+    await loadLinks();
+  } catch (err) {
+    setStatus("links-status", err.message, true);
+  }
+}
+
+async function deleteLink(slug) {
+  if (!confirm(`Delete link ${slug}? Its clicks stay; visits to it will be 404.`)) return;
+  try {
+    await send("DELETE", "/api/links/" + encodeURIComponent(slug));
+    await loadLinks();
+  } catch (err) {
+    setStatus("links-status", err.message, true);
+  }
+}
+
+// ---- settings: webhooks --------------------------------------------------------------------
+
+let hooks = [];
+let shownDeliveries = null;
+
+async function loadHooks() {
+  try {
+    hooks = (await api("/api/webhooks")).webhooks;
+    renderHooks();
+  } catch (err) {
+    setStatus("hooks-status", err.message, true);
+  }
+}
+
+function renderHooks() {
+  const rows = hooks.map((h) => {
+    const tr = document.createElement("tr");
+    tr.dataset.id = h.id;
+    const box = (event) => {
+      const cb = document.createElement("input");
+      cb.type = "checkbox";
+      cb.checked = h.events.includes(event);
+      cb.className = "event-" + event;
+      cb.setAttribute("aria-label", `${event} events to ${h.url}`);
+      cb.addEventListener("change", () => {
+        const events = ["conversion", "refund"].filter((ev) => tr.querySelector(".event-" + ev).checked);
+        if (!events.length) {
+          cb.checked = true;
+          setStatus("hooks-status", "An endpoint needs at least one event; delete it instead.", true);
+          return;
+        }
+        setHook(h.id, { events });
+      });
+      return cb;
+    };
+    const actions = document.createElement("span");
+    actions.append(button("Deliveries", () => loadDeliveries(h.id), "deliveries"));
+    if (h.disabled) actions.append(button("Enable", () => setHook(h.id, { enabled: true }), "enable"));
+    actions.append(button("Delete", () => deleteHook(h.id), "delete"));
+    tr.append(cell(h.url), cell(box("conversion")), cell(box("refund")), cell(h.description),
+      cell(h.disabled ? "Disabled (answered 410)" : "Active"), cell(actions));
+    return tr;
+  });
+  $("hooks").tBodies[0].replaceChildren(...rows);
+  if (!hooks.length) setStatus("hooks-status", "No webhook endpoints yet.");
+}
+
+async function createHook(e) {
+  e.preventDefault();
+  const events = ["conversion", "refund"].filter((ev) => $("hook-" + ev).checked);
+  if (!events.length) {
+    setStatus("hooks-status", "Choose at least one event.", true);
+    return;
+  }
+  const body = { url: $("hook-url").value.trim(), events };
+  const description = $("hook-description").value.trim();
+  if (description) body.description = description;
+  try {
+    const h = await send("POST", "/api/webhooks", body);
+    $("hook-secret-value").textContent = h.secret;
+    $("hook-secret").hidden = false;
+    $("hook-form").reset();
+    setStatus("hooks-status", `Added endpoint ${h.id}.`);
+    await loadHooks();
+  } catch (err) {
+    setStatus("hooks-status", err.message, true);
+  }
+}
+
+async function setHook(id, change) {
+  try {
+    await send("PATCH", "/api/webhooks/" + encodeURIComponent(id), change);
+    setStatus("hooks-status", "Saved.");
+    await loadHooks();
+  } catch (err) {
+    setStatus("hooks-status", err.message, true);
+    await loadHooks();
+  }
+}
+
+async function deleteHook(id) {
+  if (!confirm("Delete this webhook endpoint? Its pending deliveries stop.")) return;
+  try {
+    await send("DELETE", "/api/webhooks/" + encodeURIComponent(id));
+    if (shownDeliveries === id) { shownDeliveries = null; $("deliveries-box").hidden = true; }
+    await loadHooks();
+  } catch (err) {
+    setStatus("hooks-status", err.message, true);
+  }
+}
+
+async function loadDeliveries(id) {
+  shownDeliveries = id;
+  try {
+    const d = await api("/api/webhooks/" + encodeURIComponent(id) + "/deliveries?limit=20");
+    $("deliveries-title").textContent = "Recent deliveries to " + d.endpoint.url;
+    const rows = d.deliveries.map((m) => {
+      const tr = document.createElement("tr");
+      tr.dataset.id = m.id;
+      const last = m.attempts[m.attempts.length - 1];
+      const answer = last ? (last.status ?? last.error ?? "–") : "–";
+      tr.append(cell(m.created), cell(m.type, "type"), cell(m.status, "delivery-status"), cell(count(m.attempts.length), "num"),
+        cell(String(answer)), cell(m.next_attempt),
+        cell(button("Retry now", () => retryDelivery(id, m.id), "retry")));
+      return tr;
+    });
+    $("deliveries").tBodies[0].replaceChildren(...rows);
+    $("deliveries-box").hidden = false;
+    if (!rows.length) setStatus("hooks-status", "No deliveries yet.");
+  } catch (err) {
+    setStatus("hooks-status", err.message, true);
+  }
+}
+
+async function retryDelivery(id, message) {
+  try {
+    await send("POST", `/api/webhooks/${encodeURIComponent(id)}/deliveries/${encodeURIComponent(message)}/retry`);
+    setStatus("hooks-status", "Retrying.");
+    setTimeout(() => loadDeliveries(id), 1000);
+  } catch (err) {
+    setStatus("hooks-status", err.message, true);
+  }
+}
+
+// ---- settings: postback URL builder -------------------------------------------------------
+
+/** Each network's parameter for the tracker's click ID. */
+const NETWORKS = { clickbank: "tid", jvzoo: "tid", warriorplus: "sid", digistore24: "cid", custom: "subid" };
+
+function setNetwork() {
+  const param = NETWORKS[$("pb-network").value];
+  $("pb-param").value = param;
+  $("pb-macro").value = "{" + param + "}";
+  renderBuilder();
+}
+
+function renderBuilder() {
+  const network = $("pb-network").value;
+  const param = $("pb-param").value.trim() || "subid";
+  const macro = $("pb-macro").value.trim();
+  const token = $("pb-token").value.trim();
+  const tail = token ? "&token=" + encodeURIComponent(token) : "";
+  const base = location.origin;
+  $("pb-offer").textContent = `&${param}={cid}`;
+  $("pb-conversion").textContent =
+    `${base}/api/conversion?cid=${macro}&amount=${$("pb-amount").value.trim()}&txid=${$("pb-txid").value.trim()}${tail}`;
+  $("pb-refund").textContent =
+    `${base}/api/conversion/refund?cid=${macro}&amount=${$("pb-amount").value.trim()}&ref=${$("pb-txid").value.trim()}${tail}`;
+  $("pb-ipn").textContent = network === "custom" ? "–" : `${base}/api/ipn/${network}`;
+}
+
+function initSettings() {
+  $("link-form").addEventListener("submit", saveLink);
+  $("link-cancel").addEventListener("click", resetLinkForm);
+  $("hook-form").addEventListener("submit", createHook);
+  $("hook-secret-copy").addEventListener("click", () => copy($("hook-secret-value").textContent, "hooks-status"));
+  $("pb-network").addEventListener("change", setNetwork);
+  for (const id of ["pb-param", "pb-macro", "pb-amount", "pb-txid", "pb-token"]) {
+    $(id).addEventListener("input", renderBuilder);
+  }
+  for (const b of document.querySelectorAll("button.copy")) {
+    b.addEventListener("click", () => copy($(b.dataset.copy).textContent, "links-status"));
+  }
+  setNetwork();
+  loadLinks();
+  loadHooks();
+}
+
 // ---- wiring ------------------------------------------------------------------------------
 
 function isoDay(d) { return d.toISOString().slice(0, 10); }
@@ -381,7 +694,7 @@ function init() {
   $("key-form").addEventListener("submit", (e) => {
     e.preventDefault();
     store.set("key", $("api-key").value);
-    loadStats(); loadSources(); loadCohorts();
+    loadStats(); loadSources(); loadCohorts(); loadLinks(); loadHooks();
   });
   $("stats-form").addEventListener("submit", (e) => {
     e.preventDefault();
@@ -399,6 +712,7 @@ function init() {
   loadStats();
   loadSources();
   loadCohorts();
+  initSettings();
 }
 
 init();
