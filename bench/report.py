@@ -1,6 +1,7 @@
 """Prints the benchmark suite's results table (bench/run) from the JSON files its parts wrote.
 
-Usage: python3 bench/report.py DIR   (DIR holds ingest.json, recompute.json, live.json, query.json)
+Usage: python3 bench/report.py DIR   (DIR holds ingest.json, redirect.json, recompute.json, live.json,
+query.json, month.json)
 """
 
 import json
@@ -22,8 +23,8 @@ def verdict(ok):
 def main():
     d = sys.argv[1]
     smoke = "--smoke" in sys.argv[2:]
-    ingest, recompute, live, query, month = (
-        load(d, n) for n in ("ingest", "recompute", "live", "query", "month"))
+    ingest, recompute, live, query, month, redirect = (
+        load(d, n) for n in ("ingest", "recompute", "live", "query", "month", "redirect"))
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     versions = []
@@ -49,6 +50,11 @@ def main():
             r = ingest["netrev_rps"] / ingest["pg_rps"]
             print(f"| 1 | ingest vs PostgreSQL, a row per postback (pgbench, synchronous_commit=on) | {ingest['netrev_rps']:,.0f} "
                   f"| {ingest['pg_rps']:,.0f} ({ingest['pg_p99_ms']} ms) | {r:.1f}× | ≥ 5× | {verdict(r >= 5)} |")
+    if redirect:
+        r = redirect["netrev_rps"] / redirect["bare_rps"]
+        ok = r >= 0.5 and redirect["netrev_p99_ms"] < 5
+        print(f"| 1 | tracking-link visits /r/{{slug}}: durable click + 302 per s (p99) | {redirect['netrev_rps']:,.0f} ({redirect['netrev_p99_ms']} ms) "
+              f"| bare axum 302: {redirect['bare_rps']:,.0f} ({redirect['bare_p99_ms']} ms) | {r:.2f}× | ≥ 0.5×, p99 < 5 ms | {verdict(ok)} |")
     if recompute:
         n = f"{recompute['clicks']:,} clicks"
         r = recompute["netrev_s"] / recompute["duckdb_s"]
@@ -107,6 +113,8 @@ def main():
     rss = []
     if ingest:
         rss.append(f"ingest {ingest['netrev_peak_rss_mib']:,} MiB")
+    if redirect:
+        rss.append(f"redirects {redirect['netrev_peak_rss_mib']:,} MiB")
     if live:
         rss.append(f"{live['large']['history_clicks']:,}-click history {live['large_peak_rss_mib']:,} MiB")
         rss.append(f"live load {live['live_peak_rss_mib']:,} MiB")

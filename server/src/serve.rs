@@ -444,8 +444,9 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
-/// The benchmark baseline: the same routes answering `{"ok":true}` without parsing, logging
-/// or storing anything, so the ingest benchmark can report durable throughput as a ratio.
+/// The benchmark baseline: the same routes answering `{"ok":true}` (and `/r/{slug}` a fixed
+/// `302`) without parsing, logging or storing anything, so the ingest and redirect benchmarks
+/// can report durable throughput as a ratio.
 pub async fn run_bare(listen: SocketAddr) -> Result<()> {
     async fn ok() -> impl axum::response::IntoResponse {
         (
@@ -453,10 +454,17 @@ pub async fn run_bare(listen: SocketAddr) -> Result<()> {
             r#"{"ok":true}"#,
         )
     }
+    async fn found() -> impl axum::response::IntoResponse {
+        (
+            axum::http::StatusCode::FOUND,
+            [(axum::http::header::LOCATION, "https://offer.example/?cid=x")],
+        )
+    }
     let app = Router::new()
         .route("/api/click", get(ok).post(ok))
         .route("/api/conversion", get(ok).post(ok))
-        .route("/api/conversion/refund", get(ok).post(ok));
+        .route("/api/conversion/refund", get(ok).post(ok))
+        .route("/r/{slug}", get(found));
     let listener = starting(
         tokio::net::TcpListener::bind(listen).await,
         format!("binding {listen}"),
