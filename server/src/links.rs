@@ -28,7 +28,7 @@ use rust_decimal::Decimal;
 
 use netrev_ingest::Ingestor;
 use netrev_ingest::http::PostbackError;
-use netrev_ingest::params::{self, BodyKind, Params};
+use netrev_ingest::params::Params;
 use netrev_ingest::postback;
 use netrev_storage::settings::Settings;
 
@@ -41,10 +41,19 @@ const SETTINGS: &str = "meta/links.json";
 /// Longest slug.
 pub const SLUG_MAX_CHARS: usize = 64;
 
-/// Longest destination URL, in characters once non-ASCII ones are percent-encoded.
-pub const URL_MAX_CHARS: usize = 2048;
+/// Longest destination URL, in characters once non-ASCII ones are percent-encoded: the length
+/// browsers and ad platforms take without trouble (as for webhook endpoints).
+pub const URL_MAX_CHARS: usize = netrev_webhooks::URL_MAX_CHARS;
 
-/// Links kept when `--links-max` is not given.
+/// The most one click of a tracking link may cost (the link's cost or a visit's) when
+/// `--links-max-click-cost` is not given. A visit is public, so its `cost` is anyone's to
+/// choose: without a bound, two visits at the largest amount would take a day's sums past
+/// `Decimal(18,4)`. 1,000 is above any real price of a click.
+pub const MAX_CLICK_COST: Decimal = Decimal::from_parts(1000, 0, 0, false, 0);
+
+/// Links kept when `--links-max` is not given. All are in memory and in one JSON document
+/// rewritten on each change: 10,000 links of the longest URL are about 25 MB to rewrite, far
+/// more than a tracker's operator makes by hand, while a key holder cannot grow it without end.
 pub const LINKS_MAX: usize = 10_000;
 
 /// The macros of a destination URL, written `{name}` or `[name]`.
@@ -54,6 +63,10 @@ pub const MACROS: [&str; 10] = [
 
 /// The visitor cookie.
 pub const COOKIE: &str = "netrev_vid";
+
+/// Bytes of a `User-Agent` the device is read from: real agents are 100-300 bytes with the
+/// platform first; a longer one is cut, so its parsing costs the same whatever a client sends.
+const USER_AGENT_READ: usize = 512;
 
 /// How long the visitor cookie lasts: a year.
 const COOKIE_MAX_AGE_SECS: u64 = 365 * 24 * 3600;
@@ -190,16 +203,43 @@ pub struct Links {
     store: netrev_storage::Store,
     /// Most links kept (`--links-max`).
     max: usize,
+    /// Most one click may cost (`--links-max-click-cost`).
+    max_click_cost: Decimal,
 }
 
 impl Links {
     /// Loads the links of `store` (none yet is fine).
-    pub async fn open(store: netrev_storage::Store, max: usize) -> netrev_storage::Result<Links> {
+    pub async fn open(
+        store: netrev_storage::Store,
+        max: usize,
+        max_click_cost: Decimal,
+    ) -> netrev_storage::Result<Links> {
         Ok(Links {
             links: Settings::open(store.clone(), SETTINGS).await?,
             store,
             max,
+            max_click_cost,
         })
+    }
+
+    /// Click parameters checked as `/api/click` checks its own, the cost bounded by
+    /// `--links-max-click-cost`.
+    fn click_fields(
+        &self,
+        p: &BTreeMap<&'static str, String>,
+    ) -> Result<postback::ClickFields, netrev_ingest::params::Invalid> {
+        let pairs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let fields = postback::click(&Params::from_pairs(&pairs))?;
+        if fields.cost > self.max_click_cost {
+            return Err(netrev_ingest::params::Invalid::new(
+                "cost",
+                format!(
+                    "is above the most one click of a link may cost, {} (--links-max-click-cost)",
+                    self.max_click_cost
+                ),
+            ));
+        }
+        Ok(fields)
     }
 
     /// Every link, by slug.
@@ -240,7 +280,7 @@ impl Links {
                 .now()
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
-        let link = match changed(draft, change) {
+        let link = match self.changed(draft, change) {
             Ok(link) => link,
             Err(r) => return Ok(Err(r)),
         };
@@ -255,7 +295,7 @@ impl Links {
                 }
                 if all.len() >= max {
                     return Err(Refused::Conflict {
-                        field: "slug",
+                        field: "body",
                         error: format!(
                             "there are {max} links already, as many as allowed (--links-max)"
                         ),
@@ -278,51 +318,51 @@ impl Links {
                 let Some(link) = all.get_mut(slug) else {
                     return Ok(None);
                 };
-                *link = changed(link.clone(), change)?;
+                *link = self.changed(link.clone(), change)?;
                 Ok(Some(link.clone()))
             })
             .await
+    }
+
+    /// `link` with `change` applied and every field checked as a click would be.
+    fn changed(&self, mut link: Link, change: Change) -> Result<Link, Refused> {
+        if let Some(url) = change.url {
+            link.url = check_url(&url)?;
+        }
+        if let Some(v) = change.source {
+            link.source = v;
+        }
+        if let Some(v) = change.campaign {
+            link.campaign = v;
+        }
+        for (sub, v) in link.subs.iter_mut().zip(change.subs) {
+            if let Some(v) = v {
+                *sub = v;
+            }
+        }
+        if let Some(enabled) = change.enabled {
+            link.enabled = enabled;
+        }
+        let mut p = link.params();
+        if let Some(cost) = change.cost {
+            p.insert("cost", cost.unwrap_or_else(|| "0".into()));
+        }
+        // The same checks as a click's parameters: a link saved is a link whose clicks record.
+        let fields = self
+            .click_fields(&p)
+            .map_err(|i| invalid(&i.field, i.error))?;
+        // As a click keeps them: an empty text is absent.
+        link.source = fields.source;
+        link.campaign = fields.campaign;
+        link.subs = fields.subs;
+        link.cost = fields.cost;
+        Ok(link)
     }
 
     /// Removes a link; `false` when there is none with that slug.
     pub async fn delete(&self, slug: &str) -> netrev_storage::Result<bool> {
         self.links.change(|all| all.remove(slug).is_some()).await
     }
-}
-
-/// `link` with `change` applied and every field checked as a click would be.
-fn changed(mut link: Link, change: Change) -> Result<Link, Refused> {
-    if let Some(url) = change.url {
-        link.url = check_url(&url)?;
-    }
-    if let Some(v) = change.source {
-        link.source = v;
-    }
-    if let Some(v) = change.campaign {
-        link.campaign = v;
-    }
-    for (sub, v) in link.subs.iter_mut().zip(change.subs) {
-        if let Some(v) = v {
-            *sub = v;
-        }
-    }
-    if let Some(enabled) = change.enabled {
-        link.enabled = enabled;
-    }
-    let mut p = link.params();
-    if let Some(cost) = change.cost {
-        p.insert("cost", cost.unwrap_or_else(|| "0".into()));
-    }
-    // The same checks as a click's parameters: a link saved is a link whose clicks record.
-    let pairs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let fields =
-        postback::click(&Params::from_pairs(&pairs)).map_err(|i| invalid(&i.field, i.error))?;
-    // As a click keeps them: an empty text is absent.
-    link.source = fields.source;
-    link.campaign = fields.campaign;
-    link.subs = fields.subs;
-    link.cost = fields.cost;
-    Ok(link)
 }
 
 /// A slug is 1–[`SLUG_MAX_CHARS`] of `A-Z a-z 0-9 _ -`.
@@ -341,7 +381,8 @@ fn check_slug(slug: &str) -> Result<(), Refused> {
     Ok(())
 }
 
-/// A new slug: 8 characters of lowercase letters and digits (41 random bits).
+/// A new slug: 8 characters of lowercase letters and digits (40 random bits; a collision is
+/// refused with 409, and the operator retries).
 fn new_slug() -> String {
     const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
     (0..8)
@@ -438,10 +479,10 @@ pub fn expand<'a>(url: &str, value: impl Fn(&str) -> Option<&'a str>) -> String 
 }
 
 /// The device of a `User-Agent`: `mobile`, `tablet`, `desktop` or `bot`; `None` when it
-/// cannot tell. Only the first 512 bytes are read.
+/// cannot tell. Only the first [`USER_AGENT_READ`] bytes are read.
 pub fn device(user_agent: &str) -> Option<&'static str> {
     static PARSER: LazyLock<woothee::parser::Parser> = LazyLock::new(woothee::parser::Parser::new);
-    let mut end = user_agent.len().min(512);
+    let mut end = user_agent.len().min(USER_AGENT_READ);
     while !user_agent.is_char_boundary(end) {
         end -= 1;
     }
@@ -506,7 +547,8 @@ impl Geo {
             && let Some(code) = headers.get(name).and_then(|v| v.to_str().ok())
         {
             let code = code.trim();
-            // Cloudflare's XX (unknown) and T1 (Tor) are not countries.
+            // Cloudflare's XX (unknown) is not a country; its T1 (Tor) fails the letters-only
+            // check.
             if code.len() == 2
                 && code.bytes().all(|b| b.is_ascii_alphabetic())
                 && !code.eq_ignore_ascii_case("XX")
@@ -577,38 +619,6 @@ async fn visit(
     let Some(link) = r.links.get(&slug) else {
         return ApiError::not_found("slug", format!("no link {slug:?}")).into_response();
     };
-    let visit = match params::parse(uri.query(), &[], BodyKind::Form) {
-        Ok(p) => p,
-        Err(i) => return PostbackError::Invalid(i).into_response(),
-    };
-    let mut p = link.params();
-    for name in OVERRIDES {
-        if let Some((_, v)) = visit.iter().find(|(k, _)| *k == name) {
-            p.insert(name, v.to_string());
-        }
-    }
-    p.insert("link", link.slug.clone());
-    let vid = cookie_vid(&headers);
-    if let Some(vid) = &vid {
-        p.insert("vid", vid.clone());
-    }
-    let client = client.map_or(peer.ip(), |c| c.0.0);
-    if let Some(country) = r.geo.country(&headers, client) {
-        p.insert("country", country);
-    }
-    if let Some(device) = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .and_then(device)
-    {
-        p.insert("device", device.to_string());
-    }
-    // The visit's parameters are checked as a click's, also for HEAD and a disabled link.
-    let pairs: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let fields = match postback::click(&Params::from_pairs(&pairs)) {
-        Ok(f) => f,
-        Err(i) => return PostbackError::Invalid(i).into_response(),
-    };
     if !link.enabled {
         return ApiError::Gone {
             field: "slug",
@@ -616,6 +626,13 @@ async fn visit(
         }
         .into_response();
     }
+    let client = client.map_or(peer.ip().to_canonical(), |c| c.0.0);
+    let p = visit_params(&link, uri.query(), &headers, &r.geo, client);
+    // Checked as a click's, also for HEAD: a malformed override is 400, nothing recorded.
+    let fields = match r.links.click_fields(&p) {
+        Ok(f) => f,
+        Err(i) => return PostbackError::Invalid(i).into_response(),
+    };
     if method == Method::HEAD {
         // A link checker's HEAD records nothing: where a visit would go, without a click.
         let location = expand(&link.url, |name| match name {
@@ -634,6 +651,44 @@ async fn visit(
         _ => p.get(name).map(String::as_str),
     });
     found(&location, Some(&vid))
+}
+
+/// The click parameters of a visit to `link`: the link's own, the visit's overrides (the first
+/// value of each of [`OVERRIDES`] in `query`; anything else in the query is ignored, however
+/// malformed, so an ad platform's additions never cost a visitor), `link`, and the visitor
+/// (cookie), country and device the request tells.
+fn visit_params(
+    link: &Link,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    geo: &Geo,
+    client: IpAddr,
+) -> BTreeMap<&'static str, String> {
+    let mut p = link.params();
+    let mut overridden = Vec::new();
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        if let Some(name) = OVERRIDES.into_iter().find(|o| *o == name)
+            && !overridden.contains(&name)
+        {
+            overridden.push(name);
+            p.insert(name, value.into_owned());
+        }
+    }
+    p.insert("link", link.slug.clone());
+    if let Some(vid) = cookie_vid(headers) {
+        p.insert("vid", vid);
+    }
+    if let Some(country) = geo.country(headers, client) {
+        p.insert("country", country);
+    }
+    if let Some(device) = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(device)
+    {
+        p.insert("device", device.to_string());
+    }
+    p
 }
 
 /// `302 Found` to `location`, never cached (each visit is a click), setting the visitor

@@ -42,7 +42,10 @@ impl RateLimit {
     }
 
     /// The client a request counts against.
+    /// IPv4 clients of a dual-stack listener arrive as `::ffff:a.b.c.d`: every address is
+    /// taken in its canonical form, so they count (and are trusted) as the IPv4 they are.
     fn client(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        let peer = peer.to_canonical();
         if !self.trusted.contains(&peer) {
             return peer;
         }
@@ -51,7 +54,8 @@ impl RateLimit {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse().ok())
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .map(|a| a.to_canonical())
             .collect();
         forwarded
             .into_iter()
@@ -145,5 +149,13 @@ mod tests {
             l.client(proxy, &h),
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
+        // On a dual-stack listener the proxy arrives as ::ffff:10.0.0.1: still trusted, and
+        // the client it names is the IPv4 address whatever its spelling.
+        h.insert("x-forwarded-for", "::ffff:198.51.100.7".parse().unwrap());
+        assert_eq!(
+            l.client(v6("::ffff:10.0.0.1"), &h),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(l.client(v6("::ffff:192.0.2.1"), &h), a);
     }
 }

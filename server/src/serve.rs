@@ -48,14 +48,27 @@ pub struct ServeConfig {
 }
 
 /// Tracking links' settings.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct LinksConfig {
     /// Most links kept (`--links-max`).
     pub max: usize,
+    /// Most one click of a link may cost, the link's or a visit's (`--links-max-click-cost`).
+    pub max_click_cost: rust_decimal::Decimal,
     /// A header a trusted proxy sets to the visitor's country (`CF-IPCountry`).
     pub geoip_header: Option<String>,
     /// A MaxMind-format country or city database.
     pub geoip_db: Option<std::path::PathBuf>,
+}
+
+impl Default for LinksConfig {
+    fn default() -> Self {
+        LinksConfig {
+            max: crate::links::LINKS_MAX,
+            max_click_cost: crate::links::MAX_CLICK_COST,
+            geoip_header: None,
+            geoip_db: None,
+        }
+    }
 }
 
 /// Where analysts' queries run and what bounds them ([`netrev_pipeline::analysts`]).
@@ -248,7 +261,8 @@ async fn serve(
         "starting the live state",
     )?;
     let links = Arc::new(starting(
-        crate::links::Links::open(store.clone(), config.links.max).await,
+        crate::links::Links::open(store.clone(), config.links.max, config.links.max_click_cost)
+            .await,
         "loading the tracking links",
     )?);
     let geo = Arc::new(

@@ -62,6 +62,10 @@ struct LinkArgs {
     /// whole on each change).
     #[arg(long, env = "NETREV_LINKS_MAX", default_value_t = netrev_server::links::LINKS_MAX)]
     links_max: usize,
+    /// Most one click of a tracking link may cost: the link's `cost`, and a visit's own
+    /// `cost=` (anyone's to choose: more is 400 and records nothing).
+    #[arg(long, env = "NETREV_LINKS_MAX_CLICK_COST", default_value_t = netrev_server::links::MAX_CLICK_COST, value_parser = parse_money)]
+    links_max_click_cost: rust_decimal::Decimal,
     /// A request header a trusted proxy sets to the visitor's two-letter country, such as
     /// `CF-IPCountry`; believed whenever present, so set it only behind such a proxy.
     #[arg(long, env = "NETREV_GEOIP_HEADER")]
@@ -305,6 +309,7 @@ impl ServeArgs {
             webhooks: self.webhooks.into(),
             links: netrev_server::LinksConfig {
                 max: self.links.links_max,
+                max_click_cost: self.links.links_max_click_cost,
                 geoip_header: self.links.geoip_header,
                 geoip_db: self.links.geoip_db,
             },
@@ -440,4 +445,9 @@ pub(super) fn read_secret(path: &std::path::Path) -> anyhow::Result<String> {
         path.display()
     );
     Ok(secret)
+}
+
+/// An amount of money, exact (`netrev_storage::money`).
+fn parse_money(text: &str) -> Result<rust_decimal::Decimal, String> {
+    netrev_storage::money::parse(text).map_err(|e| e.to_string())
 }

@@ -275,6 +275,12 @@ impl Service {
     }
 }
 
+/// Sends the postback `path` (with its query) and checks it is acknowledged (200).
+pub async fn postback(server: &Endpoint, http: &reqwest::Client, path: &str) {
+    let r = http.get(server.url(path)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{path}: {}", r.text().await.unwrap());
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(64)

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Server, client, read_table};
+use crate::harness::{Server, client, postback, read_table};
 use netrev_storage::{Event, Table};
 
 /// A client that does not follow redirects (the 302 is what is tested).
@@ -233,6 +233,10 @@ async fn a_link_records_its_click_redirects_and_credits_the_conversion() {
         (json!({"url": "https://x.example/", "cost": "-1"}), "cost"),
         (json!({"url": "https://x.example/", "cost": 0.1}), "cost"),
         (
+            json!({"url": "https://x.example/", "cost": "1000.01"}),
+            "cost",
+        ),
+        (
             json!({"url": "https://x.example/", "colour": "red"}),
             "body",
         ),
@@ -292,15 +296,12 @@ async fn a_link_records_its_click_redirects_and_credits_the_conversion() {
     assert_ne!(param(&second, "clickid"), cid);
 
     // A conversion naming the first click is credited to the link's source and campaign.
-    let r: Value = http
-        .get(server.url(&format!("/api/conversion?cid={cid}&amount=40")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(r["ok"], true, "{r}");
+    postback(
+        &server,
+        &http,
+        &format!("/api/conversion?cid={cid}&amount=40"),
+    )
+    .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = http
@@ -332,10 +333,56 @@ async fn a_link_records_its_click_redirects_and_credits_the_conversion() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // HEAD records nothing; unknown is 404, disabled 410, deleted 404.
-    let r = browser.head(server.url("/r/spring")).send().await.unwrap();
+    // A malformed override is 400 and records nothing; other parameters are ignored however
+    // malformed (an ad platform's additions never cost a visitor).
+    for bad in ["cost=abc", "cost=1000.0001", "sub1=%01"] {
+        let path = format!("/r/spring?{bad}");
+        assert_eq!(visit(&server, &browser, &path, &[]).await.0, 400, "{bad}");
+    }
+    let (status, third, _) = visit(
+        &server,
+        &browser,
+        "/r/spring?fbclid=%zz&utm=a&utm=b&sub2=x&sub2=y",
+        &[("cookie", cookie.as_str())],
+    )
+    .await;
+    assert_eq!(status, 302);
+    assert!(third.unwrap().contains("clickid="));
+
+    // HEAD records nothing and sets no cookie; unknown is 404, disabled 410, deleted 404.
+    let r = browser
+        .head(server.url("/r/spring?sub1=h"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 302);
+    assert!(r.headers().get("set-cookie").is_none());
+    let location = r.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with("https://offer.example/lp?clickid=&s1=h&v=&src=fb"),
+        "{location}"
+    );
     assert_eq!(visit(&server, &browser, "/r/nope", &[]).await.0, 404);
+    // PATCH: null clears a field (cost: back to 0); a slug in the body is refused.
+    let r = http
+        .patch(server.url("/api/links/spring"))
+        .json(&json!({"source": null, "cost": null, "sub3": "fixed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let changed: Value = r.json().await.unwrap();
+    assert_eq!(changed["source"], Value::Null, "{changed}");
+    assert_eq!(changed["cost"], "0.00", "{changed}");
+    assert_eq!(changed["sub3"], "fixed", "{changed}");
+    assert_eq!(changed["campaign"], "spring-sale", "{changed}");
+    let r = http
+        .patch(server.url("/api/links/spring"))
+        .json(&json!({"slug": "autumn"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     let r = http
         .patch(server.url("/api/links/spring"))
         .json(&json!({"enabled": false}))
@@ -352,7 +399,7 @@ async fn a_link_records_its_click_redirects_and_credits_the_conversion() {
     assert_eq!(r.status(), 204);
     assert_eq!(visit(&server, &browser, "/r/spring", &[]).await.0, 404);
 
-    // Exactly the two visits became clicks, with what the link and the visit said.
+    // Exactly the three visits became clicks, with what the link and the visit said.
     server.stop();
     let clicks: Vec<_> = read_table(&data, Table::Clicks)
         .into_iter()
@@ -361,7 +408,11 @@ async fn a_link_records_its_click_redirects_and_credits_the_conversion() {
             _ => None,
         })
         .collect();
-    assert_eq!(clicks.len(), 2, "{clicks:?}");
+    assert_eq!(clicks.len(), 3, "{clicks:?}");
+    assert!(
+        clicks.iter().any(|c| c.subs[1].as_deref() == Some("x")),
+        "the first of a repeated override counts: {clicks:?}"
+    );
     let first = clicks.iter().find(|c| c.cid == cid).unwrap();
     assert_eq!(first.vid, vid);
     assert_eq!(first.link.as_deref(), Some("spring"));
@@ -375,7 +426,10 @@ async fn kill_9_right_after_a_redirect_loses_no_click() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     // Nothing is flushed to Parquet before the kill: every click is in the log only.
-    let server = Server::start(&data, &["--flush-interval-ms", "3600000"]);
+    let server = Server::start(
+        &data,
+        &["--flush-interval-ms", "3600000", "--links-max", "1"],
+    );
     let http = client();
     let browser = visitor();
     let (status, _) = create(
@@ -385,6 +439,9 @@ async fn kill_9_right_after_a_redirect_loses_no_click() {
     )
     .await;
     assert_eq!(status, 201);
+    // One more than --links-max.
+    let (status, e) = create(&server, &http, json!({"url": "https://offer.example/"})).await;
+    assert_eq!(status, 409, "{e}");
     let mut cids = Vec::new();
     for _ in 0..20 {
         let (status, location, _) = visit(&server, &browser, "/r/crash", &[]).await;

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use hmac::Mac as _;
 use serde_json::{Value, json};
 
-use crate::harness::{Endpoint, Server, Service, client};
+use crate::harness::{Endpoint, Server, Service, client, postback};
 
 /// What the receiver got, and the statuses it answers next (200 when none are left).
 #[derive(Default)]
@@ -75,11 +75,6 @@ async fn get_json(server: &Endpoint, http: &reqwest::Client, path: &str) -> Valu
     let r = http.get(server.url(path)).send().await.unwrap();
     assert_eq!(r.status(), 200, "{path}");
     r.json().await.unwrap()
-}
-
-async fn postback(server: &Endpoint, http: &reqwest::Client, path: &str) {
-    let r = http.get(server.url(path)).send().await.unwrap();
-    assert_eq!(r.status(), 200, "{path}: {}", r.text().await.unwrap());
 }
 
 /// Checks the Standard Webhooks signature of a received message with the endpoint's secret.

@@ -1,6 +1,7 @@
-//! The JSON object bodies of the settings routes (`POST`/`PATCH` of webhooks and links), read
+//! The JSON object bodies of `POST`/`PATCH /api/links` and `PATCH /api/webhooks/{id}`, read
 //! field by field: a field of another type than its route takes, or one the route does not
-//! know, is a 400 naming it (a misspelt `enabled` must not be silently ignored).
+//! know, is a 400 naming it (a misspelt `enabled` must not be silently ignored). (`POST
+//! /api/webhooks` came first and reads its body with serde, which ignores unknown fields.)
 
 use serde_json::{Map, Value};
 

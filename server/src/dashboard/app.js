@@ -413,6 +413,11 @@ async function copy(text, statusId) {
 
 let links = [];
 
+/** Where ads and networks reach this server: the address the operator gave, else this page's. */
+function publicBase() {
+  return (store.get("public", "") || location.origin).replace(/\/+$/, "");
+}
+
 async function loadLinks() {
   try {
     links = (await api("/api/links")).links;
@@ -426,7 +431,7 @@ function renderLinks() {
   const rows = links.map((l) => {
     const tr = document.createElement("tr");
     tr.dataset.slug = l.slug;
-    const url = location.origin + l.path;
+    const url = publicBase() + l.path;
     const tracking = document.createElement("span");
     const code = document.createElement("code");
     code.className = "tracking-url";
@@ -455,6 +460,7 @@ function editLink(l) {
   $("link-source").value = l.source ?? "";
   $("link-campaign").value = l.campaign ?? "";
   $("link-cost").value = l.cost;
+  for (let i = 1; i <= 5; i++) $("link-sub" + i).value = l["sub" + i] ?? "";
   $("link-save").textContent = "Save link";
   $("link-cancel").hidden = false;
 }
@@ -474,6 +480,7 @@ async function saveLink(e) {
   const text = (id) => $(id).value.trim() || null;
   const body = { url: $("link-url").value.trim(), source: text("link-source"), campaign: text("link-campaign"),
     cost: text("link-cost") ?? "0" };
+  for (let i = 1; i <= 5; i++) body["sub" + i] = text("link-sub" + i);
   try {
     if (editing) {
       await send("PATCH", "/api/links/" + encodeURIComponent(editing), body);
@@ -482,7 +489,7 @@ async function saveLink(e) {
       const slug = text("link-slug");
       if (slug) body.slug = slug;
       const l = await send("POST", "/api/links", body);
-      setStatus("links-status", `Created link ${l.slug}: ${location.origin + l.path}`);
+      setStatus("links-status", `Created link ${l.slug}: ${publicBase() + l.path}`);
     }
     resetLinkForm();
     await loadLinks();
@@ -652,7 +659,7 @@ function renderBuilder() {
   const macro = $("pb-macro").value.trim();
   const token = $("pb-token").value.trim();
   const tail = token ? "&token=" + encodeURIComponent(token) : "";
-  const base = location.origin;
+  const base = publicBase();
   $("pb-offer").textContent = `&${param}={cid}`;
   $("pb-conversion").textContent =
     `${base}/api/conversion?cid=${macro}&amount=${$("pb-amount").value.trim()}&txid=${$("pb-txid").value.trim()}${tail}`;
@@ -662,6 +669,13 @@ function renderBuilder() {
 }
 
 function initSettings() {
+  $("public-base").value = store.get("public", "");
+  $("public-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    store.set("public", $("public-base").value.trim());
+    renderLinks();
+    renderBuilder();
+  });
   $("link-form").addEventListener("submit", saveLink);
   $("link-cancel").addEventListener("click", resetLinkForm);
   $("hook-form").addEventListener("submit", createHook);
