@@ -669,6 +669,10 @@ function renderBuilder() {
 }
 
 function initSettings() {
+  // Examples as placeholders, set here: the page itself names no other origin (its test).
+  $("public-base").placeholder = "https://track.example.com";
+  $("link-url").placeholder = "https://offer.example/?clickid={cid}";
+  $("hook-url").placeholder = "https://crm.example.com/hooks";
   $("public-base").value = store.get("public", "");
   $("public-form").addEventListener("submit", (e) => {
     e.preventDefault();
