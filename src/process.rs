@@ -1,5 +1,5 @@
-//! Settings of the whole process that the one-shot commands choose (the allocator's and the
-//! kernel's), kept apart from the command line.
+//! Settings of the whole process that the commands choose (the allocator's and the kernel's),
+//! kept apart from the command line.
 
 /// mimalloc's `mi_option_purge_delay` (its `mimalloc.h`; libmimalloc-sys names no constant
 /// for it).
@@ -19,9 +19,11 @@ pub(crate) fn keep_freed_memory() {
 }
 
 /// Turns off transparent huge pages for this process, unless `MIMALLOC_ALLOW_THP` says
-/// otherwise. For a one-shot `recompute`: mimalloc asks the kernel for 2 MiB pages, each zeroed
-/// whole when first touched, and on this project's VM those faults cost more than the fewer
-/// TLB misses save. Measured on the benchmark history (10M clicks), seven runs each, taking
+/// otherwise. For a one-shot `recompute` and for `serve`, whose start restores the live state
+/// (over a gigabyte of maps at 20M clicks): mimalloc asks the kernel for 2 MiB pages, each
+/// zeroed whole when first touched, and on this project's VM those faults cost more than the
+/// fewer TLB misses save. A restart at 20M clicks: 9.5–9.7 s without them, 12.0–13.5 s with
+/// them, ingest no slower (bench/RESULTS.md). Measured on the benchmark history (10M clicks), seven runs each, taking
 /// turns, two of them right after another process had used and freed 2.7 GiB (as DuckDB does
 /// in the benchmark): 8.8–9.4 s (1.6–2.3 s of system time) without them, 9.0–11.9 s (2.5–8.1 s)
 /// with them.

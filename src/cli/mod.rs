@@ -237,7 +237,12 @@ pub fn serve_config<S: AsRef<str>>(args: &[S]) -> anyhow::Result<netrev_server::
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => Ok(netrev_server::startup((*args).into_config()?).await?),
+        Command::Serve(args) => {
+            // Its start restores the live state from the checkpoint: a gigabyte or more of
+            // maps built at once (see `no_huge_pages`).
+            no_huge_pages();
+            Ok(netrev_server::startup((*args).into_config()?).await?)
+        }
         Command::Recompute(args) => {
             keep_freed_memory();
             no_huge_pages();
