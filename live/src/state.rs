@@ -1875,7 +1875,16 @@ impl Builder {
         let columns = ClickColumns::new(batch)?;
         for r in 0..columns.len() {
             let key = CidKey::new(columns.cid(r));
-            let row = columns.row(r);
+            // The dimension values as the state shares them: a few distinct ones for a
+            // million clicks, so no string is made for each click.
+            let row = columns.row_with(r, &mut |s| match live.strings.get(s) {
+                Some(known) => known.clone(),
+                None => {
+                    let new: Arc<str> = Arc::from(s);
+                    live.strings.insert(new.clone());
+                    new
+                }
+            });
             let with_events = live.states.contains_key(&key)
                 || self.noted.as_ref().is_some_and(|n| n.contains(&key));
             if self.sift && !with_events && !live.keeps(&key, row.ts) {
@@ -2021,9 +2030,15 @@ impl ClickColumns {
     }
 
     pub fn row(&self, r: usize) -> ClickRow {
-        let dim = |i: usize| {
+        self.row_with(r, &mut |s| Arc::from(s))
+    }
+
+    /// Row `r` with its dimension values made by `text` (which may hand out copies it
+    /// already holds instead of a new string for each click).
+    fn row_with(&self, r: usize, text: &mut dyn FnMut(&str) -> Arc<str>) -> ClickRow {
+        let mut dim = |i: usize| {
             let a = self.dims[i].as_string::<i32>();
-            a.is_valid(r).then(|| Arc::from(a.value(r)))
+            a.is_valid(r).then(|| text(a.value(r)))
         };
         let ts = self.ts.value(r);
         ClickRow {
