@@ -148,6 +148,23 @@ impl Endpoint {
         )
     }
 
+    /// Waits until the live state has taken every event acknowledged so far (an
+    /// acknowledgement means durable in the log; the live thread applies it just after).
+    pub async fn wait_live(&self, client: &reqwest::Client) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let h = self.health(client).await;
+            if h["live"]["received_seq"] == h["ingest"]["durable_seq"] {
+                return h;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the live state did not catch up: {h}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until everything acknowledged is in Parquet.
     pub async fn wait_flushed(&self, client: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -292,7 +292,7 @@ async fn events_past_the_pending_cap_are_read_back_when_their_clicks_arrive() {
         server.url("/api/conversion/refund?cid=ext-3&amount=4"),
     )
     .await;
-    let health = server.health(&http).await;
+    let health = server.wait_live(&http).await;
     assert_eq!(health["live"]["state"]["spilled_events"], 21, "{health}");
     assert_eq!(health["live"]["state"]["pending_bytes"], 0, "{health}");
     assert_eq!(health["live"]["state"]["click_states"], 0, "{health}");
