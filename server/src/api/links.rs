@@ -10,16 +10,21 @@ use super::fields::Fields;
 use super::{Answer, ApiError, ApiState};
 use crate::links::{Change, Link};
 
-/// The fields of a link's body; `slug` only on creation (it is in the ads: it never changes).
-const FIELDS: [&str; 11] = [
-    "url", "source", "campaign", "cost", "sub1", "sub2", "sub3", "sub4", "sub5", "enabled", "slug",
+/// The fields of a link's change.
+const FIELDS: [&str; 10] = [
+    "url", "source", "campaign", "cost", "sub1", "sub2", "sub3", "sub4", "sub5", "enabled",
+];
+
+/// The fields of a new link: those and its `slug` (it is in the ads: it never changes).
+const NEW_FIELDS: [&str; 11] = [
+    "slug", "url", "source", "campaign", "cost", "sub1", "sub2", "sub3", "sub4", "sub5", "enabled",
 ];
 
 const EXAMPLE: &str = r#"{"slug": "spring", "url": "https://offer.example/?clickid={cid}", "source": "facebook", "campaign": "spring", "cost": "0.25"}"#;
 
 /// The change a body asks for: a new link's (`new`, with its slug) or a link's change.
 fn change(body: &[u8], new: bool) -> Result<Change, ApiError> {
-    let known = if new { &FIELDS[..] } else { &FIELDS[..10] };
+    let known: &[&str] = if new { &NEW_FIELDS } else { &FIELDS };
     let f = Fields::read(body, known, EXAMPLE)?;
     Ok(Change {
         slug: f.string("slug")?,

@@ -78,35 +78,37 @@ function sortKey(key, v) {
 
 // ---- API -----------------------------------------------------------------------------
 
-async function api(path, { raw = false } = {}) {
+/**
+ * A request with the API key, if one is entered: the answer, or an Error saying why there is
+ * none. A request that changes something (`change`) is sent as JSON, and its errors name the
+ * field at fault first.
+ */
+async function request(method, path, body, change) {
   const headers = {};
   const key = store.get("key", "");
   if (key) headers.Authorization = "Bearer " + key;
-  const r = await fetch(path, { headers });
-  if (r.status === 401) throw new Error("This server needs an API key: enter it at the top.");
-  if (!r.ok) {
-    let msg = r.status + " " + r.statusText;
-    try { const body = await r.json(); if (body.error) msg = body.error; } catch { /* not JSON */ }
-    throw new Error(msg);
-  }
-  return raw ? r : r.json();
-}
-
-/** A request that changes something: JSON body, the answer's JSON (null for 204). */
-async function send(method, path, body) {
-  const headers = { "Content-Type": "application/json" };
-  const key = store.get("key", "");
-  if (key) headers.Authorization = "Bearer " + key;
+  if (change) headers["Content-Type"] = "application/json";
   const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   if (r.status === 401) throw new Error("This server needs an API key: enter it at the top.");
   if (!r.ok) {
     let msg = r.status + " " + r.statusText;
     try {
       const b = await r.json();
-      if (b.error) msg = (b.field && b.field !== "body" ? b.field + ": " : "") + b.error;
+      if (b.error) msg = (change && b.field && b.field !== "body" ? b.field + ": " : "") + b.error;
     } catch { /* not JSON */ }
     throw new Error(msg);
   }
+  return r;
+}
+
+async function api(path, { raw = false } = {}) {
+  const r = await request("GET", path);
+  return raw ? r : r.json();
+}
+
+/** A request that changes something: JSON body, the answer's JSON (null for 204). */
+async function send(method, path, body) {
+  const r = await request(method, path, body, true);
   return r.status === 204 ? null : r.json();
 }
 
