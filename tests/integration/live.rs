@@ -184,8 +184,18 @@ async fn a_restart_restores_the_live_state_from_its_checkpoint() {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let text = std::fs::read_to_string(&log).unwrap();
-            if text.contains("recompute by difference done") {
+            if let Some(at) = text.rfind("recompute by difference done") {
                 assert!(!text.contains("recompute done"), "{text}");
+                // The live thread checkpoints after a recompute (when its state changed) on
+                // its next turn (at most --live-persist-ms later): before the test sends more,
+                // so that the events sent next are all after that checkpoint.
+                let turn = Instant::now() + Duration::from_secs(2);
+                while Instant::now() < turn
+                    && !std::fs::read_to_string(&log).unwrap()[at..]
+                        .contains("live state checkpointed")
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
